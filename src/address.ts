@@ -1,0 +1,171 @@
+/**
+ * IP address parsing, formatting and keys. Addresses travel through the packet
+ * path as bytes (see ProbeEvent); text is made only where a human or a
+ * firewall command needs it.
+ */
+import type { Family } from "./types.ts";
+
+/** A parsed address: family and its bytes (4 or 16 long). */
+export interface Address {
+  family: Family;
+  bytes: Uint8Array;
+}
+
+/** A parsed CIDR block. */
+export interface Cidr {
+  family: Family;
+  bytes: Uint8Array;
+  prefix: number;
+}
+
+function parseV4(text: string, out: Uint8Array, at: number): boolean {
+  const parts = text.split(".");
+  if (parts.length !== 4) return false;
+  for (let i = 0; i < 4; i++) {
+    const p = parts[i];
+    if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p[0] === "0")) return false;
+    const n = Number(p);
+    if (n > 255) return false;
+    out[at + i] = n;
+  }
+  return true;
+}
+
+function parseV6(text: string): Uint8Array | null {
+  const out = new Uint8Array(16);
+  let s = text;
+  const zone = s.indexOf("%");
+  if (zone >= 0) s = s.slice(0, zone);
+  if (s.length === 0 || s.length > 45) return null;
+  const dbl = s.indexOf("::");
+  if (dbl >= 0 && s.indexOf("::", dbl + 1) >= 0) return null;
+  const parseGroups = (part: string): number[] | null => {
+    if (part === "") return [];
+    const groups: number[] = [];
+    const items = part.split(":");
+    for (let i = 0; i < items.length; i++) {
+      const g = items[i];
+      if (i === items.length - 1 && g.includes(".")) {
+        const v4 = new Uint8Array(4);
+        if (!parseV4(g, v4, 0)) return null;
+        groups.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+        groups.push(parseInt(g, 16));
+      }
+    }
+    return groups;
+  };
+  let groups: number[];
+  if (dbl >= 0) {
+    const head = parseGroups(s.slice(0, dbl));
+    const tail = parseGroups(s.slice(dbl + 2));
+    if (!head || !tail || head.length + tail.length > 7) return null;
+    groups = [...head, ...new Array(8 - head.length - tail.length).fill(0), ...tail];
+  } else {
+    const all = parseGroups(s);
+    if (!all || all.length !== 8) return null;
+    groups = all;
+  }
+  for (let i = 0; i < 8; i++) {
+    out[i * 2] = groups[i] >> 8;
+    out[i * 2 + 1] = groups[i] & 0xff;
+  }
+  return out;
+}
+
+/** Parses an IPv4 or IPv6 address in text form (brackets allowed for IPv6); null when invalid. */
+export function parseAddress(text: string): Address | null {
+  let t = text.trim();
+  if (t.startsWith("[") && t.endsWith("]")) t = t.slice(1, -1);
+  if (t.includes(":")) {
+    const b = parseV6(t);
+    if (!b) return null;
+    // An IPv4-mapped address is the IPv4 address.
+    if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
+      return { family: 4, bytes: b.slice(12) };
+    }
+    return { family: 6, bytes: b };
+  }
+  const b = new Uint8Array(4);
+  return parseV4(t, b, 0) ? { family: 4, bytes: b } : null;
+}
+
+/** Parses `ADDR/PREFIX` (or a bare address, as a host block); null when invalid. */
+export function parseCidr(text: string): Cidr | null {
+  const slash = text.indexOf("/");
+  const addr = parseAddress(slash >= 0 ? text.slice(0, slash) : text);
+  if (!addr) return null;
+  const max = addr.family === 4 ? 32 : 128;
+  let prefix = max;
+  if (slash >= 0) {
+    const p = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(p)) return null;
+    prefix = Number(p);
+    if (prefix > max) return null;
+  }
+  return { family: addr.family, bytes: addr.bytes, prefix };
+}
+
+/** True when the first `len` address bytes of `bytes` fall inside `cidr`. */
+export function cidrContains(cidr: Cidr, family: Family, bytes: Uint8Array): boolean {
+  if (cidr.family !== family) return false;
+  let bits = cidr.prefix;
+  for (let i = 0; bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if ((bytes[i] & mask) !== (cidr.bytes[i] & mask)) return false;
+  }
+  return true;
+}
+
+/** Formats address bytes as text: dotted quad, or RFC 5952 IPv6. */
+export function formatAddress(family: Family, bytes: Uint8Array): string {
+  if (family === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push((bytes[i * 2] << 8) | bytes[i * 2 + 1]);
+  // Longest run of zero groups (length >= 2) becomes "::".
+  let bestAt = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) {
+      bestAt = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(":");
+  if (bestAt < 0) return hex(g);
+  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+}
+
+/** Formats `addr:port`, bracketing IPv6 addresses as the log contract says. */
+export function formatEndpoint(family: Family, bytes: Uint8Array, port: number): string {
+  const a = formatAddress(family, bytes);
+  return family === 6 ? `[${a}]:${port}` : `${a}:${port}`;
+}
+
+/**
+ * A compact map key for an address: the IPv4 address as an unsigned 32-bit
+ * number, an IPv6 address as a 32-digit hex string. Cheap to compute per packet.
+ */
+export function addressKey(family: Family, bytes: Uint8Array): number | string {
+  if (family === 4) {
+    return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+  }
+  let s = "";
+  for (let i = 0; i < 16; i++) s += HEX[bytes[i]];
+  return s;
+}
+
+const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Canonical text form of an address given in any accepted text form; null when invalid. */
+export function canonicalAddress(text: string): string | null {
+  const a = parseAddress(text);
+  return a ? formatAddress(a.family, a.bytes) : null;
+}
