@@ -155,7 +155,7 @@ export function formatEndpoint(family: Family, bytes: Uint8Array, port: number):
  */
 export function addressKey(family: Family, bytes: Uint8Array): number | string {
   if (family === 4) {
-    return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+    return (bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3];
   }
   let s = "";
   for (let i = 0; i < 16; i++) s += HEX[bytes[i]];
