@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import { parseAddress, parseCidr } from "../src/address.ts";
+import { AllowList } from "../src/allowlist.ts";
+import { LINKTYPE } from "../src/decode.ts";
+import { Detector } from "../src/detector.ts";
+import { EventLog } from "../src/log.ts";
+import { Pipeline, type ScanReport } from "../src/pipeline.ts";
+
+/** A raw-IP TCP frame (no link header). */
+function frame(src: string, dst: string, sport: number, dport: number, flags = 0x02): Uint8Array {
+  const s = parseAddress(src)!, d = parseAddress(dst)!;
+  const tcp = new Uint8Array(20);
+  const tv = new DataView(tcp.buffer);
+  tv.setUint16(0, sport);
+  tv.setUint16(2, dport);
+  tcp[12] = 5 << 4;
+  tcp[13] = flags;
+  if (s.family === 4) {
+    const ip = new Uint8Array(20 + 20);
+    const v = new DataView(ip.buffer);
+    ip[0] = 0x45;
+    v.setUint16(2, 40);
+    ip[8] = 64;
+    ip[9] = 6;
+    ip.set(s.bytes, 12);
+    ip.set(d.bytes, 16);
+    ip.set(tcp, 20);
+    return ip;
+  }
+  const ip = new Uint8Array(40 + 20);
+  const v = new DataView(ip.buffer);
+  ip[0] = 0x60;
+  v.setUint16(4, 20);
+  ip[6] = 6;
+  ip[7] = 64;
+  ip.set(s.bytes, 8);
+  ip.set(d.bytes, 24);
+  ip.set(tcp, 40);
+  return ip;
+}
+
+/** Packs frames into pcap records (host order, as pcap_dump writes them). */
+function batch(frames: { ms: number; data: Uint8Array }[]) {
+  const size = frames.reduce((n, f) => n + 16 + f.data.length, 0);
+  const buf = new Uint8Array(size);
+  const v = new DataView(buf.buffer);
+  let off = 0;
+  for (const f of frames) {
+    v.setUint32(off, Math.floor(f.ms / 1000), true);
+    v.setUint32(off + 4, (f.ms % 1000) * 1000, true);
+    v.setUint32(off + 8, f.data.length, true);
+    v.setUint32(off + 12, f.data.length, true);
+    buf.set(f.data, off + 16);
+    off += 16 + f.data.length;
+  }
+  return { view: v, start: 0, end: size };
+}
+
+function setup(opts: { local?: string[]; allow?: string[]; everyDestinationLocal?: boolean } = {}) {
+  const out: string[] = [];
+  const log = new EventLog("text", 0, (t) => out.push(t));
+  const allow = new AllowList(
+    (opts.allow ?? []).map((c) => parseCidr(c)!),
+    (opts.local ?? []).map((a) => parseAddress(a)!),
+  );
+  const scans: ScanReport[] = [];
+  const repeats: string[] = [];
+  const pl = new Pipeline({
+    linktype: LINKTYPE.RAW,
+    detector: new Detector({ ports: 3, windowMs: 60_000, maxSources: 1000 }),
+    allow,
+    log,
+    everyDestinationLocal: opts.everyDestinationLocal ?? false,
+    onScan: (s) => scans.push(s),
+    onRepeatScanner: (_ms, src) => repeats.push(src),
+    summarize: true,
+  });
+  const run = (frames: Uint8Array[]) => {
+    pl.processBatch(batch(frames.map((data, i) => ({ ms: 1_600_000_000_000 + i * 10, data }))));
+    log.flush();
+  };
+  return { pl, run, scans, repeats, lines: () => out.join("").split("\n").filter(Boolean) };
+}
+
+const probes = (src: string, dst: string, ports: number[]) =>
+  ports.map((p, i) => frame(src, dst, 40000 + i, p));
+
+Deno.test("a scan of this host is reported once, with its ports", () => {
+  const t = setup({ local: ["10.0.0.2"] });
+  t.run(probes("10.0.0.1", "10.0.0.2", [21, 22, 23, 25, 80, 443]));
+  assert.equal(t.scans.length, 1);
+  assert.deepEqual(t.scans[0].ports, [21, 22, 23, 25]);
+  assert.equal(t.scans[0].src, "10.0.0.1");
+  assert.equal(t.repeats.length, 2);
+  assert.equal(
+    t.lines().filter((l) => l.includes("Port scan detected: 10.0.0.1 -> 10.0.0.2")).length,
+    1,
+  );
+  assert.equal(t.pl.attempts4, 6);
+  const sum = t.pl.scans.get("10.0.0.1")!;
+  assert.equal(sum.ports.size, 6);
+});
+
+Deno.test("this host's own outbound connections are not counted against the peer", () => {
+  const t = setup({ local: ["10.0.0.2"] });
+  t.run(probes("10.0.0.2", "10.0.0.1", Array.from({ length: 20 }, (_, i) => 1000 + i)));
+  assert.equal(t.scans.length, 0);
+  assert.equal(t.pl.attempts4, 0);
+  assert.equal(t.lines().length, 0);
+});
+
+Deno.test("allow-listed and loopback sources are logged but never counted", () => {
+  const t = setup({
+    local: ["10.0.0.2", "127.0.0.1", "::1"],
+    allow: ["192.168.0.0/16", "fd00:1::/32"],
+  });
+  t.run([
+    ...probes("192.168.4.4", "10.0.0.2", [1, 2, 3, 4, 5]),
+    ...probes("127.0.0.5", "127.0.0.1", [1, 2, 3, 4, 5]),
+    ...probes("fd00:1:2::9", "::1", [1, 2, 3, 4, 5]),
+  ]);
+  assert.equal(t.scans.length, 0);
+  assert.equal(t.lines().filter((l) => l.includes("New connection: 192.168.4.4")).length, 5);
+  assert.equal(t.lines().filter((l) => l.includes("New connection: [fd00:1:2::9]")).length, 5);
+});
+
+Deno.test("IPv6 scans are detected", () => {
+  const t = setup({ local: ["fd77::2"] });
+  t.run(probes("fd77::1", "fd77::2", [22, 80, 443, 8080]));
+  assert.equal(t.scans.length, 1);
+  assert.equal(t.scans[0].family, 6);
+  assert.equal(t.scans[0].src, "fd77::1");
+  assert.ok(
+    t.lines().includes(
+      t.lines().find((l) => l.endsWith("Port scan detected: fd77::1 -> fd77::2"))!,
+    ),
+  );
+});
+
+Deno.test("SYN-ACK, RST and ACK segments are not connection attempts; ECN SYNs are", () => {
+  const t = setup({ local: ["10.0.0.2"] });
+  t.run([
+    frame("10.0.0.1", "10.0.0.2", 1, 1, 0x12),
+    frame("10.0.0.1", "10.0.0.2", 1, 2, 0x04),
+    frame("10.0.0.1", "10.0.0.2", 1, 3, 0x10),
+    frame("10.0.0.1", "10.0.0.2", 1, 4, 0xc2),
+  ]);
+  assert.equal(t.pl.attempts4, 1);
+});
+
+Deno.test("without --local in -r mode every destination counts as this host", () => {
+  const t = setup({ everyDestinationLocal: true });
+  t.run(probes("10.9.9.9", "203.0.113.5", [1, 2, 3, 4]));
+  assert.equal(t.scans.length, 1);
+});
+
+Deno.test("malformed frames are counted, not thrown", () => {
+  const t = setup({ local: ["10.0.0.2"] });
+  const f = frame("10.0.0.1", "10.0.0.2", 1, 80);
+  t.run([f.subarray(0, 30), new Uint8Array([0x45, 0, 0]), f]);
+  assert.equal(t.pl.packets, 3);
+  assert.equal(t.pl.decodeErrors, 2);
+  assert.equal(t.pl.attempts4, 1);
+});
