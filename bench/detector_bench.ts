@@ -46,6 +46,9 @@ function pipeline(maxSources: number) {
   const pl = new Pipeline({
     linktype: LINKTYPE.RAW,
     detector,
+    slow: null,
+    outbound: null,
+    openPorts: null,
     allow: new AllowList([], [parseAddress("10.0.0.2")!]),
     log,
     everyDestinationLocal: false,

@@ -45,6 +45,18 @@ export interface Config {
   bufferSize: number;
   /** Bytes captured per packet. */
   snaplen: number;
+  /** Main rule: windowed distinct ports (the original's) or psd-style scoring. */
+  detector: "window" | "psd";
+  /** Slow-scan rule: MORE than this many distinct ports… (0 = off) */
+  slowPorts: number;
+  /** …within this many seconds. */
+  slowWindowSeconds: number;
+  /** Count probes to ports with a listening socket (the original rule). */
+  countOpenPorts: boolean;
+  /** Netfilter hooks the bans apply to. */
+  hooks: ("input" | "forward")[];
+  /** Allow-list the default gateways and resolvers automatically. */
+  lockoutGuard: boolean;
 }
 
 /** One option: flag names, env variable, default, help text. */
@@ -169,6 +181,49 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: "N",
     def: "128",
     help: "bytes captured per packet (covers VLAN tags and IPv6 extension headers)",
+  },
+  {
+    long: "detector",
+    env: "SB_DETECTOR",
+    arg: "window|psd",
+    def: "window",
+    help:
+      "window: the --ports/--window rule; psd: weighted score (low ports 3, others 1) over 21 within 3 s",
+  },
+  {
+    long: "slow-ports",
+    env: "SB_SLOW_PORTS",
+    arg: "N",
+    def: "12",
+    help: "slow scans: MORE than N distinct ports … (0 = off)",
+  },
+  {
+    long: "slow-window",
+    env: "SB_SLOW_WINDOW",
+    arg: "SECONDS",
+    def: "3600",
+    help: "… from one source within this long window",
+  },
+  {
+    long: "count-open-ports",
+    env: "SB_COUNT_OPEN_PORTS",
+    boolean: true,
+    def: "off",
+    help: "count SYNs to ports this host listens on (the original rule)",
+  },
+  {
+    long: "hook",
+    env: "SB_HOOK",
+    arg: "input|input,forward",
+    def: "input",
+    help: "where bans drop traffic; forward also guards routed/container traffic",
+  },
+  {
+    long: "lockout-guard",
+    env: "SB_LOCKOUT_GUARD",
+    arg: "on|off",
+    def: "on",
+    help: "never ban the default gateways and the resolvers of /etc/resolv.conf",
   },
   { long: "help", short: "h", boolean: true, def: "", help: "show this help" },
   { long: "version", boolean: true, def: "", help: "show the version" },
@@ -404,6 +459,37 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     65535,
     "an integer from 68 to 65535",
   );
+  const detector = oneOf("detector", get("detector") ?? "window", ["window", "psd"] as const);
+  const slowPorts = intOption(
+    "slow-ports",
+    get("slow-ports") ?? "12",
+    0,
+    65535,
+    "an integer from 0 (off) to 65535",
+  );
+  const slowWindowSeconds = numberOption(
+    "slow-window",
+    get("slow-window") ?? "3600",
+    "a number of seconds greater than 0",
+  );
+  let countOpenPorts = v["count-open-ports"] === true;
+  if (!countOpenPorts && env.SB_COUNT_OPEN_PORTS !== undefined && env.SB_COUNT_OPEN_PORTS !== "") {
+    const t = env.SB_COUNT_OPEN_PORTS.trim().toLowerCase();
+    if (["1", "true", "yes", "on"].includes(t)) countOpenPorts = true;
+    else if (!["0", "false", "no", "off"].includes(t)) {
+      throw new ConfigError(
+        `invalid SB_COUNT_OPEN_PORTS "${env.SB_COUNT_OPEN_PORTS}": expected true or false`,
+      );
+    }
+  }
+  const hookText = (get("hook") ?? "input").replace(/\s+/g, "");
+  const hookSet = new Set(hookText.split(","));
+  if (![...hookSet].every((h) => h === "input" || h === "forward") || !hookSet.has("input")) {
+    throw new ConfigError(`invalid --hook "${hookText}": expected input or input,forward`);
+  }
+  const hooks = [...hookSet] as ("input" | "forward")[];
+  const lockoutGuard =
+    oneOf("lockout-guard", get("lockout-guard") ?? "on", ["on", "off"] as const) === "on";
 
   return {
     command,
@@ -423,6 +509,12 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     logFormat,
     bufferSize,
     snaplen,
+    detector,
+    slowPorts,
+    slowWindowSeconds,
+    countOpenPorts,
+    hooks,
+    lockoutGuard,
   };
 }
 

@@ -37,10 +37,21 @@ export interface DetectorOptions {
   maxSources: number;
 }
 
+/** What the pipeline needs of a detector: the windowed rule here, or psd scoring. */
+export interface ScanDetector {
+  observe(key: number | string, target: number, tMs: number): Verdict;
+  readonly size: number;
+  evicted: number;
+  lastScanPorts: number[];
+  lastScanFirstMs: number;
+  forget(key: number | string): void;
+  expire(tMs: number): void;
+}
+
 const NIL = -1;
 
 /** Sliding-window distinct-port counter per source. */
-export class Detector {
+export class Detector implements ScanDetector {
   readonly #n: number;
   readonly #windowMs: number;
   readonly #max: number;

@@ -56,7 +56,16 @@ function batch(frames: { ms: number; data: Uint8Array }[]) {
   return { view: v, start: 0, end: size };
 }
 
-function setup(opts: { local?: string[]; allow?: string[]; everyDestinationLocal?: boolean } = {}) {
+function setup(
+  opts: {
+    local?: string[];
+    allow?: string[];
+    everyDestinationLocal?: boolean;
+    slow?: boolean;
+    outbound?: boolean;
+    open?: number[];
+  } = {},
+) {
   const out: string[] = [];
   const log = new EventLog("text", 0, (t) => out.push(t));
   const allow = new AllowList(
@@ -68,6 +77,9 @@ function setup(opts: { local?: string[]; allow?: string[]; everyDestinationLocal
   const pl = new Pipeline({
     linktype: LINKTYPE.RAW,
     detector: new Detector({ ports: 3, windowMs: 60_000, maxSources: 1000 }),
+    slow: opts.slow ? new Detector({ ports: 12, windowMs: 3_600_000, maxSources: 1000 }) : null,
+    outbound: opts.outbound ? new Detector({ ports: 3, windowMs: 60_000, maxSources: 1000 }) : null,
+    openPorts: opts.open ? new Set(opts.open) : null,
     allow,
     log,
     everyDestinationLocal: opts.everyDestinationLocal ?? false,
@@ -75,8 +87,10 @@ function setup(opts: { local?: string[]; allow?: string[]; everyDestinationLocal
     onRepeatScanner: (_ms, src) => repeats.push(src),
     summarize: true,
   });
-  const run = (frames: Uint8Array[]) => {
-    pl.processBatch(batch(frames.map((data, i) => ({ ms: 1_600_000_000_000 + i * 10, data }))));
+  const run = (frames: Uint8Array[], stepMs = 10) => {
+    pl.processBatch(
+      batch(frames.map((data, i) => ({ ms: 1_600_000_000_000 + i * stepMs, data }))),
+    );
     log.flush();
   };
   return { pl, run, scans, repeats, lines: () => out.join("").split("\n").filter(Boolean) };
@@ -98,7 +112,7 @@ Deno.test("a scan of this host is reported once, with its ports", () => {
   );
   assert.equal(t.pl.attempts4, 6);
   const sum = t.pl.scans.get("10.0.0.1")!;
-  assert.equal(sum.ports.size, 6);
+  assert.equal(sum.targets.size, 6);
 });
 
 Deno.test("this host's own outbound connections are not counted against the peer", () => {
@@ -161,4 +175,70 @@ Deno.test("malformed frames are counted, not thrown", () => {
   assert.equal(t.pl.packets, 3);
   assert.equal(t.pl.decodeErrors, 2);
   assert.equal(t.pl.attempts4, 1);
+});
+
+Deno.test("NULL, FIN and Xmas probes count like SYNs and carry their type", () => {
+  for (const [flags, type] of [[0x00, "null"], [0x01, "fin"], [0x29, "xmas"]] as const) {
+    const t = setup({ local: ["10.0.0.2"] });
+    t.run([1, 2, 3, 4].map((p) => frame("10.0.0.1", "10.0.0.2", 5555, p, flags)));
+    assert.equal(t.scans.length, 1, type);
+    assert.equal(t.scans[0].scanType, type);
+    assert.equal(t.pl.attempts4, 0);
+    assert.equal(t.pl.stealthProbes, 4);
+  }
+  const t = setup({ local: ["10.0.0.2"] });
+  t.run([1, 2, 3, 4].map((p) => frame("10.0.0.1", "10.0.0.2", 5555, p, 0x14))); // RST+ACK
+  assert.equal(t.scans.length, 0);
+});
+
+Deno.test("slow scans: 13 ports at one a minute are caught by the long window only", () => {
+  const slow = setup({ local: ["10.0.0.2"], slow: true });
+  slow.run(probes("10.0.0.1", "10.0.0.2", Array.from({ length: 14 }, (_, i) => 100 + i)), 61_000);
+  assert.equal(slow.scans.length, 1);
+  assert.equal(slow.scans[0].slow, true);
+  assert.equal(slow.scans[0].ports.length, 13);
+  const off = setup({ local: ["10.0.0.2"], slow: false });
+  off.run(probes("10.0.0.1", "10.0.0.2", Array.from({ length: 14 }, (_, i) => 100 + i)), 61_000);
+  assert.equal(off.scans.length, 0);
+  // A fast scan is reported once, not again by the slow rule.
+  const both = setup({ local: ["10.0.0.2"], slow: true });
+  both.run(probes("10.0.0.1", "10.0.0.2", Array.from({ length: 40 }, (_, i) => 100 + i)));
+  assert.equal(both.scans.length, 1);
+  assert.equal(both.scans[0].slow, false);
+});
+
+Deno.test("horizontal: two addresses of this host with two ports each is a scan", () => {
+  const t = setup({ local: ["10.0.0.2", "10.0.0.3"] });
+  t.run([
+    ...probes("10.0.0.1", "10.0.0.2", [22, 80]),
+    ...probes("10.0.0.1", "10.0.0.3", [22, 80]),
+  ]);
+  assert.equal(t.scans.length, 1);
+  assert.deepEqual(t.scans[0].ports, [22, 80, 22, 80]);
+  const one = setup({ local: ["10.0.0.2", "10.0.0.3"] });
+  one.run([...probes("10.0.0.1", "10.0.0.2", [22, 80]), ...probes("10.0.0.1", "10.0.0.3", [22])]);
+  assert.equal(one.scans.length, 0);
+});
+
+Deno.test("outbound scans are reported, never passed on for a ban", () => {
+  const t = setup({ local: ["10.0.0.2"], outbound: true });
+  t.run(probes("10.0.0.2", "198.51.100.7", [1, 2, 3, 4, 5]));
+  assert.equal(t.scans.length, 0);
+  assert.equal(t.pl.outboundScans, 1);
+  assert.deepEqual(
+    t.lines().filter((l) => l.includes("Outbound port scan detected: 10.0.0.2 -> 198.51.100.7"))
+      .length,
+    1,
+  );
+});
+
+Deno.test("SYNs to open ports are not probes; closed ports still are", () => {
+  const t = setup({ local: ["10.0.0.2"], open: [22, 25, 80, 443] });
+  t.run(probes("10.0.0.1", "10.0.0.2", [80, 443, 22, 25, 80, 443]));
+  assert.equal(t.scans.length, 0);
+  assert.equal(t.pl.openPortProbes, 6);
+  assert.equal(t.pl.attempts4, 6);
+  const c = setup({ local: ["10.0.0.2"], open: [22, 25, 80, 443] });
+  c.run(probes("10.0.0.1", "10.0.0.2", [1, 2, 3, 4]));
+  assert.equal(c.scans.length, 1);
 });
