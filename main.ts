@@ -7,12 +7,15 @@
  */
 import denoJson from "./deno.json" with { type: "json" };
 import { Pcap } from "./ffi/pcap.ts";
-import { addressKey, formatAddress, parseAddress } from "./src/address.ts";
+import { addressKey, formatAddress, parseAddress, parseCidr } from "./src/address.ts";
 import { AllowList, interfaceAddresses } from "./src/allowlist.ts";
 import { capabilityAdvice, missingCapabilities } from "./src/capabilities.ts";
 import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
-import { Detector } from "./src/detector.ts";
+import { Detector, type ScanDetector } from "./src/detector.ts";
+import { lockoutGuard } from "./src/lockout.ts";
+import { OpenPorts } from "./src/openports.ts";
+import { PSD_DEFAULTS, PsdDetector } from "./src/psd.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
 import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
 import { createMetrics, type Metrics } from "./src/metrics.ts";
@@ -24,6 +27,8 @@ import type { Firewall } from "./src/types.ts";
 export const VERSION: string = denoJson.version;
 
 const encoder = new TextEncoder();
+/** Wall-clock epoch milliseconds with sub-millisecond resolution (pcap stamps have microseconds). */
+const preciseNow = () => performance.timeOrigin + performance.now();
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
 const warn = (text: string) => writeAll(Deno.stderr, encoder.encode(`scanblocker: ${text}\n`));
 
@@ -98,7 +103,7 @@ async function daemon(cfg: Config): Promise<number> {
 
   // Who is this host, and who is never banned.
   const allow = new AllowList([...cfg.allow]);
-  let refreshLocal: number | undefined;
+  let refreshLocal: ReturnType<typeof setInterval> | undefined;
   if (cfg.local) allow.setLocal(cfg.local);
   else if (live) {
     allow.setLocal(interfaceAddresses());
@@ -112,6 +117,23 @@ async function daemon(cfg: Config): Promise<number> {
     }, 5000);
   }
   const stopTimers = () => clearInterval(refreshLocal);
+
+  // A spoofed probe must not cut the host off from its gateways and resolvers.
+  const guarded: string[] = [];
+  if (live && cfg.lockoutGuard) {
+    try {
+      const g = lockoutGuard();
+      for (const a of [...g.gateways, ...g.resolvers]) {
+        const c = parseCidr(a);
+        if (c) {
+          allow.addAllowed([c]);
+          guarded.push(a);
+        }
+      }
+    } catch (e) {
+      warn(`cannot read gateways/resolvers: ${e instanceof Error ? e.message : e}`);
+    }
+  }
 
   if (live) {
     const missing = missingCapabilities();
@@ -141,11 +163,30 @@ async function daemon(cfg: Config): Promise<number> {
 
   const metrics = createMetrics(VERSION);
   const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite);
-  const detector = new Detector({
+  const detector: ScanDetector = cfg.detector === "psd"
+    ? new PsdDetector({ ...PSD_DEFAULTS, maxSources: cfg.maxSources })
+    : new Detector({
+      ports: cfg.ports,
+      windowMs: cfg.windowSeconds * 1000,
+      maxSources: cfg.maxSources,
+    });
+  // The slow rule keeps up to 12 ports a source for an hour: a quarter of the
+  // sources bounds its memory to about that of the main rule.
+  const slow = cfg.slowPorts > 0
+    ? new Detector({
+      ports: cfg.slowPorts,
+      windowMs: cfg.slowWindowSeconds * 1000,
+      maxSources: Math.max(1, Math.floor(cfg.maxSources / 4)),
+    })
+    : null;
+  const outbound = new Detector({
     ports: cfg.ports,
     windowMs: cfg.windowSeconds * 1000,
-    maxSources: cfg.maxSources,
+    maxSources: Math.max(1, Math.floor(cfg.maxSources / 10)),
   });
+  // Listening sockets describe this machine, not the host of a capture file.
+  const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
+  openPorts?.start();
 
   let firewallState = "ok";
   const fw = openFirewall(cfg, allow, (m) => {
@@ -194,15 +235,20 @@ async function daemon(cfg: Config): Promise<number> {
     const p = fw.ban(scan.src, cfg.banTime).then((result) => {
       const at = live ? Date.now() : scan.ms;
       if (result === "banned") {
-        metrics.detectionToBan.observe(Math.max(0, Date.now() - scan.ms) / 1000);
-        log.banned(at, scan.src);
+        // Packet time of the threshold probe to the firewall's confirmation.
+        const latencyMs = Math.max(0, preciseNow() - scan.ms);
+        metrics.detectionToBan.observe(latencyMs / 1000);
+        log.banned(at, scan.src, live ? latencyMs : undefined);
       } else if (result === "already") {
         log.alreadyBanned(at, scan.src, false);
       } else {
         banned.delete(scan.src);
         // Forget the source so that its next probes can try the ban again.
         const a = parseAddress(scan.src);
-        if (a) detector.forget(addressKey(a.family, a.bytes));
+        if (a) {
+          detector.forget(addressKey(a.family, a.bytes));
+          slow?.forget(addressKey(a.family, a.bytes));
+        }
         warn(`IP ${scan.src} could not be banned (${result}, firewall ${cfg.firewall})`);
       }
       metrics.bans.inc({ backend: cfg.firewall, result: result === "refused" ? "failed" : result });
@@ -215,9 +261,13 @@ async function daemon(cfg: Config): Promise<number> {
   pipeline = new Pipeline({
     linktype: pcap.linktype,
     detector,
+    slow,
+    outbound,
+    openPorts,
     allow,
     log,
-    everyDestinationLocal: !live && cfg.local === null,
+    // A router guarding forwarded traffic protects destinations beyond itself.
+    everyDestinationLocal: (!live && cfg.local === null) || cfg.hooks.includes("forward"),
     onScan,
     onRepeatScanner: (ms, src) => {
       if (banned.has(src)) log.alreadyBanned(ms, src, true);
@@ -251,6 +301,16 @@ async function daemon(cfg: Config): Promise<number> {
     );
     warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${allow.localText.join(" ")}`);
     if (cfg.allow.length > 0) warn(`allow-list: ${argvList(cfg)}`);
+    if (guarded.length > 0) {
+      warn(`lockout guard (never banned; --lockout-guard off to disable): ${guarded.join(" ")}`);
+    }
+    if (openPorts) {
+      warn(
+        `open ports (SYNs to them are not probes; --count-open-ports counts them): ${
+          openPorts.list().join(" ") || "none"
+        }`,
+      );
+    }
     if (server) warn(`metrics: http://${metricsText}/metrics`);
   }
   const statsTimer = live
@@ -277,6 +337,7 @@ async function daemon(cfg: Config): Promise<number> {
   } finally {
     captureRunning = false;
     clearInterval(statsTimer);
+    openPorts?.stop();
     stopTimers();
     if (live) {
       Deno.removeSignalListener("SIGINT", stop);
@@ -312,7 +373,7 @@ function summary(cfg: Config, pl: Pipeline): string {
       scans: scans.map((s) => ({
         src: s.src,
         dst: s.dst,
-        ports: s.ports.size,
+        ports: s.targets.size,
         first: new Date(s.firstMs).toISOString(),
         last: new Date(s.lastMs).toISOString(),
       })),
@@ -327,7 +388,7 @@ function summary(cfg: Config, pl: Pipeline): string {
   ];
   for (const s of scans) {
     lines.push(
-      `Scan: ${s.src} -> ${s.dst}, ${s.ports.size} distinct ports, first ${
+      `Scan: ${s.src} -> ${s.dst}, ${s.targets.size} distinct ports, first ${
         localTimestamp(s.firstMs)
       }, last ${localTimestamp(s.lastMs)}`,
     );

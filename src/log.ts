@@ -141,10 +141,12 @@ export class EventLog {
     }
   }
 
-  /** A ban is in place (never suppressed). */
-  banned(ms: number, address: string): void {
-    if (this.#format === "json") this.#json(ms, "banned", { address });
-    else this.#lines.push(`${this.#time(ms)}: IP ${address} banned.`);
+  /** A ban is in place (never suppressed); JSON carries the detection-to-ban latency. */
+  banned(ms: number, address: string, latencyMs?: number): void {
+    if (this.#format === "json") {
+      const extra = latencyMs === undefined ? {} : { detection_to_ban_ms: latencyMs };
+      this.#json(ms, "banned", { address, ...extra });
+    } else this.#lines.push(`${this.#time(ms)}: IP ${address} banned.`);
   }
 
   /**

@@ -1,0 +1,165 @@
+/**
+ * End-to-end ban latency (issue 10), per firewall backend, in a namespace
+ * lab: the real daemon on the target, real nmap on the scanner.
+ *  - ports answered: distinct ports that sent back a SYN-ACK or RST to a fresh
+ *    scanner running `nmap -sS -T4 --top-ports 1000`, counted on the
+ *    scanner's side by tcpdump (immediate mode, snaplen 128, large buffer);
+ *    then the same with `--scan-delay 1ms` (a steady 1,000 probes a second);
+ *  - detection-to-ban: capture timestamp of the threshold packet to the
+ *    firewall's confirmation, from the daemon's JSON "banned" events (the
+ *    value the scanblocker_detection_to_ban_seconds histogram records), over
+ *    20 fresh scanners.
+ * Prints figures; never passes or fails on time.
+ */
+import { startDaemon } from "../tests/daemon.ts";
+import { createLab, type Lab, run } from "../tests/netns.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))] : NaN;
+}
+
+/** Distinct ports of `target` that answered `scanner` (SYN-ACK or RST) during one nmap run. */
+async function portsAnswered(lab: Lab, scanner: string, nmapExtra: string[]): Promise<number> {
+  const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
+  const dump = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      lab.scanner,
+      "tcpdump",
+      "-i",
+      lab.scannerIf,
+      "-n",
+      "-s",
+      "128",
+      "-B",
+      "65536",
+      "--immediate-mode",
+      "-U",
+      "-w",
+      pcap,
+      `tcp and src host ${lab.target4} and dst host ${scanner} and (tcp[13] & 0x12 == 0x12 or tcp[13] & 0x04 != 0)`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await sleep(700);
+  await lab.exec(lab.scanner, [
+    "timeout",
+    "6",
+    "nmap",
+    "-n",
+    "-Pn",
+    "-sS",
+    "-T4",
+    "--top-ports",
+    "1000",
+    "--max-retries",
+    "0",
+    "-S",
+    scanner,
+    "-e",
+    lab.scannerIf,
+    ...nmapExtra,
+    lab.target4,
+  ]);
+  await sleep(300);
+  dump.kill("SIGINT");
+  await dump.status;
+  const r = await run(["tcpdump", "-nn", "-r", pcap]);
+  await Deno.remove(pcap);
+  const ports = new Set<string>();
+  for (const line of r.stdout.split("\n")) {
+    const m = / IP [\d.]+\.(\d+) > /.exec(line);
+    if (m) ports.add(m[1]);
+  }
+  return ports.size;
+}
+
+/** Runs the three measurements for one backend and returns printable lines. */
+async function benchBackend(backend: "nftables" | "iptables"): Promise<string[]> {
+  const lab = await createLab("lat");
+  const out: string[] = [];
+  const d = startDaemon(lab.target, [
+    "-i",
+    lab.targetIf,
+    "--firewall",
+    backend,
+    "--metrics-addr",
+    "off",
+    "--log-format",
+    "json",
+    "--log-rate",
+    "1",
+    "--lockout-guard",
+    "off",
+    "--ban-time",
+    "600",
+  ]);
+  try {
+    await d.waitFor(/Listening on: /, 20000);
+    // Fresh scanner addresses on the scanner's side of the veth.
+    const base = lab.scanner4.split(".").slice(0, 3).join(".");
+    const addrs = Array.from({ length: 24 }, (_, i) => `${base}.${100 + i}`);
+    for (const a of addrs) await lab.addScannerAddress(`${a}/24`);
+
+    const full = await portsAnswered(lab, addrs[0], []);
+    const slow = await portsAnswered(lab, addrs[1], ["--scan-delay", "1ms"]);
+    // 20 fresh scanners for the latency distribution.
+    for (const a of addrs.slice(2, 22)) {
+      await lab.exec(lab.scanner, [
+        "timeout",
+        "3",
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-T4",
+        "-p",
+        "1-60",
+        "--max-retries",
+        "0",
+        "-S",
+        a,
+        "-e",
+        lab.scannerIf,
+        lab.target4,
+      ]);
+    }
+    await sleep(500);
+    const lat: number[] = [];
+    for (const line of d.stdout().split("\n")) {
+      if (!line.startsWith("{")) continue;
+      try {
+        const e = JSON.parse(line);
+        if (e.event === "banned" && typeof e.detection_to_ban_ms === "number") {
+          lat.push(e.detection_to_ban_ms);
+        }
+      } catch { /* not JSON */ }
+    }
+    out.push(
+      `${backend}: ports answered to nmap -T4 --top-ports 1000: ${full}; with --scan-delay 1ms: ${slow}`,
+      `${backend}: detection-to-ban over ${lat.length} bans: median ${
+        quantile(lat, 0.5).toFixed(3)
+      } ms, p99 ${quantile(lat, 0.99).toFixed(3)} ms`,
+    );
+  } catch (e) {
+    out.push(`${backend}: FAILED: ${e instanceof Error ? e.message.split("\n")[0] : e}`);
+  } finally {
+    await d.stop();
+    await lab.destroy();
+  }
+  return out;
+}
+
+/** Ban latency for both backends. */
+export async function benchBanLatency(): Promise<string> {
+  const lines: string[] = [];
+  for (const b of ["nftables", "iptables"] as const) lines.push(...await benchBackend(b));
+  return lines.join("\n");
+}
+
+if (import.meta.main) console.log(await benchBanLatency());

@@ -1,0 +1,101 @@
+/**
+ * Runs the real daemon (`deno run -P main.ts`, the permission set the
+ * compiled binary gets) inside a test namespace and collects its output.
+ */
+
+const root = new URL("..", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+/** A running daemon and what it printed so far. */
+export interface Daemon {
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once stdout+stderr match `re`; rejects after `ms` with what was printed. */
+  waitFor(re: RegExp, ms?: number): Promise<void>;
+  /** SIGTERM, then SIGKILL after 5 s; resolves with the exit code. */
+  stop(): Promise<number>;
+  /** Exit status, once it has ended. */
+  status: Promise<Deno.CommandStatus>;
+}
+
+/** Starts `main.ts ARGS` inside namespace `ns` (or here when ns is null). */
+export function startDaemon(
+  ns: string | null,
+  args: string[],
+  env: Record<string, string> = {},
+): Daemon {
+  const argv = [Deno.execPath(), "run", "-P", "--quiet", `${root}main.ts`, ...args];
+  const full = ns ? ["ip", "netns", "exec", ns, ...argv] : argv;
+  const child = new Deno.Command(full[0], {
+    args: full.slice(1),
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    env: { NO_COLOR: "1", ...env },
+  }).spawn();
+  let out = "", err = "";
+  const pump = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
+    for await (const chunk of s) add(dec.decode(chunk, { stream: true }));
+  };
+  const done = Promise.all([
+    pump(child.stdout, (t) => (out += t)),
+    pump(child.stderr, (t) => (err += t)),
+  ]);
+  const status = child.status.then(async (s) => {
+    await done;
+    return s;
+  });
+  let ended = false;
+  status.then(() => (ended = true));
+  return {
+    stdout: () => out,
+    stderr: () => err,
+    status,
+    waitFor: async (re, ms = 15000) => {
+      const until = Date.now() + ms;
+      while (Date.now() < until) {
+        if (re.test(out) || re.test(err)) return;
+        if (ended) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      if (re.test(out) || re.test(err)) return;
+      throw new Error(
+        `daemon output did not match ${re} within ${ms} ms${
+          ended ? " (it exited)" : ""
+        }\n--- stdout\n${out.slice(-3000)}\n--- stderr\n${err.slice(-3000)}`,
+      );
+    },
+    stop: async () => {
+      if (!ended) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+        const t = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone */ }
+        }, 5000);
+        const s = await status;
+        clearTimeout(t);
+        return s.code;
+      }
+      return (await status).code;
+    },
+  };
+}
+
+/** Runs `main.ts ARGS` to completion (no namespace) and returns code and output. */
+export async function runMain(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-P", "--quiet", `${root}main.ts`, ...args],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+}
