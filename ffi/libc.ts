@@ -17,6 +17,28 @@ export const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   /** int *__errno_location(void); */
   __errno_location: { parameters: [], result: "pointer" },
+  /** ssize_t getdents64(int fd, void *dirp, size_t count); (glibc >= 2.30; optional) */
+  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize", optional: true },
+  /** ssize_t write(int fd, const void *buf, size_t count); */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int pipe2(int pipefd[2], int flags); */
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); run off the main thread. */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** FILE *fmemopen(void *buf, size_t size, const char *mode); */
+  fmemopen: { parameters: ["pointer", "usize", "buffer"], result: "pointer" },
+  /** int fflush(FILE *stream); */
+  fflush: { parameters: ["pointer"], result: "i32" },
+  /** long ftell(FILE *stream); */
+  ftell: { parameters: ["pointer"], result: "i64" },
+  /** int fseek(FILE *stream, long offset, int whence); */
+  fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
+  /** int fclose(FILE *stream); */
+  fclose: { parameters: ["pointer"], result: "i32" },
+  /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
+  dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
+  /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
@@ -68,6 +90,39 @@ export function readSystemFile(path: string): string | null {
       at += ch.length;
     }
     return decoder.decode(all);
+  } finally {
+    c.close(fd);
+  }
+}
+
+/**
+ * Lists the entry names of a /proc or /sys directory (without "." and ".."),
+ * e.g. /proc/self/fd to count open descriptors; null when it cannot be read.
+ */
+export function listSystemDirectory(path: string): string[] | null {
+  const c = loadLibc().symbols;
+  if (!c.getdents64) return null;
+  const fd = c.open(encoder.encode(path + "\0"), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return null;
+  try {
+    const names: string[] = [];
+    const buf = new Uint8Array(32768);
+    const view = new DataView(buf.buffer);
+    for (;;) {
+      const n = Number(c.getdents64(fd, buf, BigInt(buf.length)));
+      if (n < 0) return null;
+      if (n === 0) return names;
+      // struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+      for (let at = 0; at + 19 < n;) {
+        const reclen = view.getUint16(at + 16, true);
+        if (reclen === 0) break;
+        let end = at + 19;
+        while (end < at + reclen && buf[end] !== 0) end++;
+        const name = decoder.decode(buf.subarray(at + 19, end));
+        if (name !== "." && name !== "..") names.push(name);
+        at += reclen;
+      }
+    }
   } finally {
     c.close(fd);
   }
