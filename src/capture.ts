@@ -20,7 +20,18 @@ export const DEFAULT_SNAPLEN = 160;
 export const DEFAULT_BUFFER_BYTES = 16 << 20;
 
 /**
- * Kernel filter: TCP segments with SYN set and ACK clear (any other bits,
+ * The probe kinds as a BPF test of the TCP flags byte at `at`: SYN without
+ * ACK, and the stealth probes NULL (no flag), FIN alone and Xmas (FIN, PSH,
+ * URG) — the low six bits only, so ECN's ECE/CWR never hide a probe. No
+ * legitimate segment has FIN without ACK, so the stealth kinds cost nothing
+ * on normal traffic.
+ */
+function probeFlags(at: string): string {
+  return `${at} & 0x12 == 2 or ${at} & 0x3f == 0 or ${at} & 0x3f == 1 or ${at} & 0x3f == 0x29`;
+}
+
+/**
+ * Kernel filter: TCP segments with SYN set and ACK clear, or a NULL, FIN or Xmas probe (any other bits,
  * ECN's ECE/CWR included, may be set), IPv4 and IPv6. `tcp[13]` reads IPv4
  * headers only, so IPv6 gets its own test of the flags byte when TCP follows
  * the fixed header directly (offset 40 + 13); IPv6 packets whose next header
@@ -30,8 +41,8 @@ export const DEFAULT_BUFFER_BYTES = 16 << 20;
  * the kernel but turns libpcap's optimizer off for the whole program.)
  * Compiles to 23 BPF instructions on Ethernet.
  */
-export const DEFAULT_FILTER = "tcp[13] & 0x12 == 2" +
-  " or (ip6[6] == 6 and ip6[53] & 0x12 == 2)" +
+export const DEFAULT_FILTER = `${probeFlags("tcp[13]")}` +
+  ` or (ip6[6] == 6 and (${probeFlags("ip6[53]")}))` +
   " or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60))";
 
 const RTF_UP = 0x1;

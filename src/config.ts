@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
+import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture.ts";
 import type { FirewallKind } from "./types.ts";
 
 /** A configuration or usage error: exit code 2, one line. */
@@ -172,14 +173,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     long: "buffer-size",
     env: "SB_BUFFER_SIZE",
     arg: "BYTES",
-    def: "16777216",
+    def: String(DEFAULT_BUFFER_BYTES),
     help: "kernel capture buffer (raise it if pcap drops packets)",
   },
   {
     long: "snaplen",
     env: "SB_SNAPLEN",
     arg: "N",
-    def: "128",
+    def: String(DEFAULT_SNAPLEN),
     help: "bytes captured per packet (covers VLAN tags and IPv6 extension headers)",
   },
   {
@@ -447,14 +448,14 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const logFormat = oneOf("log-format", get("log-format") ?? "text", ["text", "json"] as const);
   const bufferSize = intOption(
     "buffer-size",
-    get("buffer-size") ?? "16777216",
+    get("buffer-size") ?? String(DEFAULT_BUFFER_BYTES),
     65536,
     2 ** 31 - 1,
     "a number of bytes from 65536 to 2147483647",
   );
   const snaplen = intOption(
     "snaplen",
-    get("snaplen") ?? "128",
+    get("snaplen") ?? String(DEFAULT_SNAPLEN),
     68,
     65535,
     "an integer from 68 to 65535",
