@@ -46,10 +46,24 @@ Deno.test("--log-format json carries the same events and a JSON summary", async 
 });
 
 Deno.test("--ports and --window change the verdict on the same capture", async () => {
-  const strict = await runMain(["-r", fixture("eth.pcap"), "--ports", "60000"]);
+  const strict = await runMain([
+    "-r",
+    fixture("eth.pcap"),
+    "--ports",
+    "60000",
+    "--slow-ports",
+    "0",
+  ]);
   assert.equal(strict.code, 0, strict.stderr);
   assert.ok(!strict.stdout.includes("Port scan detected"));
   assert.match(strict.stdout, /, 0 scans/);
+  // The slow rule alone still sees the 100-port scans.
+  const slow = await runMain(["-r", fixture("eth.pcap"), "--ports", "60000"]);
+  assert.match(slow.stdout, /Port scan detected/);
+  // psd scoring: 100 ports within a fraction of a second is far over 21.
+  const psd = await runMain(["-r", fixture("eth.pcap"), "--detector", "psd", "--slow-ports", "0"]);
+  assert.equal(psd.code, 0, psd.stderr);
+  assert.match(psd.stdout, /Port scan detected/);
 });
 
 Deno.test("bad capture files: a clear message and the right exit code, never a stack trace", async () => {
