@@ -261,6 +261,7 @@ async function daemon(cfg: Config): Promise<number> {
   pipeline = new Pipeline({
     linktype: pcap.linktype,
     detector,
+    rule: cfg.detector,
     slow,
     outbound,
     openPorts,

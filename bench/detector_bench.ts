@@ -46,6 +46,7 @@ function pipeline(maxSources: number) {
   const pl = new Pipeline({
     linktype: LINKTYPE.RAW,
     detector,
+    rule: "window",
     slow: null,
     outbound: null,
     openPorts: null,

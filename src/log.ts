@@ -124,7 +124,7 @@ export class EventLog {
     family: Family,
     src: Uint8Array,
     dst: Uint8Array,
-    extra: { ports?: number[]; scanType?: string; outbound?: boolean } = {},
+    extra: { ports?: number[]; scanType?: string; outbound?: boolean; rule?: string } = {},
   ): void {
     const s = formatAddress(family, src), d = formatAddress(family, dst);
     if (this.#format === "json") {
@@ -134,6 +134,7 @@ export class EventLog {
         dst: d,
         ...(extra.ports ? { ports: extra.ports } : {}),
         ...(extra.scanType ? { scan_type: extra.scanType } : {}),
+        ...(extra.rule ? { rule: extra.rule } : {}),
       });
     } else {
       const what = extra.outbound ? "Outbound port scan detected" : "Port scan detected";

@@ -59,6 +59,8 @@ export interface PipelineOptions {
   linktype: number;
   /** The main rule (windowed distinct ports, or psd scoring). */
   detector: ScanDetector;
+  /** Name of the main rule for reports: "window" or "psd". */
+  rule: string;
   /** The long window for slow scans; null = off. */
   slow: ScanDetector | null;
   /** Counts this host's probes of remote hosts; null = off. */
@@ -204,7 +206,10 @@ export class Pipeline {
     if (v === Verdict.Scan) {
       const d = formatAddress(family, dst);
       const targets = det.lastScanPorts;
-      o.log.scanDetected(ms, family, src, dst, { scanType: TYPES[type] });
+      o.log.scanDetected(ms, family, src, dst, {
+        scanType: TYPES[type],
+        rule: slow ? "slow" : o.rule,
+      });
       if (o.summarize) {
         const prev = this.scans.get(s);
         if (prev) {

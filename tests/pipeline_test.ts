@@ -77,6 +77,7 @@ function setup(
   const pl = new Pipeline({
     linktype: LINKTYPE.RAW,
     detector: new Detector({ ports: 3, windowMs: 60_000, maxSources: 1000 }),
+    rule: "window",
     slow: opts.slow ? new Detector({ ports: 12, windowMs: 3_600_000, maxSources: 1000 }) : null,
     outbound: opts.outbound ? new Detector({ ports: 3, windowMs: 60_000, maxSources: 1000 }) : null,
     openPorts: opts.open ? new Set(opts.open) : null,
