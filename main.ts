@@ -18,7 +18,7 @@ import { OpenPorts } from "./src/openports.ts";
 import { PSD_DEFAULTS, PsdDetector } from "./src/psd.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
 import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
-import { createMetrics, type Metrics } from "./src/metrics.ts";
+import { createMetrics } from "./src/metrics.ts";
 import { Pipeline, type ScanReport } from "./src/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/server.ts";
 import type { Firewall } from "./src/types.ts";
