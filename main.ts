@@ -278,7 +278,7 @@ async function daemon(cfg: Config): Promise<number> {
   const pl = pipeline;
 
   // Copy the pipeline's plain counters into the metrics once per batch.
-  let seen = { packets: 0, a4: 0, a6: 0, errors: 0 };
+  let seen = { packets: 0, a4: 0, a6: 0, errors: 0, stealth: 0, open: 0, out: 0, sup: 0 };
   const syncMetrics = () => {
     metrics.packetsCaptured.inc(pl.packets - seen.packets);
     if (pl.attempts4 > seen.a4) {
@@ -289,7 +289,20 @@ async function daemon(cfg: Config): Promise<number> {
     }
     metrics.decodeErrors.inc(pl.decodeErrors - seen.errors);
     metrics.trackedSources.set(detector.size);
-    seen = { packets: pl.packets, a4: pl.attempts4, a6: pl.attempts6, errors: pl.decodeErrors };
+    metrics.stealthProbes.inc(pl.stealthProbes - seen.stealth);
+    metrics.openPortSyns.inc(pl.openPortProbes - seen.open);
+    metrics.outboundScans.inc(pl.outboundScans - seen.out);
+    metrics.logSuppressed.inc(log.suppressedTotal - seen.sup);
+    seen = {
+      packets: pl.packets,
+      a4: pl.attempts4,
+      a6: pl.attempts6,
+      errors: pl.decodeErrors,
+      stealth: pl.stealthProbes,
+      open: pl.openPortProbes,
+      out: pl.outboundScans,
+      sup: log.suppressedTotal,
+    };
   };
 
   const abort = new AbortController();

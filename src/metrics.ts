@@ -50,6 +50,12 @@ export interface Metrics {
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
   logSuppressed: Counter;
+  /** scanblocker_stealth_probes_total: NULL, FIN and Xmas probes arriving at this host */
+  stealthProbes: Counter;
+  /** scanblocker_open_port_syns_total: SYNs to listening ports, not counted toward scans */
+  openPortSyns: Counter;
+  /** scanblocker_outbound_scans_total: this host scanning a remote host (never banned) */
+  outboundScans: Counter;
 }
 
 /** Buckets for detection-to-ban latency: 50 µs (a library call) up to 1 s (something is wrong). */
@@ -145,6 +151,21 @@ export function createMetrics(version: string): Metrics {
     logSuppressed: new Counter({
       name: "scanblocker_log_lines_suppressed_total",
       help: "Connection log lines not written because of the log rate limit.",
+      registers,
+    }),
+    stealthProbes: new Counter({
+      name: "scanblocker_stealth_probes_total",
+      help: "NULL, FIN and Xmas probes arriving at this host.",
+      registers,
+    }),
+    openPortSyns: new Counter({
+      name: "scanblocker_open_port_syns_total",
+      help: "SYNs to ports with a listening socket, not counted toward scans.",
+      registers,
+    }),
+    outboundScans: new Counter({
+      name: "scanblocker_outbound_scans_total",
+      help: "Port scans made by this host of a remote host (a sign of compromise; never banned).",
       registers,
     }),
   };
