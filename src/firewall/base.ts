@@ -1,0 +1,187 @@
+/**
+ * What every firewall backend shares: the safety guard (protected and invalid
+ * addresses never reach a command), the in-memory mirror of the bans that
+ * answers "already", the ban cap, and batching of the requests made in one
+ * tick into one write to the backend.
+ */
+import { formatAddress, parseAddress } from "../address.ts";
+import type { Ban, BanResult, Firewall, FirewallKind } from "../types.ts";
+import { errorText } from "./runner.ts";
+
+/** Options of every backend (see createFirewall). */
+export interface FirewallOptions {
+  /** True for addresses that must never be banned (local, loopback, allow-listed); checked before any command runs: such a ban resolves "refused". */
+  isProtected: (address: string) => boolean;
+  /** One clear line per failure, naming the command and its error (the caller prints to stderr and counts a metric). */
+  onError: (message: string) => void;
+  /** Cap on bans held at once (default 65536); a ban beyond it resolves "failed" with one onError line saying the cap was reached. */
+  maxBans: number;
+  /** Prefix for running commands inside a namespace in tests, e.g. ["ip","netns","exec","ns1"]; empty in production. */
+  commandPrefix?: string[];
+}
+
+/** One queued change: add or remove a ban; `done` receives whether it is applied. */
+export interface Op {
+  add: boolean;
+  ban: Ban;
+  done: (ok: boolean) => void;
+}
+
+/** Base class of the backends: guard, bookkeeping and batching. */
+export abstract class BaseFirewall implements Firewall {
+  abstract readonly kind: FirewallKind;
+  /** Bans in place, by canonical address. */
+  protected readonly bans = new Map<string, Ban>();
+  readonly #pending = new Map<string, Promise<BanResult>>();
+  #queue: Op[] = [];
+  #scheduled = false;
+  #busy = false;
+  protected readonly prefix: string[];
+  protected readonly maxBans: number;
+
+  constructor(protected readonly opts: FirewallOptions) {
+    this.prefix = opts.commandPrefix ?? [];
+    this.maxBans = opts.maxBans > 0 ? opts.maxBans : 65536;
+  }
+
+  /** Applies one batch; must call every op's `done` exactly once and never throw. */
+  protected abstract apply(ops: Op[]): Promise<void>;
+
+  abstract init(): Promise<Ban[]>;
+  abstract flush(): Promise<void>;
+  abstract close(): Promise<void>;
+
+  /** Reports one failure line; a throwing callback is ignored. */
+  protected report(message: string): void {
+    try {
+      this.opts.onError(message);
+    } catch {
+      // the caller's reporting must not break the firewall
+    }
+  }
+
+  /** True when a ban's time is over. */
+  protected expired(b: Ban, now = Date.now()): boolean {
+    return b.expiresAt !== null && b.expiresAt <= now;
+  }
+
+  async ban(address: string, ttlSeconds: number): Promise<BanResult> {
+    try {
+      const parsed = typeof address === "string" ? parseAddress(address) : null;
+      if (!parsed) {
+        this.report(`${this.kind}: refusing to ban ${JSON.stringify(address)}: not an IP address`);
+        return "failed";
+      }
+      const canonical = formatAddress(parsed.family, parsed.bytes);
+      let protectedAddr = true;
+      try {
+        protectedAddr = this.opts.isProtected(canonical) || this.opts.isProtected(address);
+      } catch (e) {
+        this.report(`${this.kind}: allow-list check failed for ${canonical}: ${errorText(e)}`);
+      }
+      if (protectedAddr) return "refused";
+      const pending = this.#pending.get(canonical);
+      if (pending) return (await pending) === "banned" ? "already" : "failed";
+      const have = this.bans.get(canonical);
+      if (have && !this.expired(have)) return "already";
+      if (have) this.bans.delete(canonical);
+      if (!Number.isFinite(ttlSeconds) || ttlSeconds < 0) {
+        this.report(`${this.kind}: refusing to ban ${canonical}: bad ban time ${ttlSeconds}`);
+        return "failed";
+      }
+      if (this.bans.size + this.#pending.size >= this.maxBans) {
+        this.report(
+          `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans held)`,
+        );
+        return "failed";
+      }
+      const ttl = Math.ceil(ttlSeconds);
+      const ban: Ban = {
+        address: canonical,
+        family: parsed.family,
+        expiresAt: ttl > 0 ? (Math.floor(Date.now() / 1000) + ttl) * 1000 : null,
+      };
+      const p = this.enqueue(true, ban).then((ok): BanResult => {
+        this.#pending.delete(canonical);
+        if (!ok) return "failed";
+        this.bans.set(canonical, ban);
+        this.added(ban);
+        return "banned";
+      });
+      this.#pending.set(canonical, p);
+      return await p;
+    } catch (e) {
+      this.report(`${this.kind}: ban ${String(address)} failed: ${errorText(e)}`);
+      return "failed";
+    }
+  }
+
+  /** Hook called after a ban is confirmed (iptables schedules its expiry). */
+  protected added(_ban: Ban): void {}
+
+  async unban(address: string): Promise<boolean> {
+    try {
+      const parsed = typeof address === "string" ? parseAddress(address) : null;
+      if (!parsed) {
+        this.report(`${this.kind}: cannot unban ${JSON.stringify(address)}: not an IP address`);
+        return false;
+      }
+      const canonical = formatAddress(parsed.family, parsed.bytes);
+      const pending = this.#pending.get(canonical);
+      if (pending) await pending;
+      const ban = this.bans.get(canonical);
+      if (!ban) return false;
+      const ok = await this.enqueue(false, ban);
+      if (ok) this.bans.delete(canonical);
+      return ok;
+    } catch (e) {
+      this.report(`${this.kind}: unban ${String(address)} failed: ${errorText(e)}`);
+      return false;
+    }
+  }
+
+  list(): Promise<Ban[]> {
+    const now = Date.now();
+    const out: Ban[] = [];
+    for (const b of this.bans.values()) if (!this.expired(b, now)) out.push({ ...b });
+    return Promise.resolve(out);
+  }
+
+  /** Queues a change; requests made in the same tick go out as one batch. */
+  protected enqueue(add: boolean, ban: Ban): Promise<boolean> {
+    return new Promise<boolean>((done) => {
+      this.#queue.push({ add, ban, done });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        queueMicrotask(() => this.#pump());
+      }
+    });
+  }
+
+  async #pump(): Promise<void> {
+    this.#scheduled = false;
+    if (this.#busy) return;
+    this.#busy = true;
+    try {
+      while (this.#queue.length > 0) {
+        const ops = this.#queue;
+        this.#queue = [];
+        try {
+          await this.apply(ops);
+        } catch (e) {
+          this.report(`${this.kind}: ${errorText(e)}`);
+          for (const op of ops) op.done(false);
+        }
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Waits until every queued change has been applied. */
+  protected async drain(): Promise<void> {
+    while (this.#busy || this.#queue.length > 0 || this.#pending.size > 0) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}

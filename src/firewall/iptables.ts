@@ -1,0 +1,343 @@
+/**
+ * The iptables backend: chain SCANBLOCKER in the filter table (iptables and
+ * ip6tables), jumped to from the top of INPUT, one DROP rule per banned source
+ * whose comment holds its expiry. Changes go through a long-lived
+ * `iptables-restore --noflush` per family. It prints nothing on success, so
+ * each block is followed by a second one flushing the empty chain
+ * SCANBLOCKER-SYNC with -v: the "Flushing chain" line it prints (stdout made
+ * line-buffered by stdbuf) can only come once the first COMMIT went through.
+ * At its first error the process exits; the runner reports it and starts a
+ * new one for the next block. A timer removes expired bans.
+ */
+import type { Ban, Family } from "../types.ts";
+import { canonicalAddress } from "../address.ts";
+import { BaseFirewall, type FirewallOptions, type Op } from "./base.ts";
+import { type Deferred, deferred, firstLine, Helper, runCommand } from "./runner.ts";
+
+/** The chain holding the DROP rules. */
+export const IPT_CHAIN = "SCANBLOCKER";
+/** The always-empty chain flushed as a confirmation marker. */
+export const IPT_SYNC_CHAIN = "SCANBLOCKER-SYNC";
+const SYNC_LINE = `Flushing chain \`${IPT_SYNC_CHAIN}'`;
+/** Rules per block, so one block stays a reasonable transaction. */
+const CHUNK = 5000;
+/** Longest wait for a block's confirmation before the process is restarted. */
+const CONFIRM_MS = 30_000;
+
+/** Comment text carrying a ban's expiry. */
+export function expiryComment(expiresAt: number | null): string {
+  return `scanblocker expires=${expiresAt === null ? "never" : Math.floor(expiresAt / 1000)}`;
+}
+
+/** The rule spec (after `-A`/`-D SCANBLOCKER`) of one ban. */
+export function banRuleSpec(ban: Ban): string {
+  const host = ban.family === 4 ? "/32" : "/128";
+  return `-s ${ban.address}${host} -m comment --comment "${expiryComment(ban.expiresAt)}" -j DROP`;
+}
+
+const RULE_RE =
+  /^-A SCANBLOCKER -s (\S+?)(?:\/(?:32|128))? -m comment --comment "?scanblocker expires=(never|\d+)"? -j DROP$/;
+
+/** Reads `iptables -S` output: our bans, whether the jump and chains exist. */
+export function parseIptablesRules(
+  text: string,
+  family: Family,
+): { bans: Ban[]; hasChain: boolean; hasSync: boolean; jumps: number } {
+  const bans: Ban[] = [];
+  let hasChain = false, hasSync = false, jumps = 0;
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === `-N ${IPT_CHAIN}`) hasChain = true;
+    else if (line === `-N ${IPT_SYNC_CHAIN}`) hasSync = true;
+    else if (line === `-A INPUT -j ${IPT_CHAIN}`) jumps++;
+    else {
+      const m = RULE_RE.exec(line);
+      if (!m) continue;
+      const address = canonicalAddress(m[1]);
+      if (!address) continue;
+      bans.push({ address, family, expiresAt: m[2] === "never" ? null : Number(m[2]) * 1000 });
+    }
+  }
+  return { bans, hasChain, hasSync, jumps };
+}
+
+/** One family's long-lived iptables-restore. */
+class RestoreRunner {
+  #helper: Helper | null = null;
+  #waiting: Deferred<string | null> | null = null;
+  #stderr = "";
+
+  constructor(readonly tool: string, private readonly argv: string[]) {}
+
+  #start(): Helper | null {
+    if (this.#helper?.alive) return this.#helper;
+    this.#stderr = "";
+    const h: Helper = new Helper(this.argv, {
+      onLine: (line) => {
+        if (line.startsWith(SYNC_LINE) && this.#waiting) {
+          const w = this.#waiting;
+          this.#waiting = null;
+          w.resolve(null);
+        }
+      },
+      onStderr: (text) => (this.#stderr += text),
+      onExit: (code) => {
+        if (this.#helper === h) this.#helper = null;
+        const text = this.#stderr;
+        this.#stderr = "";
+        const w = this.#waiting;
+        this.#waiting = null;
+        w?.resolve(`exited with status ${code}: ${firstLine(text)}`);
+      },
+    });
+    this.#helper = h;
+    return h.start() ? h : null;
+  }
+
+  /** Applies one block of rule lines; null when confirmed, else the error. */
+  async apply(lines: string[]): Promise<string | null> {
+    const h = this.#start();
+    if (!h) return `cannot start: ${firstLine(this.#stderr)}`;
+    const done = deferred<string | null>();
+    this.#waiting = done;
+    const text = `*filter\n${lines.join("\n")}\nCOMMIT\n*filter\n-F ${IPT_SYNC_CHAIN} -v\nCOMMIT\n`;
+    if (!(await h.write(text)) && this.#waiting === done) {
+      // The process died before reading; onExit resolves with its error.
+    }
+    const timer = setTimeout(() => {
+      if (this.#waiting !== done) return;
+      this.#waiting = null;
+      done.resolve(`no confirmation within ${CONFIRM_MS / 1000} s`);
+      if (this.#helper === h) this.#helper = null;
+      h.stop(); // a fresh process for the next block
+    }, CONFIRM_MS);
+    const result = await done.promise;
+    clearTimeout(timer);
+    return result;
+  }
+
+  async stop(): Promise<void> {
+    const h = this.#helper;
+    this.#helper = null;
+    await h?.stop();
+  }
+}
+
+/** iptables backend; see the module comment. */
+export class IptablesFirewall extends BaseFirewall {
+  readonly kind = "iptables" as const;
+  readonly #runners: Record<Family, RestoreRunner>;
+  readonly #ready: Record<Family, Promise<boolean> | null> = { 4: null, 6: null };
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #nextExpiry = Infinity;
+
+  constructor(opts: FirewallOptions) {
+    super(opts);
+    this.#runners = {
+      4: new RestoreRunner("iptables-restore", this.#restoreArgv(4)),
+      6: new RestoreRunner("ip6tables-restore", this.#restoreArgv(6)),
+    };
+  }
+
+  #tool(family: Family): string {
+    return family === 4 ? "iptables" : "ip6tables";
+  }
+
+  #restoreArgv(family: Family): string[] {
+    return [...this.prefix, "stdbuf", "-oL", `${this.#tool(family)}-restore`, "--noflush"];
+  }
+
+  /** Reads the table, creates the chains and the single INPUT jump; returns the bans found. */
+  async #setup(family: Family): Promise<Ban[] | null> {
+    const tool = this.#tool(family);
+    const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
+    if (r.code !== 0) {
+      this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
+      return null;
+    }
+    const found = parseIptablesRules(r.stdout, family);
+    const lines: string[] = [];
+    if (!found.hasChain) lines.push(`-N ${IPT_CHAIN}`);
+    if (!found.hasSync) lines.push(`-N ${IPT_SYNC_CHAIN}`);
+    if (found.jumps === 0) lines.push(`-I INPUT 1 -j ${IPT_CHAIN}`);
+    for (let i = 1; i < found.jumps; i++) lines.push(`-D INPUT -j ${IPT_CHAIN}`);
+    if (lines.length > 0) {
+      const w = await runCommand(
+        [...this.prefix, `${tool}-restore`, "--noflush"],
+        `*filter\n${lines.join("\n")}\nCOMMIT\n`,
+      );
+      if (w.code !== 0) {
+        this.report(`${tool}-restore (create chain ${IPT_CHAIN}) failed: ${firstLine(w.stderr)}`);
+        return null;
+      }
+    }
+    return found.bans;
+  }
+
+  #ensure(family: Family): Promise<boolean> {
+    let p = this.#ready[family];
+    if (!p) {
+      p = this.#setup(family).then((bans) => bans !== null);
+      p.then((ok) => {
+        if (!ok) this.#ready[family] = null;
+      });
+      this.#ready[family] = p;
+    }
+    return p;
+  }
+
+  async init(): Promise<Ban[]> {
+    try {
+      const found: Ban[] = [];
+      for (const family of [4, 6] as const) {
+        const bans = await this.#setup(family);
+        // After a failure the next ban tries again (and reports again).
+        this.#ready[family] = bans ? Promise.resolve(true) : null;
+        if (bans) found.push(...bans);
+      }
+      this.bans.clear();
+      const now = Date.now();
+      const live: Ban[] = [];
+      const stale: Ban[] = [];
+      for (const b of found) {
+        if (this.bans.has(b.address)) {
+          stale.push(b); // a duplicate rule: remove the extra copy
+          continue;
+        }
+        this.bans.set(b.address, b);
+        if (this.expired(b, now)) stale.push(b);
+        else live.push(b);
+      }
+      for (const b of stale) {
+        this.enqueue(false, b).then((ok) => {
+          if (ok && this.bans.get(b.address) === b) this.bans.delete(b.address);
+        });
+      }
+      for (const b of live) this.added(b);
+      return live.map((b) => ({ ...b }));
+    } catch (e) {
+      this.report(`iptables init failed: ${String(e)}`);
+      return [];
+    }
+  }
+
+  protected override added(ban: Ban): void {
+    if (ban.expiresAt === null || ban.expiresAt >= this.#nextExpiry) return;
+    this.#nextExpiry = ban.expiresAt;
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    if (this.#nextExpiry === Infinity) return;
+    const delay = Math.max(20, this.#nextExpiry - Date.now());
+    const t = setTimeout(() => this.#sweep(), Math.min(delay, 2 ** 31 - 1));
+    Deno.unrefTimer(t);
+    this.#timer = t;
+  }
+
+  #sweep(): void {
+    this.#timer = null;
+    const now = Date.now();
+    let next = Infinity;
+    for (const b of this.bans.values()) {
+      if (b.expiresAt === null) continue;
+      if (b.expiresAt <= now) {
+        this.enqueue(false, b).then((ok) => {
+          if (ok && this.bans.get(b.address) === b) this.bans.delete(b.address);
+        });
+      } else if (b.expiresAt < next) next = b.expiresAt;
+    }
+    this.#nextExpiry = next;
+    this.#schedule();
+  }
+
+  protected async apply(ops: Op[]): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const family of [4, 6] as const) {
+      const mine = ops.filter((o) => o.ban.family === family);
+      if (mine.length > 0) work.push(this.#applyFamily(family, mine));
+    }
+    await Promise.all(work);
+  }
+
+  async #applyFamily(family: Family, ops: Op[]): Promise<void> {
+    if (!(await this.#ensure(family))) {
+      for (const op of ops) op.done(false);
+      return;
+    }
+    const adds = ops.filter((o) => o.add);
+    const dels = ops.filter((o) => !o.add);
+    for (let i = 0; i < adds.length; i += CHUNK) {
+      await this.#block(family, adds.slice(i, i + CHUNK), true, false);
+    }
+    if (dels.length > 0) {
+      // One rule already gone fails a whole block; retry the rest one by one.
+      const left = await this.#block(family, dels, false, dels.length > 1);
+      for (const op of left) await this.#block(family, [op], false, false);
+    }
+  }
+
+  async #block(family: Family, ops: Op[], add: boolean, keep: boolean): Promise<Op[]> {
+    const verb = add ? "-A" : "-D";
+    const lines = ops.map((o) => `${verb} ${IPT_CHAIN} ${banRuleSpec(o.ban)}`);
+    const err = await this.#runners[family].apply(lines);
+    if (err === null) {
+      for (const op of ops) op.done(true);
+      return [];
+    }
+    if (keep) return ops;
+    this.#ready[family] = null; // re-check the chains before the next block
+    const tool = `${this.#tool(family)}-restore`;
+    const first = ops[0].ban.address + (ops.length > 1 ? ` and ${ops.length - 1} more` : "");
+    this.report(`${tool} ${verb} ${IPT_CHAIN} ${first}: ${err}`);
+    for (const op of ops) op.done(false);
+    return [];
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.drain();
+      if (this.#timer !== null) clearTimeout(this.#timer);
+      this.#timer = null;
+      this.#nextExpiry = Infinity;
+      this.bans.clear();
+      for (const family of [4, 6] as const) {
+        await this.#runners[family].stop();
+        this.#ready[family] = null;
+        const tool = this.#tool(family);
+        const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
+        if (r.code !== 0) {
+          this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
+          continue;
+        }
+        const found = parseIptablesRules(r.stdout, family);
+        const lines: string[] = [];
+        for (let i = 0; i < found.jumps; i++) lines.push(`-D INPUT -j ${IPT_CHAIN}`);
+        if (found.hasChain) lines.push(`-F ${IPT_CHAIN}`, `-X ${IPT_CHAIN}`);
+        if (found.hasSync) lines.push(`-F ${IPT_SYNC_CHAIN}`, `-X ${IPT_SYNC_CHAIN}`);
+        if (lines.length === 0) continue;
+        const w = await runCommand(
+          [...this.prefix, `${tool}-restore`, "--noflush"],
+          `*filter\n${lines.join("\n")}\nCOMMIT\n`,
+        );
+        if (w.code !== 0) this.report(`${tool}-restore (flush) failed: ${firstLine(w.stderr)}`);
+      }
+    } catch (e) {
+      this.report(`iptables flush failed: ${String(e)}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.drain();
+      if (this.#timer !== null) clearTimeout(this.#timer);
+      this.#timer = null;
+      await this.#runners[4].stop();
+      await this.#runners[6].stop();
+    } catch (e) {
+      this.report(`iptables close failed: ${String(e)}`);
+    }
+  }
+}

@@ -1,0 +1,310 @@
+/**
+ * The nftables backend: table `inet scanblocker` with the sets `banned4` and
+ * `banned6` (flags timeout, so the kernel expires bans) and a base chain on the
+ * input hook dropping their members. Bans go through one long-lived `nft -i`
+ * fed over stdin: each line is one transaction that also sets the one element
+ * of the `marks` set to a fresh number, and the `list set` line after it
+ * shows whether that number (so the whole transaction) is in place. (`nft -e`
+ * would echo each command, but echo makes nft fetch every set element per
+ * command: 170 ms per ban with 50,000 bans held, against 0.4 ms this way.)
+ */
+import type { Ban } from "../types.ts";
+import { canonicalAddress } from "../address.ts";
+import { BaseFirewall, type FirewallOptions, type Op } from "./base.ts";
+import { type Deferred, deferred, firstLine, Helper, runCommand } from "./runner.ts";
+
+/** Table name, family included. */
+export const NFT_TABLE = "inet scanblocker";
+/** Elements per transaction (netlink refuses much larger batches). */
+const CHUNK = 4096;
+/** How long stderr must stay quiet before an error is complete. */
+const ERR_SETTLE_MS = 15;
+/** Longest wait for a transaction's confirmation before nft is restarted. */
+const CONFIRM_MS = 10_000;
+
+const SETUP = `add table ${NFT_TABLE}
+add set ${NFT_TABLE} banned4 { type ipv4_addr; flags timeout; }
+add set ${NFT_TABLE} banned6 { type ipv6_addr; flags timeout; }
+add set ${NFT_TABLE} marks { type mark; flags timeout; }
+add chain ${NFT_TABLE} input { type filter hook input priority filter - 10; policy accept; }
+flush chain ${NFT_TABLE} input
+add rule ${NFT_TABLE} input ip saddr @banned4 drop
+add rule ${NFT_TABLE} input ip6 saddr @banned6 drop
+`;
+
+interface NftElemObject {
+  elem?: { val?: unknown; timeout?: unknown; expires?: unknown };
+}
+
+/** Reads `nft -j list table` output into bans; skips what it does not understand. */
+export function parseNftBans(json: string, now = Date.now()): Ban[] {
+  const out: Ban[] = [];
+  let doc: unknown;
+  try {
+    doc = JSON.parse(json);
+  } catch {
+    return out;
+  }
+  const items = (doc as { nftables?: unknown }).nftables;
+  if (!Array.isArray(items)) return out;
+  for (const item of items) {
+    const set = (item as { set?: { name?: unknown; elem?: unknown } }).set;
+    if (!set || (set.name !== "banned4" && set.name !== "banned6")) continue;
+    const family = set.name === "banned4" ? 4 : 6;
+    if (!Array.isArray(set.elem)) continue;
+    for (const e of set.elem) {
+      if (typeof e === "string") {
+        const address = canonicalAddress(e);
+        if (address) out.push({ address, family, expiresAt: null });
+        continue;
+      }
+      const el = (e as NftElemObject).elem;
+      const address = el && typeof el.val === "string" ? canonicalAddress(el.val) : null;
+      if (!el || !address) continue;
+      const expires = typeof el.expires === "number" ? el.expires : null;
+      const timeout = typeof el.timeout === "number" ? el.timeout : null;
+      const left = expires ?? timeout;
+      out.push({
+        address,
+        family,
+        expiresAt: left === null ? null : Math.floor(now / 1000) * 1000 + left * 1000,
+      });
+    }
+  }
+  return out;
+}
+
+/** nftables backend; see the module comment. */
+export class NftablesFirewall extends BaseFirewall {
+  readonly kind = "nftables" as const;
+  #helper: Helper | null = null;
+  #ready: Promise<boolean> | null = null;
+  /** Random start: marks of an earlier instance may still be in the set. */
+  #mark = crypto.getRandomValues(new Uint32Array(1))[0];
+  #waiting: { mark: number; done: Deferred<string | null>; refused: boolean } | null = null;
+  #block = "";
+  #stderr = "";
+  #errTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(opts: FirewallOptions) {
+    super(opts);
+  }
+
+  #nft(args: string[]): string[] {
+    return [...this.prefix, "nft", ...args];
+  }
+
+  /** Creates the table, sets and chain (idempotent, one transaction). */
+  #setup(): Promise<boolean> {
+    if (!this.#ready) {
+      this.#ready = (async () => {
+        const r = await runCommand(this.#nft(["-f", "-"]), SETUP);
+        if (r.code !== 0) {
+          this.report(`nft -f - (create table ${NFT_TABLE}) failed: ${firstLine(r.stderr)}`);
+          this.#ready = null;
+          return false;
+        }
+        return true;
+      })();
+    }
+    return this.#ready;
+  }
+
+  async init(): Promise<Ban[]> {
+    try {
+      if (!(await this.#setup())) return [];
+      const r = await runCommand(this.#nft(["-j", "list", "table", ...NFT_TABLE.split(" ")]));
+      if (r.code !== 0) {
+        this.report(`nft -j list table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
+        return [];
+      }
+      const bans = parseNftBans(r.stdout);
+      this.bans.clear();
+      for (const b of bans) this.bans.set(b.address, b);
+      this.#startHelper();
+      return bans.map((b) => ({ ...b }));
+    } catch (e) {
+      this.report(`nftables init failed: ${String(e)}`);
+      return [];
+    }
+  }
+
+  #startHelper(): boolean {
+    if (this.#helper?.alive) return true;
+    const h = new Helper(this.#nft(["-i"]), {
+      onLine: (line) => this.#onLine(line),
+      onStderr: (text) => this.#onStderr(text),
+      onExit: (code) => this.#onExit(h, code),
+    });
+    this.#helper = h;
+    return h.start();
+  }
+
+  #onLine(line: string): void {
+    // `list set ... marks` prints a multi-line block; the table's closing brace ends it.
+    if (line === "}") {
+      const block = this.#block;
+      this.#block = "";
+      this.#onMarkBlock(block);
+    } else {
+      this.#block += line + "\n";
+    }
+  }
+
+  #onMarkBlock(block: string): void {
+    const w = this.#waiting;
+    if (!w) return;
+    const m = /elements = \{ (0x[0-9a-f]+|\d+)/.exec(block);
+    if (m && Number(m[1]) === w.mark) {
+      this.#waiting = null;
+      w.done.resolve(null);
+      return;
+    }
+    // The transaction was refused; its error may still be on its way on stderr.
+    w.refused = true;
+    this.#settle();
+  }
+
+  #onStderr(text: string): void {
+    this.#stderr += text;
+    this.#settle();
+  }
+
+  #settle(): void {
+    if (this.#errTimer !== null) clearTimeout(this.#errTimer);
+    this.#errTimer = setTimeout(() => this.#settled(), ERR_SETTLE_MS);
+  }
+
+  #settled(): void {
+    this.#errTimer = null;
+    const text = this.#stderr;
+    const w = this.#waiting;
+    // Only a refused transaction, or a failed `list` (no block will come), ends the wait.
+    if (w && (w.refused || text.includes(`list set ${NFT_TABLE} marks`))) {
+      this.#stderr = "";
+      this.#waiting = null;
+      w.done.resolve(text.trim() ? firstLine(text) : "transaction not applied");
+    } else if (!w && text.trim()) {
+      this.#stderr = "";
+      this.report(`nft -i: ${firstLine(text)}`);
+    }
+  }
+
+  #onExit(h: Helper, code: number): void {
+    if (this.#helper === h) this.#helper = null;
+    const text = this.#stderr;
+    this.#stderr = "";
+    this.#block = "";
+    if (this.#errTimer !== null) clearTimeout(this.#errTimer);
+    this.#errTimer = null;
+    const w = this.#waiting;
+    this.#waiting = null;
+    const why = `exited with status ${code}${text.trim() ? `: ${firstLine(text)}` : ""}`;
+    if (w) w.done.resolve(why);
+    else if (code !== 0) this.report(`nft -i ${why}`);
+  }
+
+  /**
+   * Sends one transaction line that also replaces the only element of `marks`
+   * with a fresh number, then lists `marks`: the number is there only if the
+   * transaction went through. Null on success, else the error.
+   */
+  async #transact(body: string): Promise<string | null> {
+    if (!this.#startHelper()) return "could not start nft";
+    const h = this.#helper;
+    if (!h) return "nft is not running";
+    const mark = (this.#mark = (this.#mark + 1) >>> 0);
+    const done = deferred<string | null>();
+    this.#waiting = { mark, done, refused: false };
+    this.#stderr = "";
+    const ok = await h.write(
+      `${body}flush set ${NFT_TABLE} marks; add element ${NFT_TABLE} marks { ${mark} }\n` +
+        `list set ${NFT_TABLE} marks\n`,
+    );
+    if (!ok && this.#waiting?.mark === mark) {
+      this.#waiting = null;
+      return "cannot write to nft";
+    }
+    const timer = setTimeout(() => {
+      if (this.#waiting?.mark !== mark) return;
+      this.#waiting = null;
+      done.resolve(`no confirmation from nft within ${CONFIRM_MS / 1000} s`);
+      this.#helper = null;
+      h.stop(); // a fresh nft for the next transaction
+    }, CONFIRM_MS);
+    const result = await done.promise;
+    clearTimeout(timer);
+    return result;
+  }
+
+  protected async apply(ops: Op[]): Promise<void> {
+    if (!(await this.#setup())) {
+      for (const op of ops) op.done(false);
+      return;
+    }
+    const adds = ops.filter((o) => o.add);
+    const dels = ops.filter((o) => !o.add);
+    for (let i = 0; i < adds.length; i += CHUNK) await this.#run(adds.slice(i, i + CHUNK), true);
+    if (dels.length > 0) {
+      const failed = await this.#run(dels, false, dels.length > 1);
+      // One missing element fails a whole delete; retry the others one by one.
+      for (const op of failed) await this.#run([op], false);
+    }
+  }
+
+  /** Runs ops as one transaction; returns the ops left unresolved when `keep` is set. */
+  async #run(ops: Op[], add: boolean, keep = false): Promise<Op[]> {
+    const v4: string[] = [], v6: string[] = [];
+    const now = Date.now();
+    for (const { ban } of ops) {
+      let item = ban.address;
+      if (add && ban.expiresAt !== null) {
+        item += ` timeout ${Math.max(1, Math.round((ban.expiresAt - now) / 1000))}s`;
+      }
+      (ban.family === 4 ? v4 : v6).push(item);
+    }
+    const verb = add ? "add" : "delete";
+    let body = "";
+    if (v4.length) body += `${verb} element ${NFT_TABLE} banned4 { ${v4.join(", ")} }; `;
+    if (v6.length) body += `${verb} element ${NFT_TABLE} banned6 { ${v6.join(", ")} }; `;
+    const err = await this.#transact(body);
+    if (err === null) {
+      for (const op of ops) op.done(true);
+      return [];
+    }
+    if (keep) return ops;
+    this.#ready = null; // re-create the table before the next transaction
+    const what = add ? "add element" : "delete element";
+    const first = ops[0].ban.address + (ops.length > 1 ? ` and ${ops.length - 1} more` : "");
+    this.report(`nft ${what} ${first}: ${err}`);
+    for (const op of ops) op.done(false);
+    return [];
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.drain();
+      this.bans.clear();
+      await this.#helper?.stop();
+      this.#helper = null;
+      this.#ready = null;
+      const r = await runCommand(this.#nft(["delete", "table", ...NFT_TABLE.split(" ")]));
+      if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) {
+        this.report(`nft delete table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
+      }
+    } catch (e) {
+      this.report(`nftables flush failed: ${String(e)}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.drain();
+      const h = this.#helper;
+      this.#helper = null;
+      await h?.stop();
+    } catch (e) {
+      this.report(`nftables close failed: ${String(e)}`);
+    }
+  }
+}

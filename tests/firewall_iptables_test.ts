@@ -1,0 +1,191 @@
+/**
+ * The iptables backend against real iptables/ip6tables inside a namespace
+ * lab: bans become DROP rules in SCANBLOCKER that really drop the scanner,
+ * restart reloads them without a second INPUT jump, the timer expires short
+ * bans, unban/flush work, and an iptables-restore error mid-stream is
+ * reported and the runner recovers.
+ */
+import assert from "node:assert/strict";
+import { canUseNetns, createLab, type Lab } from "./netns.ts";
+import { createFirewall } from "../src/firewall/firewall.ts";
+import type { Firewall } from "../src/types.ts";
+
+const enabled = await canUseNetns();
+
+function make(lab: Lab, errors: string[]): Firewall {
+  return createFirewall("iptables", {
+    isProtected: (a) => a === lab.target4 || a === lab.target6,
+    onError: (m) => errors.push(m),
+    maxBans: 1000,
+    commandPrefix: lab.prefix(lab.target),
+  });
+}
+
+async function rules(lab: Lab, tool = "iptables", chain = "SCANBLOCKER"): Promise<string> {
+  const r = await lab.exec(lab.target, [tool, "-S", chain]);
+  return r.stdout + r.stderr;
+}
+
+/** nmap's state word for one port, scanned from the scanner namespace. */
+async function portState(lab: Lab, addr: string, port: number): Promise<string> {
+  const r = await lab.exec(lab.scanner, [
+    "timeout",
+    "20",
+    "nmap",
+    ...(addr.includes(":") ? ["-6"] : []),
+    "-n",
+    "-Pn",
+    "-sS",
+    "-p",
+    String(port),
+    "--max-retries",
+    "0",
+    "--host-timeout",
+    "5s",
+    addr,
+  ]);
+  const m = new RegExp(`^${port}/tcp\\s+(\\S+)`, "m").exec(r.stdout);
+  if (m) return m[1];
+  // A banned IPv6 source also loses neighbour discovery: nmap then finds no host.
+  return /0 hosts up/.test(r.stdout) ? "filtered" : `unknown: ${r.stdout}${r.stderr}`;
+}
+
+Deno.test({
+  name: "iptables backend: ban, drop, restart, expiry, unban, recovery, flush",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const lab = await createLab("fwipt");
+    const errors: string[] = [];
+    let fw = make(lab, errors);
+    try {
+      await t.step("init creates the chain and one INPUT jump", async () => {
+        assert.deepEqual(await fw.init(), []);
+        assert.match(await rules(lab, "iptables", "INPUT"), /^-A INPUT -j SCANBLOCKER$/m);
+        assert.match(await rules(lab, "ip6tables", "INPUT"), /^-A INPUT -j SCANBLOCKER$/m);
+      });
+
+      await t.step("IPv4 ban becomes a DROP rule and drops the scanner", async () => {
+        assert.equal(await portState(lab, lab.target4, 22), "closed");
+        assert.equal(await fw.ban(lab.scanner4, 3600), "banned");
+        const exp = Math.floor(Date.now() / 1000) + 3600;
+        const m = /-s (\S+)\/32 -m comment --comment "scanblocker expires=(\d+)" -j DROP/.exec(
+          await rules(lab),
+        );
+        assert.ok(m, "rule present");
+        assert.equal(m[1], lab.scanner4);
+        assert.ok(Math.abs(Number(m[2]) - exp) <= 2);
+        assert.equal(await fw.ban(lab.scanner4, 3600), "already");
+        assert.equal(await portState(lab, lab.target4, 22), "filtered");
+      });
+
+      await t.step("IPv6 ban lands in ip6tables and drops the scanner", async () => {
+        assert.equal(await portState(lab, lab.target6, 80), "closed");
+        assert.equal(await fw.ban(lab.scanner6, 0), "banned");
+        assert.match(
+          await rules(lab, "ip6tables"),
+          new RegExp(`-s ${lab.scanner6}/128 .*scanblocker expires=never`),
+        );
+        assert.equal(await portState(lab, lab.target6, 80), "filtered");
+      });
+
+      await t.step("a protected address is refused", async () => {
+        assert.equal(await fw.ban(lab.target4, 60), "refused");
+        assert.doesNotMatch(await rules(lab), new RegExp(`${lab.target4}/32`));
+      });
+
+      await t.step("bans requested together all land", async () => {
+        const addrs = Array.from({ length: 200 }, (_, i) => `10.77.${i >> 8}.${i & 255}`);
+        const res = await Promise.all(addrs.map((a) => fw.ban(a, 3600)));
+        assert.ok(res.every((r) => r === "banned"), res.join(","));
+        const text = await rules(lab);
+        for (const a of [addrs[0], addrs[100], addrs[199]]) assert.ok(text.includes(`${a}/32`), a);
+      });
+
+      await t.step("restart reloads the bans without a second jump", async () => {
+        await fw.close();
+        fw = make(lab, errors);
+        const bans = await fw.init();
+        assert.equal(bans.length, 202);
+        const v4 = bans.find((b) => b.address === lab.scanner4);
+        const v6 = bans.find((b) => b.address === lab.scanner6);
+        assert.ok(v4 && v4.expiresAt !== null && v4.expiresAt > Date.now() + 3500_000);
+        assert.ok(v6 && v6.expiresAt === null);
+        assert.equal(await fw.ban(lab.scanner4, 3600), "already");
+        const input = await rules(lab, "iptables", "INPUT");
+        assert.equal(input.match(/-j SCANBLOCKER/g)?.length, 1, input);
+      });
+
+      await t.step("a 2 s ban is removed on time", async () => {
+        assert.equal(await fw.ban("10.88.0.1", 2), "banned");
+        assert.match(await rules(lab), /10\.88\.0\.1\/32/);
+        await new Promise((r) => setTimeout(r, 3000));
+        assert.doesNotMatch(await rules(lab), /10\.88\.0\.1\/32/);
+        assert.ok(!(await fw.list()).some((b) => b.address === "10.88.0.1"));
+      });
+
+      await t.step("an expired rule found at start is dropped", async () => {
+        await lab.exec(lab.target, [
+          "iptables",
+          "-A",
+          "SCANBLOCKER",
+          "-s",
+          "10.66.0.1/32",
+          "-m",
+          "comment",
+          "--comment",
+          "scanblocker expires=1000",
+          "-j",
+          "DROP",
+        ]);
+        await fw.close();
+        fw = make(lab, errors);
+        const bans = await fw.init();
+        assert.ok(!bans.some((b) => b.address === "10.66.0.1"));
+        await new Promise((r) => setTimeout(r, 300));
+        assert.doesNotMatch(await rules(lab), /10\.66\.0\.1/);
+      });
+
+      await t.step("unban removes one ban", async () => {
+        assert.equal(await fw.unban(lab.scanner4), true);
+        assert.doesNotMatch(await rules(lab), new RegExp(`${lab.scanner4}/32`));
+        assert.equal(await fw.unban(lab.scanner4), false);
+        assert.equal(await portState(lab, lab.target4, 22), "closed");
+      });
+
+      await t.step("an iptables-restore error is reported and the runner recovers", async () => {
+        errors.length = 0;
+        // Pull the chain away under the running iptables-restore: the next block fails.
+        for (
+          const cmd of [
+            ["iptables", "-D", "INPUT", "-j", "SCANBLOCKER"],
+            ["iptables", "-F", "SCANBLOCKER"],
+            ["iptables", "-X", "SCANBLOCKER"],
+          ]
+        ) assert.equal((await lab.exec(lab.target, cmd)).code, 0);
+        assert.equal(await fw.ban("10.99.0.1", 60), "failed");
+        assert.ok(
+          errors.some((e) => /^iptables-restore .*10\.99\.0\.1.*exited with status/.test(e)),
+          errors.join("\n"),
+        );
+        assert.equal(await fw.ban("10.99.0.2", 60), "banned");
+        assert.match(await rules(lab), /10\.99\.0\.2\/32/);
+        const input = await rules(lab, "iptables", "INPUT");
+        assert.equal(input.match(/-j SCANBLOCKER/g)?.length, 1, input);
+      });
+
+      await t.step("flush leaves nothing installed", async () => {
+        await fw.flush();
+        for (const tool of ["iptables", "ip6tables"]) {
+          const r = await lab.exec(lab.target, [tool, "-S"]);
+          assert.doesNotMatch(r.stdout, /SCANBLOCKER/, tool);
+        }
+        assert.deepEqual(await fw.list(), []);
+      });
+    } finally {
+      await fw.close();
+      await lab.destroy();
+    }
+  },
+});
