@@ -21,7 +21,7 @@ import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
 import { createMetrics } from "./src/metrics.ts";
 import { Pipeline, type ScanReport } from "./src/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/server.ts";
-import type { Firewall } from "./src/types.ts";
+import type { Ban, Firewall } from "./src/types.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -195,7 +195,11 @@ async function daemon(cfg: Config): Promise<number> {
     warn(m);
   });
   const existing = await fw.init();
-  const banned = new Set<string>(existing.map((b) => b.address));
+  // What the firewall holds: address → end of the ban (epoch ms; null = until
+  // removed). Seeded from the firewall and re-read from it periodically, so a
+  // ban that expired or was removed with `scanblocker unban` is not reported
+  // as "already in disallowed list".
+  const banned = new BanBook(existing);
   metrics.activeBans.set(banned.size);
 
   // Metrics server (in -r mode only when asked for explicitly).
@@ -226,12 +230,12 @@ async function daemon(cfg: Config): Promise<number> {
   const pending = new Set<Promise<void>>();
   const onScan = (scan: ScanReport) => {
     metrics.scansDetected.inc();
-    if (banned.has(scan.src)) {
+    if (banned.has(scan.src, preciseNow())) {
       log.alreadyBanned(scan.ms, scan.src, false);
       metrics.bans.inc({ backend: cfg.firewall, result: "already" });
       return;
     }
-    banned.add(scan.src);
+    banned.add(scan.src, cfg.banTime > 0 ? preciseNow() + cfg.banTime * 1000 : null);
     const p = fw.ban(scan.src, cfg.banTime).then((result) => {
       const at = live ? Date.now() : scan.ms;
       if (result === "banned") {
@@ -271,7 +275,7 @@ async function daemon(cfg: Config): Promise<number> {
     everyDestinationLocal: (!live && cfg.local === null) || cfg.hooks.includes("forward"),
     onScan,
     onRepeatScanner: (ms, src) => {
-      if (banned.has(src)) log.alreadyBanned(ms, src, true);
+      if (banned.has(src, preciseNow())) log.alreadyBanned(ms, src, true);
     },
     summarize: !live,
   });
@@ -327,12 +331,22 @@ async function daemon(cfg: Config): Promise<number> {
     }
     if (server) warn(`metrics: http://${metricsText}/metrics`);
   }
+  let tick = 0;
   const statsTimer = live
     ? setInterval(() => {
       try {
         metrics.pcapDropped.set(pcap.stats().dropped);
       } catch { /* the handle is closing */ }
       log.flush(Date.now());
+      banned.prune(Date.now());
+      metrics.activeBans.set(banned.size);
+      // The firewall is the source of truth: re-read it now and then.
+      if (++tick % 30 === 0 && cfg.firewall !== "none") {
+        fw.list().then((list) => {
+          banned.replace(list);
+          metrics.activeBans.set(banned.size);
+        });
+      }
     }, 1000)
     : undefined;
 
@@ -369,6 +383,36 @@ async function daemon(cfg: Config): Promise<number> {
   await fw.close();
   await server?.close();
   return code;
+}
+
+/** The bans the daemon believes are in place, with their ends. */
+class BanBook {
+  #ends = new Map<string, number | null>();
+  constructor(bans: Ban[]) {
+    this.replace(bans);
+  }
+  get size(): number {
+    return this.#ends.size;
+  }
+  /** True when `address` is banned at `now` (epoch ms). */
+  has(address: string, now: number): boolean {
+    const end = this.#ends.get(address);
+    return end !== undefined && (end === null || end > now);
+  }
+  add(address: string, end: number | null): void {
+    this.#ends.set(address, end);
+  }
+  delete(address: string): void {
+    this.#ends.delete(address);
+  }
+  /** Drops bans that ended before `now`. */
+  prune(now: number): void {
+    for (const [a, end] of this.#ends) if (end !== null && end <= now) this.#ends.delete(a);
+  }
+  /** Takes the firewall's list as the truth. */
+  replace(bans: Ban[]): void {
+    this.#ends = new Map(bans.map((b) => [b.address, b.expiresAt]));
+  }
 }
 
 function argvList(cfg: Config): string {
