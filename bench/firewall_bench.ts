@@ -3,24 +3,29 @@
  * ban() to the runner's confirmation (median/p99 over sequential bans, on an
  * empty and on a 50,000-ban firewall), bans per second for 10,000 bans
  * requested at once, and the time init() takes to read back 50,000 existing
- * bans. Prints figures; never passes or fails on time.
+ * bans. The nftables backend runs twice: with a commandPrefix (the `nft -i`
+ * runner) and as a program started *inside* the namespace, where it goes
+ * through libnftables in process. Prints figures; never passes or fails on
+ * time.
  *
  *   deno run -A bench/firewall_bench.ts
+ *   (internally: ip netns exec NS deno run -A bench/firewall_bench.ts --inside nftables)
  */
-import { createLab, type Lab, run } from "../tests/netns.ts";
+import { createLab, run } from "../tests/netns.ts";
 import { createFirewall } from "../src/firewall/firewall.ts";
+import { NftablesFirewall } from "../src/firewall/nftables.ts";
 import type { Firewall, FirewallKind } from "../src/types.ts";
 
 const LATENCY_BANS = 40;
 const BURST = 10_000;
 const EXISTING = 50_000;
 
-function make(kind: FirewallKind, lab: Lab, errors: string[]): Firewall {
+function make(kind: FirewallKind, prefix: string[], errors: string[]): Firewall {
   return createFirewall(kind, {
     isProtected: () => false,
     onError: (m) => errors.push(m),
     maxBans: 200_000,
-    commandPrefix: lab.prefix(lab.target),
+    commandPrefix: prefix,
   });
 }
 
@@ -44,7 +49,7 @@ async function latency(fw: Firewall, net: number, gapMs = 5): Promise<string> {
 }
 
 /** Installs `n` bans directly (not through the backend), as a previous run would have left them. */
-async function preload(kind: FirewallKind, lab: Lab, n: number): Promise<void> {
+async function preload(kind: FirewallKind, prefix: string[], n: number): Promise<void> {
   const exp = Math.floor(Date.now() / 1000) + 7200;
   const addrs = Array.from(
     { length: n },
@@ -55,7 +60,7 @@ async function preload(kind: FirewallKind, lab: Lab, n: number): Promise<void> {
     const body = addrs.map((a) =>
       `-A SCANBLOCKER -s ${a}/32 -m comment --comment "scanblocker expires=${exp}" -j DROP`
     );
-    r = await run([...lab.prefix(lab.target), "iptables-restore", "--noflush"], {
+    r = await run([...prefix, "iptables-restore", "--noflush"], {
       stdin: `*filter\n${body.join("\n")}\nCOMMIT\n`,
     });
   } else {
@@ -64,22 +69,22 @@ async function preload(kind: FirewallKind, lab: Lab, n: number): Promise<void> {
       const part = addrs.slice(i, i + 4000).map((a) => `${a} timeout 7200s`);
       lines.push(`add element inet scanblocker banned4 { ${part.join(", ")} }`);
     }
-    r = await run([...lab.prefix(lab.target), "nft", "-f", "-"], {
+    r = await run([...prefix, "nft", "-f", "-"], {
       stdin: lines.join("\n") + "\n",
     });
   }
   if (r.code !== 0) throw new Error(`preload failed: ${r.stderr}`);
 }
 
-async function benchKind(kind: FirewallKind): Promise<string[]> {
+/** The figures for one backend, run with `prefix` in front of its commands ([] inside the namespace). */
+async function benchFigures(kind: FirewallKind, prefix: string[], name: string): Promise<string[]> {
   const out: string[] = [];
-  const lab = await createLab("fwbench");
   const errors: string[] = [];
-  let fw = make(kind, lab, errors);
+  let fw = make(kind, prefix, errors);
   try {
     await fw.init();
-    out.push(`${kind}: ban() to confirmation, empty firewall: ${await latency(fw, 11)}`);
-    out.push(`${kind}: same, back to back: ${await latency(fw, 13, 0)}`);
+    out.push(`${name}: ban() to confirmation, empty firewall: ${await latency(fw, 11)}`);
+    out.push(`${name}: same, back to back: ${await latency(fw, 13, 0)}`);
 
     const addrs = Array.from(
       { length: BURST },
@@ -90,52 +95,97 @@ async function benchKind(kind: FirewallKind): Promise<string[]> {
     let s = (performance.now() - t) / 1000;
     const ok = res.filter((r) => r === "banned").length;
     out.push(
-      `${kind}: ${BURST} bans requested at once: ${(ok / s).toFixed(0)} bans/s ` +
+      `${name}: ${BURST} bans requested at once: ${(ok / s).toFixed(0)} bans/s ` +
         `(${ok} banned in ${(s * 1000).toFixed(0)} ms)`,
     );
     await fw.close();
     await fw.flush();
 
-    fw = make(kind, lab, errors);
+    fw = make(kind, prefix, errors);
     await fw.init();
-    await preload(kind, lab, EXISTING);
+    await preload(kind, prefix, EXISTING);
     await fw.close();
-    fw = make(kind, lab, errors);
+    fw = make(kind, prefix, errors);
     t = performance.now();
     const found = await fw.init();
     s = (performance.now() - t) / 1000;
     out.push(
-      `${kind}: init() with ${EXISTING} existing bans: ${
+      `${name}: init() with ${EXISTING} existing bans: ${
         (s * 1000).toFixed(0)
       } ms (${found.length} read back)`,
     );
-    out.push(`${kind}: ban() to confirmation, ${EXISTING} bans present: ${await latency(fw, 12)}`);
+    out.push(`${name}: ban() to confirmation, ${EXISTING} bans present: ${await latency(fw, 12)}`);
     t = performance.now();
     const res2 = await Promise.all(
       Array.from({ length: 1000 }, (_, i) => fw.ban(`10.30.${i >> 8}.${i & 255}`, 3600)),
     );
     s = (performance.now() - t) / 1000;
     out.push(
-      `${kind}: 1000 more bans at once with ${EXISTING} present: ` +
+      `${name}: 1000 more bans at once with ${EXISTING} present: ` +
         `${(res2.filter((r) => r === "banned").length / s).toFixed(0)} bans/s`,
     );
-    if (errors.length > 0) out.push(`${kind}: ${errors.length} errors, first: ${errors[0]}`);
+    if (errors.length > 0) out.push(`${name}: ${errors.length} errors, first: ${errors[0]}`);
   } catch (e) {
-    out.push(`${kind}: bench failed: ${e instanceof Error ? e.message : String(e)}`);
+    out.push(`${name}: bench failed: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     await fw.close();
-    await lab.destroy();
   }
   return out;
+}
+
+/** One backend driven from outside its namespace (commandPrefix). */
+async function benchKind(kind: FirewallKind): Promise<string[]> {
+  const lab = await createLab("fwbench");
+  try {
+    const name = kind === "nftables" ? "nftables (nft -i)" : kind;
+    return await benchFigures(kind, lab.prefix(lab.target), name);
+  } finally {
+    await lab.destroy();
+  }
+}
+
+/** The nftables backend run by a program inside the namespace: the libnftables path. */
+async function benchInside(): Promise<string[]> {
+  const lab = await createLab("fwbenchlib");
+  try {
+    const r = await run([
+      ...lab.prefix(lab.target),
+      "timeout",
+      "300",
+      Deno.execPath(),
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--inside",
+      "nftables",
+    ]);
+    const lines = r.stdout.split("\n").filter((l) => l.trim() !== "");
+    if (r.code !== 0) lines.push(`nftables (inside): exited ${r.code}: ${r.stderr.trim()}`);
+    return lines;
+  } finally {
+    await lab.destroy();
+  }
 }
 
 /** Runs the firewall benchmark for both backends and returns the figures as text. */
 export async function benchFirewall(): Promise<string> {
   const lines: string[] = [];
+  lines.push(...(await benchInside()));
   for (const kind of ["nftables", "iptables"] as FirewallKind[]) {
     lines.push(...(await benchKind(kind)));
   }
   return lines.join("\n");
 }
 
-if (import.meta.main) console.log(await benchFirewall());
+if (import.meta.main) {
+  if (Deno.args[0] === "--inside") {
+    // Already inside the lab's namespace: no prefix, so nftables takes the library path.
+    const kind = (Deno.args[1] ?? "nftables") as FirewallKind;
+    const probe = make(kind, [], []);
+    const path = probe instanceof NftablesFirewall ? probe.path : "commands";
+    await probe.close();
+    console.log((await benchFigures(kind, [], `${kind} (${path}, in namespace)`)).join("\n"));
+    // Leave nothing behind even if the outer process is interrupted before destroy().
+    await make(kind, [], []).flush();
+  } else console.log(await benchFirewall());
+}

@@ -7,17 +7,18 @@
  */
 import assert from "node:assert/strict";
 import { canUseNetns, createLab, type Lab } from "./netns.ts";
-import { createFirewall } from "../src/firewall/firewall.ts";
+import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
 
 const enabled = await canUseNetns();
 
-function make(lab: Lab, errors: string[]): Firewall {
+function make(lab: Lab, errors: string[], hooks?: FirewallHook[]): Firewall {
   return createFirewall("iptables", {
     isProtected: (a) => a === lab.target4 || a === lab.target6,
     onError: (m) => errors.push(m),
     maxBans: 1000,
     commandPrefix: lab.prefix(lab.target),
+    hooks,
   });
 }
 
@@ -174,6 +175,43 @@ Deno.test({
         const input = await rules(lab, "iptables", "INPUT");
         assert.equal(input.match(/-j SCANBLOCKER/g)?.length, 1, input);
       });
+
+      await t.step(
+        "the forward hook adds one FORWARD jump; a restart without it drops it",
+        async () => {
+          const jumps = async (tool: string, chain: string) =>
+            (await rules(lab, tool, chain)).match(/-j SCANBLOCKER/g)?.length ?? 0;
+          for (const round of [1, 2]) {
+            await fw.close();
+            fw = make(lab, errors, ["input", "forward"]);
+            await fw.init();
+            for (const tool of ["iptables", "ip6tables"]) {
+              assert.equal(await jumps(tool, "FORWARD"), 1, `${tool} FORWARD, round ${round}`);
+              assert.equal(await jumps(tool, "INPUT"), 1, `${tool} INPUT, round ${round}`);
+            }
+            assert.match(await rules(lab, "iptables", "FORWARD"), /^-A FORWARD -j SCANBLOCKER$/m);
+          }
+          await fw.close();
+          fw = make(lab, errors); // no hooks given (a subcommand): forward left as found
+          await fw.init();
+          assert.equal(await jumps("iptables", "FORWARD"), 1, "FORWARD kept without hooks");
+          await fw.close();
+          fw = make(lab, errors, ["input"]);
+          await fw.init();
+          for (const tool of ["iptables", "ip6tables"]) {
+            assert.equal(
+              await jumps(tool, "FORWARD"),
+              0,
+              `${tool} FORWARD after input-only restart`,
+            );
+            assert.equal(await jumps(tool, "INPUT"), 1, `${tool} INPUT after input-only restart`);
+          }
+          await fw.close();
+          fw = make(lab, errors, ["forward", "input"]);
+          await fw.init(); // the flush below must remove the FORWARD jump too
+          assert.equal(await jumps("iptables", "FORWARD"), 1);
+        },
+      );
 
       await t.step("flush leaves nothing installed", async () => {
         await fw.flush();

@@ -6,17 +6,18 @@
  */
 import assert from "node:assert/strict";
 import { canUseNetns, createLab, type Lab } from "./netns.ts";
-import { createFirewall } from "../src/firewall/firewall.ts";
+import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
 
 const enabled = await canUseNetns();
 
-function make(lab: Lab, errors: string[]): Firewall {
+function make(lab: Lab, errors: string[], hooks?: FirewallHook[]): Firewall {
   return createFirewall("nftables", {
     isProtected: (a) => a === lab.target4 || a === lab.target6,
     onError: (m) => errors.push(m),
     maxBans: 1000,
     commandPrefix: lab.prefix(lab.target),
+    hooks,
   });
 }
 
@@ -150,6 +151,40 @@ Deno.test({
         assert.equal(await fw.ban("10.99.0.2", 60), "banned");
         assert.match(await setText(lab, "banned4"), /10\.99\.0\.2/);
       });
+
+      await t.step(
+        "the forward hook adds one forward chain; a restart without it drops it",
+        async () => {
+          const table = async () =>
+            (await lab.exec(lab.target, ["nft", "list", "table", "inet", "scanblocker"])).stdout;
+          for (const round of [1, 2]) {
+            await fw.close();
+            fw = make(lab, errors, ["input", "forward"]);
+            await fw.init();
+            const text = await table();
+            assert.match(text, /chain forward \{\s*type filter hook forward/, `round ${round}`);
+            assert.equal(text.match(/@banned4 drop/g)?.length, 2, `round ${round}: ${text}`);
+            assert.equal(text.match(/@banned6 drop/g)?.length, 2, `round ${round}: ${text}`);
+          }
+          await fw.close();
+          fw = make(lab, errors); // no hooks given (a subcommand): forward left as found
+          await fw.init();
+          assert.match(await table(), /hook forward/, "forward chain kept without hooks");
+          await fw.close();
+          fw = make(lab, errors, ["input"]);
+          await fw.init();
+          const text = await table();
+          assert.doesNotMatch(text, /hook forward/);
+          assert.equal(text.match(/@banned4 drop/g)?.length, 1, text);
+          await fw.close();
+          fw = make(lab, errors, ["forward"]);
+          await fw.init();
+          const fwd = await table();
+          assert.match(fwd, /hook forward/);
+          assert.doesNotMatch(fwd, /hook input/);
+          assert.equal(await fw.ban("10.99.0.3", 60), "banned");
+        },
+      );
 
       await t.step("flush removes the table", async () => {
         await fw.flush();

@@ -18,6 +18,23 @@ export interface FirewallOptions {
   maxBans: number;
   /** Prefix for running commands inside a namespace in tests, e.g. ["ip","netns","exec","ns1"]; empty in production. */
   commandPrefix?: string[];
+  /**
+   * Packet paths the bans drop: "input" (traffic to this host) and/or
+   * "forward" (routed traffic: containers, a router's clients). When given,
+   * init() converges to exactly these (a hook left out is removed). When
+   * absent: "input" is installed and a forward hook is left as found, so a
+   * `bans`/`unban` subcommand does not undo a daemon's `--hook forward`.
+   */
+  hooks?: FirewallHook[];
+}
+
+/** A packet path a ban can drop: traffic to this host, or traffic routed through it. */
+export type FirewallHook = "input" | "forward";
+
+/** The hooks asked for, deduplicated and in fixed order; ["input"] when none are given. */
+export function normalizeHooks(hooks: readonly string[] | undefined): FirewallHook[] {
+  const out = (["input", "forward"] as const).filter((h) => hooks?.includes(h));
+  return out.length > 0 ? out : ["input"];
 }
 
 /** One queued change: add or remove a ban; `done` receives whether it is applied. */
@@ -38,10 +55,16 @@ export abstract class BaseFirewall implements Firewall {
   #busy = false;
   protected readonly prefix: string[];
   protected readonly maxBans: number;
+  /** The hooks whose traffic the bans drop (see FirewallOptions.hooks). */
+  protected readonly hooks: FirewallHook[];
+  /** The hooks whose jump/chain init() adds or removes; the others are left as found. */
+  protected readonly managedHooks: FirewallHook[];
 
   constructor(protected readonly opts: FirewallOptions) {
     this.prefix = opts.commandPrefix ?? [];
     this.maxBans = opts.maxBans > 0 ? opts.maxBans : 65536;
+    this.hooks = normalizeHooks(opts.hooks);
+    this.managedHooks = opts.hooks === undefined ? ["input"] : ["input", "forward"];
   }
 
   /** Applies one batch; must call every op's `done` exactly once and never throw. */

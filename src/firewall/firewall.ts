@@ -10,7 +10,8 @@ import { IptablesFirewall } from "./iptables.ts";
 import { NftablesFirewall } from "./nftables.ts";
 import { NoneFirewall } from "./none.ts";
 
-export type { FirewallOptions } from "./base.ts";
+export type { FirewallHook, FirewallOptions } from "./base.ts";
+export { normalizeHooks } from "./base.ts";
 
 /** Default cap on bans held at once. */
 export const DEFAULT_MAX_BANS = 65536;

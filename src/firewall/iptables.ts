@@ -1,7 +1,8 @@
 /**
  * The iptables backend: chain SCANBLOCKER in the filter table (iptables and
  * ip6tables), jumped to from the top of INPUT, one DROP rule per banned source
- * whose comment holds its expiry. Changes go through a long-lived
+ * whose comment holds its expiry. With the "forward" hook FORWARD jumps to it
+ * too (once; a restart without it removes that jump). Changes go through a long-lived
  * `iptables-restore --noflush` per family. It prints nothing on success, so
  * each block is followed by a second one flushing the empty chain
  * SCANBLOCKER-SYNC with -v: the "Flushing chain" line it prints (stdout made
@@ -11,7 +12,7 @@
  */
 import type { Ban, Family } from "../types.ts";
 import { canonicalAddress } from "../address.ts";
-import { BaseFirewall, type FirewallOptions, type Op } from "./base.ts";
+import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { type Deferred, deferred, firstLine, Helper, runCommand } from "./runner.ts";
 
 /** The chain holding the DROP rules. */
@@ -38,18 +39,28 @@ export function banRuleSpec(ban: Ban): string {
 const RULE_RE =
   /^-A SCANBLOCKER -s (\S+?)(?:\/(?:32|128))? -m comment --comment "?scanblocker expires=(never|\d+)"? -j DROP$/;
 
-/** Reads `iptables -S` output: our bans, whether the jump and chains exist. */
+/** The built-in chain that jumps to SCANBLOCKER for each hook. */
+const HOOK_CHAIN: Record<FirewallHook, string> = { input: "INPUT", forward: "FORWARD" };
+
+/** Reads `iptables -S` output: our bans, whether the chains exist, the jumps per hook. */
 export function parseIptablesRules(
   text: string,
   family: Family,
-): { bans: Ban[]; hasChain: boolean; hasSync: boolean; jumps: number } {
+): {
+  bans: Ban[];
+  hasChain: boolean;
+  hasSync: boolean;
+  jumps: number;
+  forwardJumps: number;
+} {
   const bans: Ban[] = [];
-  let hasChain = false, hasSync = false, jumps = 0;
+  let hasChain = false, hasSync = false, jumps = 0, forwardJumps = 0;
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line === `-N ${IPT_CHAIN}`) hasChain = true;
     else if (line === `-N ${IPT_SYNC_CHAIN}`) hasSync = true;
     else if (line === `-A INPUT -j ${IPT_CHAIN}`) jumps++;
+    else if (line === `-A FORWARD -j ${IPT_CHAIN}`) forwardJumps++;
     else {
       const m = RULE_RE.exec(line);
       if (!m) continue;
@@ -58,7 +69,7 @@ export function parseIptablesRules(
       bans.push({ address, family, expiresAt: m[2] === "never" ? null : Number(m[2]) * 1000 });
     }
   }
-  return { bans, hasChain, hasSync, jumps };
+  return { bans, hasChain, hasSync, jumps, forwardJumps };
 }
 
 /** One family's long-lived iptables-restore. */
@@ -147,7 +158,7 @@ export class IptablesFirewall extends BaseFirewall {
     return [...this.prefix, "stdbuf", "-oL", `${this.#tool(family)}-restore`, "--noflush"];
   }
 
-  /** Reads the table, creates the chains and the single INPUT jump; returns the bans found. */
+  /** Reads the table, creates the chains and one jump per wanted hook (dropping unwanted ones); returns the bans found. */
   async #setup(family: Family): Promise<Ban[] | null> {
     const tool = this.#tool(family);
     const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
@@ -159,8 +170,13 @@ export class IptablesFirewall extends BaseFirewall {
     const lines: string[] = [];
     if (!found.hasChain) lines.push(`-N ${IPT_CHAIN}`);
     if (!found.hasSync) lines.push(`-N ${IPT_SYNC_CHAIN}`);
-    if (found.jumps === 0) lines.push(`-I INPUT 1 -j ${IPT_CHAIN}`);
-    for (let i = 1; i < found.jumps; i++) lines.push(`-D INPUT -j ${IPT_CHAIN}`);
+    for (const hook of this.managedHooks) {
+      const chain = HOOK_CHAIN[hook];
+      const have = hook === "input" ? found.jumps : found.forwardJumps;
+      const want = this.hooks.includes(hook) ? 1 : 0;
+      if (have === 0 && want === 1) lines.push(`-I ${chain} 1 -j ${IPT_CHAIN}`);
+      for (let i = want; i < have; i++) lines.push(`-D ${chain} -j ${IPT_CHAIN}`);
+    }
     if (lines.length > 0) {
       const w = await runCommand(
         [...this.prefix, `${tool}-restore`, "--noflush"],
@@ -315,6 +331,7 @@ export class IptablesFirewall extends BaseFirewall {
         const found = parseIptablesRules(r.stdout, family);
         const lines: string[] = [];
         for (let i = 0; i < found.jumps; i++) lines.push(`-D INPUT -j ${IPT_CHAIN}`);
+        for (let i = 0; i < found.forwardJumps; i++) lines.push(`-D FORWARD -j ${IPT_CHAIN}`);
         if (found.hasChain) lines.push(`-F ${IPT_CHAIN}`, `-X ${IPT_CHAIN}`);
         if (found.hasSync) lines.push(`-F ${IPT_SYNC_CHAIN}`, `-X ${IPT_SYNC_CHAIN}`);
         if (lines.length === 0) continue;

@@ -1,17 +1,33 @@
 /**
  * The nftables backend: table `inet scanblocker` with the sets `banned4` and
  * `banned6` (flags timeout, so the kernel expires bans) and a base chain on the
- * input hook dropping their members. Bans go through one long-lived `nft -i`
+ * input hook (and, with the "forward" hook, one on the forward hook) dropping
+ * their members. Bans go through one long-lived `nft -i`
  * fed over stdin: each line is one transaction that also sets the one element
  * of the `marks` set to a fresh number, and the `list set` line after it
  * shows whether that number (so the whole transaction) is in place. (`nft -e`
  * would echo each command, but echo makes nft fetch every set element per
  * command: 170 ms per ban with 50,000 bans held, against 0.4 ms this way.)
+ *
+ * Faster path: when no commandPrefix is set (the program runs in the
+ * namespace it guards) and libnftables loads, every command instead goes
+ * through the library in this process (ffi/libnftables.ts): a zero return is
+ * the kernel's confirmation, about 0.06 ms per ban whether the sets are empty
+ * or hold 50,000 elements. The `nft -i` runner stays as the fallback.
  */
 import type { Ban } from "../types.ts";
 import { canonicalAddress } from "../address.ts";
-import { BaseFirewall, type FirewallOptions, type Op } from "./base.ts";
-import { type Deferred, deferred, firstLine, Helper, runCommand } from "./runner.ts";
+import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
+import {
+  type CommandResult,
+  type Deferred,
+  deferred,
+  errorText,
+  firstLine,
+  Helper,
+  runCommand,
+} from "./runner.ts";
+import { NftContext } from "../../ffi/libnftables.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
@@ -22,15 +38,35 @@ const ERR_SETTLE_MS = 15;
 /** Longest wait for a transaction's confirmation before nft is restarted. */
 const CONFIRM_MS = 10_000;
 
-const SETUP = `add table ${NFT_TABLE}
+/**
+ * The set-up transaction: table, sets, and one base chain per wanted hook
+ * (named after it) dropping the sets' members. A chain for a managed hook no
+ * longer wanted is created-then-deleted, which removes it whether it existed
+ * or not; hooks not in `managed` are left as found.
+ */
+export function nftSetup(
+  hooks: readonly FirewallHook[],
+  managed: readonly FirewallHook[] = ["input", "forward"],
+): string {
+  let text = `add table ${NFT_TABLE}
 add set ${NFT_TABLE} banned4 { type ipv4_addr; flags timeout; }
 add set ${NFT_TABLE} banned6 { type ipv6_addr; flags timeout; }
 add set ${NFT_TABLE} marks { type mark; flags timeout; }
-add chain ${NFT_TABLE} input { type filter hook input priority filter - 10; policy accept; }
-flush chain ${NFT_TABLE} input
-add rule ${NFT_TABLE} input ip saddr @banned4 drop
-add rule ${NFT_TABLE} input ip6 saddr @banned6 drop
 `;
+  for (const hook of managed) {
+    text += `add chain ${NFT_TABLE} ${hook} ` +
+      `{ type filter hook ${hook} priority filter - 10; policy accept; }
+flush chain ${NFT_TABLE} ${hook}
+`;
+    text += hooks.includes(hook)
+      ? `add rule ${NFT_TABLE} ${hook} ip saddr @banned4 drop
+add rule ${NFT_TABLE} ${hook} ip6 saddr @banned6 drop
+`
+      : `delete chain ${NFT_TABLE} ${hook}
+`;
+  }
+  return text;
+}
 
 interface NftElemObject {
   elem?: { val?: unknown; timeout?: unknown; expires?: unknown };
@@ -85,9 +121,43 @@ export class NftablesFirewall extends BaseFirewall {
   #block = "";
   #stderr = "";
   #errTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The in-process library path; null when not (yet) in use. */
+  #lib: NftContext | null = null;
+  #libTried = false;
+  #libError = "";
 
   constructor(opts: FirewallOptions) {
     super(opts);
+  }
+
+  /** Which path carries the commands: "libnftables" (in process) or "nft -i" (child process). */
+  get path(): "libnftables" | "nft -i" {
+    return this.#useLib() ? "libnftables" : "nft -i";
+  }
+
+  /** Why the library path is not in use (empty when it is, or was not tried). */
+  get libError(): string {
+    return this.#libError;
+  }
+
+  /** The library context, opened on first use; null with a commandPrefix or when it cannot load. */
+  #useLib(): NftContext | null {
+    if (this.#lib || this.#libTried || this.prefix.length > 0) return this.#lib;
+    this.#libTried = true;
+    try {
+      this.#lib = new NftContext();
+    } catch (e) {
+      this.#libError = errorText(e);
+    }
+    return this.#lib;
+  }
+
+  /** Runs an nft command line (argv after "nft", text for -f) on the current path. */
+  async #command(args: string[], stdin?: string, json = false): Promise<CommandResult> {
+    const lib = this.#useLib();
+    if (!lib) return await runCommand(this.#nft(json ? ["-j", ...args] : args), stdin);
+    const r = lib.run(stdin ?? args.join(" "), json);
+    return { code: r.ok ? 0 : 1, stdout: r.output, stderr: r.error };
   }
 
   #nft(args: string[]): string[] {
@@ -98,7 +168,7 @@ export class NftablesFirewall extends BaseFirewall {
   #setup(): Promise<boolean> {
     if (!this.#ready) {
       this.#ready = (async () => {
-        const r = await runCommand(this.#nft(["-f", "-"]), SETUP);
+        const r = await this.#command(["-f", "-"], nftSetup(this.hooks, this.managedHooks));
         if (r.code !== 0) {
           this.report(`nft -f - (create table ${NFT_TABLE}) failed: ${firstLine(r.stderr)}`);
           this.#ready = null;
@@ -113,7 +183,7 @@ export class NftablesFirewall extends BaseFirewall {
   async init(): Promise<Ban[]> {
     try {
       if (!(await this.#setup())) return [];
-      const r = await runCommand(this.#nft(["-j", "list", "table", ...NFT_TABLE.split(" ")]));
+      const r = await this.#command(["list", "table", ...NFT_TABLE.split(" ")], undefined, true);
       if (r.code !== 0) {
         this.report(`nft -j list table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
         return [];
@@ -121,7 +191,10 @@ export class NftablesFirewall extends BaseFirewall {
       const bans = parseNftBans(r.stdout);
       this.bans.clear();
       for (const b of bans) this.bans.set(b.address, b);
-      this.#startHelper();
+      const lib = this.#useLib();
+      // Warm the path so the first ban is not the cold one.
+      if (lib) lib.run(`flush set ${NFT_TABLE} marks`);
+      else this.#startHelper();
       return bans.map((b) => ({ ...b }));
     } catch (e) {
       this.report(`nftables init failed: ${String(e)}`);
@@ -210,6 +283,11 @@ export class NftablesFirewall extends BaseFirewall {
    * transaction went through. Null on success, else the error.
    */
   async #transact(body: string): Promise<string | null> {
+    const lib = this.#useLib();
+    if (lib) {
+      const r = lib.run(body);
+      return r.ok ? null : r.error.trim() ? firstLine(r.error) : "transaction not applied";
+    }
     if (!this.#startHelper()) return "could not start nft";
     const h = this.#helper;
     if (!h) return "nft is not running";
@@ -288,7 +366,7 @@ export class NftablesFirewall extends BaseFirewall {
       await this.#helper?.stop();
       this.#helper = null;
       this.#ready = null;
-      const r = await runCommand(this.#nft(["delete", "table", ...NFT_TABLE.split(" ")]));
+      const r = await this.#command(["delete", "table", ...NFT_TABLE.split(" ")]);
       if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) {
         this.report(`nft delete table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
       }
@@ -303,6 +381,9 @@ export class NftablesFirewall extends BaseFirewall {
       const h = this.#helper;
       this.#helper = null;
       await h?.stop();
+      this.#lib?.close();
+      this.#lib = null;
+      this.#libTried = false;
     } catch (e) {
       this.report(`nftables close failed: ${String(e)}`);
     }
