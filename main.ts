@@ -6,6 +6,7 @@
  * usage or configuration, 1 any other fatal error.
  */
 import denoJson from "./deno.json" with { type: "json" };
+import { realtimeMs } from "./ffi/libc.ts";
 import { Pcap } from "./ffi/pcap.ts";
 import { addressKey, formatAddress, parseAddress, parseCidr } from "./src/address.ts";
 import { AllowList, interfaceAddresses } from "./src/allowlist.ts";
@@ -28,7 +29,7 @@ export const VERSION: string = denoJson.version;
 
 const encoder = new TextEncoder();
 /** Wall-clock epoch milliseconds with sub-millisecond resolution (pcap stamps have microseconds). */
-const preciseNow = () => performance.timeOrigin + performance.now();
+const preciseNow = realtimeMs;
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
 const warn = (text: string) => writeAll(Deno.stderr, encoder.encode(`scanblocker: ${text}\n`));
 
@@ -66,6 +67,8 @@ function openFirewall(cfg: Config, allow: AllowList, onError: (m: string) => voi
     isProtected: (text) => allow.isProtectedText(text),
     onError,
     maxBans: cfg.maxBans,
+    // The daemon makes the hooks what it was told; subcommands leave them as found.
+    ...(cfg.command === "run" ? { hooks: cfg.hooks } : {}),
   });
 }
 
@@ -235,14 +238,15 @@ async function daemon(cfg: Config): Promise<number> {
       metrics.bans.inc({ backend: cfg.firewall, result: "already" });
       return;
     }
-    banned.add(scan.src, cfg.banTime > 0 ? preciseNow() + cfg.banTime * 1000 : null);
+    const detectedAt = preciseNow();
+    banned.add(scan.src, cfg.banTime > 0 ? detectedAt + cfg.banTime * 1000 : null);
     const p = fw.ban(scan.src, cfg.banTime).then((result) => {
       const at = live ? Date.now() : scan.ms;
       if (result === "banned") {
         // Packet time of the threshold probe to the firewall's confirmation.
         const latencyMs = Math.max(0, preciseNow() - scan.ms);
         metrics.detectionToBan.observe(latencyMs / 1000);
-        log.banned(at, scan.src, live ? latencyMs : undefined);
+        log.banned(at, scan.src, live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined);
       } else if (result === "already") {
         log.alreadyBanned(at, scan.src, false);
       } else {

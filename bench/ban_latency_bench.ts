@@ -80,7 +80,7 @@ async function portsAnswered(lab: Lab, scanner: string, nmapExtra: string[]): Pr
 }
 
 /** Runs the three measurements for one backend and returns printable lines. */
-async function benchBackend(backend: "nftables" | "iptables"): Promise<string[]> {
+async function benchBackend(backend: "nftables" | "iptables" | "none"): Promise<string[]> {
   const lab = await createLab("lat");
   const out: string[] = [];
   const d = startDaemon(lab.target, [
@@ -130,13 +130,14 @@ async function benchBackend(backend: "nftables" | "iptables"): Promise<string[]>
       ]);
     }
     await sleep(500);
-    const lat: number[] = [];
+    const lat: number[] = [], det: number[] = [];
     for (const line of d.stdout().split("\n")) {
       if (!line.startsWith("{")) continue;
       try {
         const e = JSON.parse(line);
         if (e.event === "banned" && typeof e.detection_to_ban_ms === "number") {
           lat.push(e.detection_to_ban_ms);
+          det.push(e.capture_to_detection_ms);
         }
       } catch { /* not JSON */ }
     }
@@ -144,7 +145,9 @@ async function benchBackend(backend: "nftables" | "iptables"): Promise<string[]>
       `${backend}: ports answered to nmap -T4 --top-ports 1000: ${full}; with --scan-delay 1ms: ${slow}`,
       `${backend}: detection-to-ban over ${lat.length} bans: median ${
         quantile(lat, 0.5).toFixed(3)
-      } ms, p99 ${quantile(lat, 0.99).toFixed(3)} ms`,
+      } ms, p99 ${quantile(lat, 0.99).toFixed(3)} ms; of which capture to detector: median ${
+        quantile(det, 0.5).toFixed(3)
+      } ms, p99 ${quantile(det, 0.99).toFixed(3)} ms`,
     );
   } catch (e) {
     out.push(`${backend}: FAILED: ${e instanceof Error ? e.message.split("\n")[0] : e}`);
@@ -155,11 +158,18 @@ async function benchBackend(backend: "nftables" | "iptables"): Promise<string[]>
   return out;
 }
 
-/** Ban latency for both backends. */
-export async function benchBanLatency(): Promise<string> {
+/** Ban latency for the given backends ("none" shows the capture-to-detection share). */
+export async function benchBanLatency(
+  backends: readonly ("nftables" | "iptables" | "none")[] = ["nftables", "iptables", "none"],
+): Promise<string> {
   const lines: string[] = [];
-  for (const b of ["nftables", "iptables"] as const) lines.push(...await benchBackend(b));
+  for (const b of backends) lines.push(...await benchBackend(b));
   return lines.join("\n");
 }
 
-if (import.meta.main) console.log(await benchBanLatency());
+if (import.meta.main) {
+  const which = Deno.args.filter((a): a is "nftables" | "iptables" | "none" =>
+    a === "nftables" || a === "iptables" || a === "none"
+  );
+  console.log(await benchBanLatency(which.length ? which : undefined));
+}

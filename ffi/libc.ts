@@ -17,6 +17,8 @@ export const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   /** int *__errno_location(void); */
   __errno_location: { parameters: [], result: "pointer" },
+  /** int clock_gettime(clockid_t clockid, struct timespec *tp); */
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   /** ssize_t getdents64(int fd, void *dirp, size_t count); (glibc >= 2.30; optional) */
   getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize", optional: true },
   /** ssize_t write(int fd, const void *buf, size_t count); */
@@ -126,4 +128,16 @@ export function listSystemDirectory(path: string): string[] | null {
   } finally {
     c.close(fd);
   }
+}
+
+const timespec = new BigInt64Array(2);
+
+/**
+ * CLOCK_REALTIME in epoch milliseconds with nanosecond resolution: the clock
+ * the kernel stamps captured packets with. (performance.timeOrigin is only
+ * millisecond-exact, too coarse to measure sub-millisecond ban latency.)
+ */
+export function realtimeMs(): number {
+  loadLibc().symbols.clock_gettime(0, timespec);
+  return Number(timespec[0]) * 1000 + Number(timespec[1]) / 1e6;
 }

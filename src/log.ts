@@ -143,9 +143,13 @@ export class EventLog {
   }
 
   /** A ban is in place (never suppressed); JSON carries the detection-to-ban latency. */
-  banned(ms: number, address: string, latencyMs?: number): void {
+  banned(ms: number, address: string, timing?: { latencyMs: number; detectMs: number }): void {
     if (this.#format === "json") {
-      const extra = latencyMs === undefined ? {} : { detection_to_ban_ms: latencyMs };
+      // Where the time went: packet → detector, and packet → rule in place.
+      const extra = timing === undefined ? {} : {
+        capture_to_detection_ms: timing.detectMs,
+        detection_to_ban_ms: timing.latencyMs,
+      };
       this.#json(ms, "banned", { address, ...extra });
     } else this.#lines.push(`${this.#time(ms)}: IP ${address} banned.`);
   }
