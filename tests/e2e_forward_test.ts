@@ -8,6 +8,7 @@
  *   [scanner] s0 ── t0 [router, ip_forward=1] r1 ── v0 [server]
  */
 import assert from "node:assert/strict";
+import { type Daemon, startDaemon } from "./daemon.ts";
 import { canUseNetns, createLab, type Lab, must, run } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall, FirewallKind } from "../src/types.ts";
@@ -134,3 +135,54 @@ for (const kind of ["iptables", "nftables"] as const) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "daemon on a router with --hook input,forward detects a scan of a host behind it and drops it",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const lab = await createLab("fwdd");
+    let server: Server | null = null;
+    let d: Daemon | null = null;
+    try {
+      server = await addServer(lab);
+      d = startDaemon(lab.target, [
+        "-i",
+        lab.targetIf,
+        "--firewall",
+        "nftables",
+        "--hook",
+        "input,forward",
+        "--metrics-addr",
+        "off",
+        "--lockout-guard",
+        "off",
+      ]);
+      await d.waitFor(/Listening on: /, 20000);
+      const r = await lab.exec(lab.scanner, [
+        "timeout",
+        "20",
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "--max-retries",
+        "0",
+        "-p",
+        "21-32",
+        server.addr,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      await d.waitFor(new RegExp(`Port scan detected: ${lab.scanner4} -> ${server.addr}`));
+      await d.waitFor(new RegExp(`IP ${lab.scanner4} banned\\.`));
+      assert.equal(await portStates(lab, server.addr), "filtered,filtered", "routed scan dropped");
+    } finally {
+      if (d) await d.stop();
+      await run([...lab.prefix(lab.target), "nft", "delete", "table", "inet", "scanblocker"]);
+      await server?.destroy();
+      await lab.destroy();
+    }
+  },
+});
