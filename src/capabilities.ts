@@ -1,0 +1,149 @@
+/**
+ * Which Linux capabilities the program holds, and what to tell an operator
+ * who runs it without one it needs. Live capture needs CAP_NET_RAW (a packet
+ * socket); banning needs CAP_NET_ADMIN (iptables/nft change the firewall).
+ * The effective set is read from /proc/self/status, through libc because Deno
+ * asks for --allow-all before it lets a script read /proc.
+ */
+import { readSystemFile } from "../ffi/libc.ts";
+
+/** One capability the program uses, with its bit number and what it is for. */
+export interface CapabilityInfo {
+  /** Kernel name, e.g. "CAP_NET_RAW". */
+  name: string;
+  /** Bit number in the capability sets of /proc/PID/status. */
+  bit: number;
+  /** What fails without it. */
+  why: string;
+}
+
+/** The capabilities scanblocker uses (see capabilities(7)). */
+export const CAPABILITIES: readonly CapabilityInfo[] = [
+  {
+    name: "CAP_NET_RAW",
+    bit: 13,
+    why: "live capture fails: libpcap cannot open a packet socket on the interface",
+  },
+  {
+    name: "CAP_NET_ADMIN",
+    bit: 12,
+    why: "bans fail: iptables/nft cannot change the firewall",
+  },
+];
+
+/** A capability the process lacks and what fails without it. */
+export interface MissingCapability {
+  name: string;
+  why: string;
+}
+
+/**
+ * The effective capability set from the text of /proc/PID/status, or null
+ * when the text has no well-formed CapEff line.
+ */
+export function parseEffectiveCapabilities(status: string): bigint | null {
+  const m = /^CapEff:\s*([0-9a-fA-F]{1,16})\s*$/m.exec(status);
+  return m ? BigInt(`0x${m[1]}`) : null;
+}
+
+/**
+ * The capabilities scanblocker uses that are missing from the given
+ * /proc/PID/status text; empty when none is missing or the text cannot be
+ * understood (then nothing is claimed).
+ */
+export function missingFromStatus(status: string): MissingCapability[] {
+  const eff = parseEffectiveCapabilities(status);
+  if (eff === null) return [];
+  return CAPABILITIES.filter((c) => (eff & (1n << BigInt(c.bit))) === 0n)
+    .map((c) => ({ name: c.name, why: c.why }));
+}
+
+/**
+ * The start-up check: the capabilities scanblocker uses that this process
+ * does not hold in its effective set (empty when all are held or
+ * /proc/self/status is unreadable). Those it does hold are first made ambient
+ * (raiseAmbientCapabilities), so that after `setcap …+ep` the iptables/nft
+ * commands started later keep them too; call it on the main thread before
+ * the firewall starts.
+ */
+export function missingCapabilities(): MissingCapability[] {
+  raiseAmbientCapabilities();
+  const status = readSystemFile("/proc/self/status");
+  return status === null ? [] : missingFromStatus(status);
+}
+
+/** libc symbols for capget/capset/prctl, each with its C prototype. */
+const capSymbols = {
+  /** int capget(cap_user_header_t hdrp, cap_user_data_t datap); */
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** int capset(cap_user_header_t hdrp, const cap_user_data_t datap); */
+  capset: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+const PR_CAP_AMBIENT = 47;
+const PR_CAP_AMBIENT_RAISE = 2;
+
+/**
+ * Makes the capabilities scanblocker uses that this thread holds (permitted)
+ * inheritable and ambient, so the iptables/nft processes it starts keep them.
+ * Needed when the binary got them from `setcap …+ep`: file capabilities are
+ * not passed on through execve otherwise, and a non-root daemon could capture
+ * but its firewall commands would be refused. Call it on the main thread
+ * (capabilities are per thread; Deno.Command forks from it) before any
+ * firewall command starts. Returns the names now ambient; never throws.
+ */
+export function raiseAmbientCapabilities(): string[] {
+  let lib: Deno.DynamicLibrary<typeof capSymbols>;
+  try {
+    lib = Deno.dlopen("libc.so.6", capSymbols);
+  } catch {
+    return [];
+  }
+  try {
+    const c = lib.symbols;
+    const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+    // Two struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
+    const data = new Uint32Array(6);
+    if (c.capget(header, data) !== 0) return [];
+    const wanted = CAPABILITIES.filter((cap) => (data[1] & (1 << cap.bit)) !== 0);
+    if (wanted.length === 0) return [];
+    for (const cap of wanted) data[2] |= 1 << cap.bit;
+    if (c.capset(header, data) !== 0) return [];
+    return wanted
+      .filter((cap) =>
+        c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_RAISE), BigInt(cap.bit), 0n, 0n) === 0
+      )
+      .map((cap) => cap.name);
+  } finally {
+    lib.close();
+  }
+}
+
+const GRANT = "grant it with `sudo setcap cap_net_raw,cap_net_admin+ep ./scanblocker`, " +
+  "run as root, or run the systemd unit deploy/scanblocker.service " +
+  "(AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN); in a container add " +
+  "`--cap-add NET_RAW --cap-add NET_ADMIN`";
+
+/**
+ * One line per missing capability that this run actually needs (CAP_NET_RAW
+ * only for live capture, CAP_NET_ADMIN only with a firewall backend), each
+ * naming the capability, what fails without it and how to grant it.
+ */
+export function capabilityAdvice(
+  missing: readonly MissingCapability[],
+  opts: { firewall: string; live: boolean },
+): string[] {
+  const lines: string[] = [];
+  for (const m of missing) {
+    if (m.name === "CAP_NET_RAW" && !opts.live) continue;
+    if (m.name === "CAP_NET_ADMIN" && opts.firewall === "none") continue;
+    const why = m.name === "CAP_NET_ADMIN"
+      ? `bans fail: ${opts.firewall} cannot change the firewall`
+      : m.why;
+    lines.push(`missing capability ${m.name}: ${why}; ${GRANT}`);
+  }
+  return lines;
+}

@@ -1,0 +1,312 @@
+/**
+ * Without root: the real daemon (`deno run -P main.ts`) runs as the
+ * unprivileged user nobody (uid 65534) inside a lab namespace, holding only
+ * CAP_NET_RAW and CAP_NET_ADMIN as ambient capabilities (as the systemd unit
+ * grants them). A real nmap scan from the scanner namespace must be captured,
+ * detected and banned with a real iptables rule. Without the capabilities it
+ * must say which ones are missing and what fails.
+ */
+import assert from "node:assert/strict";
+import { canUseNetns, createLab, type Lab, must, run } from "./netns.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const dec = new TextDecoder();
+const haveTools = await (async () => {
+  if (!(await canUseNetns())) return false;
+  for (const t of ["setpriv", "nmap", "iptables"]) {
+    if ((await run(["sh", "-c", `command -v ${t}`])).code !== 0) return false;
+  }
+  return true;
+})();
+const opts = { ignore: !haveTools, sanitizeOps: false, sanitizeResources: false };
+
+const NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+/** What deploy/scanblocker.service grants: ambient, bounding set and no_new_privs alike. */
+const WITH_CAPS = [
+  "--inh-caps=-all,+net_raw,+net_admin",
+  "--ambient-caps=+net_raw,+net_admin",
+  "--bounding-set=-all,+net_raw,+net_admin",
+  "--no-new-privs",
+];
+const NO_CAPS = ["--inh-caps=-all"];
+
+/**
+ * A Deno cache the unprivileged user can read and write: a copy of this
+ * process's npm cache (prom-client), then `deno cache main.ts` into it.
+ */
+async function prepareDenoDir(dir: string): Promise<string> {
+  const denoDir = `${dir}/deno-dir`;
+  await Deno.mkdir(denoDir, { recursive: true });
+  const info = await run([Deno.execPath(), "info", "--json"]);
+  try {
+    const npmCache = JSON.parse(info.stdout).npmCache;
+    if (typeof npmCache === "string") await must(["cp", "-a", npmCache, `${denoDir}/npm`]);
+  } catch { /* deno cache below fetches what is missing */ }
+  await must(["env", `DENO_DIR=${denoDir}`, Deno.execPath(), "cache", "--quiet", `${root}main.ts`]);
+  await must(["chmod", "-R", "a+rwX", dir]);
+  return denoDir;
+}
+
+/** A daemon started under setpriv in the lab's target namespace. */
+interface Running {
+  out(): string;
+  err(): string;
+  waitFor(re: RegExp, ms: number): Promise<boolean>;
+  /** The exit code once it ends by itself within `ms`, else null. */
+  exited(ms: number): Promise<number | null>;
+  stop(): Promise<number>;
+}
+
+function startAsNobody(
+  lab: Lab,
+  caps: string[],
+  denoDir: string,
+  args: string[],
+  deno = Deno.execPath(),
+): Running {
+  const argv = [
+    ...lab.prefix(lab.target),
+    "timeout",
+    "-k",
+    "5",
+    "60",
+    ...NOBODY,
+    ...caps,
+    deno,
+    "run",
+    "-P",
+    "--quiet",
+    "--cached-only",
+    "--no-lock",
+    `${root}main.ts`,
+    ...args,
+  ];
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: "/",
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    env: { NO_COLOR: "1", DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1", HOME: "/nonexistent" },
+  }).spawn();
+  let out = "", err = "", ended = false;
+  const pump = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
+    for await (const chunk of s) add(dec.decode(chunk, { stream: true }));
+  };
+  const done = Promise.all([
+    pump(child.stdout, (t) => (out += t)),
+    pump(child.stderr, (t) => (err += t)),
+  ]);
+  const status = child.status.then(async (s) => {
+    await done;
+    ended = true;
+    return s;
+  });
+  return {
+    out: () => out,
+    err: () => err,
+    waitFor: async (re, ms) => {
+      const until = Date.now() + ms;
+      while (Date.now() < until && !ended) {
+        if (re.test(out) || re.test(err)) return true;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return re.test(out) || re.test(err);
+    },
+    exited: async (ms) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)));
+      const code = await Promise.race([status.then((st) => st.code), late]);
+      clearTimeout(timer);
+      return code;
+    },
+    stop: async () => {
+      if (!ended) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+      }
+      const t = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
+      const s = await status;
+      clearTimeout(t);
+      return s.code;
+    },
+  };
+}
+
+let shared: { tmp: string; denoDir: Promise<string> } | null = null;
+
+/** One prepared DENO_DIR for every test of this file; removed by the unload handler. */
+function sharedDenoDir(): Promise<string> {
+  if (!shared) {
+    const tmp = Deno.makeTempDirSync({ prefix: "sb-nonroot-" });
+    shared = { tmp, denoDir: prepareDenoDir(tmp) };
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(tmp, { recursive: true });
+      } catch { /* already gone */ }
+    });
+  }
+  return shared.denoDir;
+}
+
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * Starts the daemon as nobody with the unit's capabilities on the lab's target,
+ * scans it with nmap from the scanner, and checks the lines and the rule.
+ */
+async function scanAndBan(
+  firewall: "iptables" | "nftables",
+  how: { caps: string[]; deno?: string } = { caps: WITH_CAPS },
+): Promise<void> {
+  let lab: Lab | null = null;
+  let d: Running | null = null;
+  try {
+    const denoDir = await sharedDenoDir();
+    lab = await createLab("nr");
+    d = startAsNobody(lab, how.caps, denoDir, [
+      "-i",
+      lab.targetIf,
+      "--firewall",
+      firewall,
+      "--metrics-addr",
+      "off",
+      "--log-rate",
+      "5",
+    ], how.deno);
+    const ready = await d.waitFor(/Listening on/, 30000);
+    const show = () =>
+      `\n--- stdout\n${d?.out().slice(-2000)}\n--- stderr\n${d?.err().slice(-2000)}`;
+    assert.ok(ready, `daemon did not start${show()}`);
+    // The process in the target namespace runs as uid 65534.
+    const pids = (await must(["ip", "netns", "pids", lab.target])).trim().split(/\s+/);
+    const ps = await run(["ps", "-o", "uid=,comm=", "-p", pids.join(",")]);
+    assert.match(
+      ps.stdout,
+      /^\s*65534\s+deno/m,
+      `no deno as uid 65534 in the namespace:\n${ps.stdout}`,
+    );
+
+    const scan = await lab.exec(lab.scanner, [
+      "timeout",
+      "40",
+      "nmap",
+      "-n",
+      "-Pn",
+      "-sS",
+      "-T4",
+      "--max-retries",
+      "0",
+      "--host-timeout",
+      "30s",
+      "-p",
+      "20-60",
+      lab.target4,
+    ]);
+    assert.equal(scan.code, 0, scan.stderr);
+    const s = esc(lab.scanner4), t = esc(lab.target4);
+    assert.ok(await d.waitFor(new RegExp(`IP ${s} banned\\.`), 10000), `no ban line${show()}`);
+    assert.match(d.out(), new RegExp(`Port scan detected: ${s} -> ${t}`));
+    // It holds what it needs: no capability complaint, no firewall error.
+    assert.doesNotMatch(d.err(), /missing capability|could not be banned/, show());
+
+    if (firewall === "iptables") {
+      const rules = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER"]);
+      assert.equal(rules.code, 0, rules.stderr);
+      assert.match(
+        rules.stdout,
+        new RegExp(`-s ${s}(/32)? .*-j (DROP|REJECT)`),
+        `no DROP rule for ${lab.scanner4}:\n${rules.stdout}`,
+      );
+    } else {
+      const rules = await lab.exec(lab.target, ["nft", "list", "ruleset"]);
+      assert.equal(rules.code, 0, rules.stderr);
+      assert.match(
+        rules.stdout,
+        new RegExp(`\\b${s}\\b`),
+        `no ban for ${lab.scanner4}:\n${rules.stdout}`,
+      );
+      assert.match(rules.stdout, /\bdrop\b/);
+    }
+  } finally {
+    if (d) await d.stop();
+    if (lab) await lab.destroy();
+  }
+}
+
+Deno.test({
+  name: "as nobody with CAP_NET_RAW+CAP_NET_ADMIN: captures an nmap scan and bans it in iptables",
+  ...opts,
+  fn: () => scanAndBan("iptables"),
+});
+
+Deno.test({
+  name: "as nobody, capabilities from `setcap cap_net_raw,cap_net_admin+ep` only: still bans",
+  ...opts,
+  fn: async () => {
+    // A copy of the Deno runtime with file capabilities stands in for the compiled binary.
+    const denoDir = await sharedDenoDir();
+    const deno = `${shared?.tmp}/deno-setcap`;
+    await Deno.copyFile(Deno.execPath(), deno);
+    await Deno.chmod(deno, 0o755);
+    try {
+      const sc = await run(["setcap", "cap_net_raw,cap_net_admin+ep", deno]);
+      if (sc.code !== 0) {
+        console.log(`skipped: setcap failed here (${sc.stderr.trim()})`);
+        return;
+      }
+      assert.ok(denoDir);
+      await scanAndBan("iptables", { caps: NO_CAPS, deno });
+    } finally {
+      await Deno.remove(deno);
+    }
+  },
+});
+
+Deno.test({
+  name: "as nobody with CAP_NET_RAW+CAP_NET_ADMIN: the same with nftables",
+  ...opts,
+  fn: () => scanAndBan("nftables"),
+});
+
+Deno.test({
+  name:
+    "as nobody without capabilities: names CAP_NET_RAW and CAP_NET_ADMIN, what fails, and how to grant",
+  ...opts,
+  fn: async () => {
+    let lab: Lab | null = null;
+    let d: Running | null = null;
+    try {
+      const denoDir = await sharedDenoDir();
+      lab = await createLab("nr");
+      d = startAsNobody(lab, NO_CAPS, denoDir, [
+        "-i",
+        lab.targetIf,
+        "--firewall",
+        "iptables",
+        "--metrics-addr",
+        "off",
+      ]);
+      // Without CAP_NET_RAW it cannot capture at all: it must end by itself.
+      const code = await d.exited(30000);
+      const err = d.err();
+      assert.match(
+        err,
+        /missing capability CAP_NET_RAW: .*capture.*setcap cap_net_raw,cap_net_admin\+ep/,
+      );
+      assert.match(
+        err,
+        /missing capability CAP_NET_ADMIN: .*iptables.*setcap cap_net_raw,cap_net_admin\+ep/,
+      );
+      assert.equal(code, 1, `exit ${code}\n${err}`);
+    } finally {
+      if (d) await d.stop();
+      if (lab) await lab.destroy();
+    }
+  },
+});
