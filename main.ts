@@ -10,7 +10,11 @@ import { realtimeMs } from "./ffi/libc.ts";
 import { Pcap } from "./ffi/pcap.ts";
 import { addressKey, formatAddress, parseAddress, parseCidr } from "./src/address.ts";
 import { AllowList, interfaceAddresses } from "./src/allowlist.ts";
-import { capabilityAdvice, missingCapabilities } from "./src/capabilities.ts";
+import {
+  capabilityAdvice,
+  missingCapabilities,
+  raiseAmbientCapabilities,
+} from "./src/capabilities.ts";
 import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
 import { Detector, type ScanDetector } from "./src/detector.ts";
@@ -74,6 +78,8 @@ function openFirewall(cfg: Config, allow: AllowList, onError: (m: string) => voi
 
 /** `bans`, `unban ADDRESS`, `flush`. */
 async function subcommand(cfg: Config): Promise<number> {
+  // After `setcap …+ep`, the firewall commands need the capabilities too.
+  if (cfg.firewall !== "none") raiseAmbientCapabilities();
   let failed = false;
   const fw = openFirewall(cfg, new AllowList([]), (m) => {
     failed = true;

@@ -17,6 +17,12 @@ export const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   /** int *__errno_location(void); */
   __errno_location: { parameters: [], result: "pointer" },
+  /** int capget(cap_user_header_t hdrp, cap_user_data_t datap); */
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** int capset(cap_user_header_t hdrp, const cap_user_data_t datap); */
+  capset: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   /** int clock_gettime(clockid_t clockid, struct timespec *tp); */
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   /** ssize_t getdents64(int fd, void *dirp, size_t count); (glibc >= 2.30; optional) */
@@ -140,4 +146,33 @@ const timespec = new BigInt64Array(2);
 export function realtimeMs(): number {
   loadLibc().symbols.clock_gettime(0, timespec);
   return Number(timespec[0]) * 1000 + Number(timespec[1]) / 1e6;
+}
+
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+const PR_CAP_AMBIENT = 47;
+const PR_CAP_AMBIENT_RAISE = 2;
+
+/**
+ * Makes those of `bits` (capability numbers below 32) that this thread holds
+ * in its permitted set inheritable and ambient, so that programs it starts
+ * keep them (file capabilities from `setcap …+ep` are not passed on through
+ * execve otherwise). Returns the bits now ambient; never throws.
+ */
+export function raiseAmbient(bits: readonly number[]): number[] {
+  try {
+    const c = loadLibc().symbols;
+    const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+    // Two struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
+    const data = new Uint32Array(6);
+    if (c.capget(header, data) !== 0) return [];
+    const held = bits.filter((b) => (data[1] & (1 << b)) !== 0);
+    if (held.length === 0) return [];
+    for (const b of held) data[2] |= 1 << b;
+    if (c.capset(header, data) !== 0) return [];
+    return held.filter((b) =>
+      c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_RAISE), BigInt(b), 0n, 0n) === 0
+    );
+  } catch {
+    return [];
+  }
 }

@@ -5,7 +5,7 @@
  * The effective set is read from /proc/self/status, through libc because Deno
  * asks for --allow-all before it lets a script read /proc.
  */
-import { readSystemFile } from "../ffi/libc.ts";
+import { raiseAmbient, readSystemFile } from "../ffi/libc.ts";
 
 /** One capability the program uses, with its bit number and what it is for. */
 export interface CapabilityInfo {
@@ -72,20 +72,6 @@ export function missingCapabilities(): MissingCapability[] {
   return status === null ? [] : missingFromStatus(status);
 }
 
-/** libc symbols for capget/capset/prctl, each with its C prototype. */
-const capSymbols = {
-  /** int capget(cap_user_header_t hdrp, cap_user_data_t datap); */
-  capget: { parameters: ["buffer", "buffer"], result: "i32" },
-  /** int capset(cap_user_header_t hdrp, const cap_user_data_t datap); */
-  capset: { parameters: ["buffer", "buffer"], result: "i32" },
-  /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
-  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
-const PR_CAP_AMBIENT = 47;
-const PR_CAP_AMBIENT_RAISE = 2;
-
 /**
  * Makes the capabilities scanblocker uses that this thread holds (permitted)
  * inheritable and ambient, so the iptables/nft processes it starts keep them.
@@ -96,30 +82,8 @@ const PR_CAP_AMBIENT_RAISE = 2;
  * firewall command starts. Returns the names now ambient; never throws.
  */
 export function raiseAmbientCapabilities(): string[] {
-  let lib: Deno.DynamicLibrary<typeof capSymbols>;
-  try {
-    lib = Deno.dlopen("libc.so.6", capSymbols);
-  } catch {
-    return [];
-  }
-  try {
-    const c = lib.symbols;
-    const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
-    // Two struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
-    const data = new Uint32Array(6);
-    if (c.capget(header, data) !== 0) return [];
-    const wanted = CAPABILITIES.filter((cap) => (data[1] & (1 << cap.bit)) !== 0);
-    if (wanted.length === 0) return [];
-    for (const cap of wanted) data[2] |= 1 << cap.bit;
-    if (c.capset(header, data) !== 0) return [];
-    return wanted
-      .filter((cap) =>
-        c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_RAISE), BigInt(cap.bit), 0n, 0n) === 0
-      )
-      .map((cap) => cap.name);
-  } finally {
-    lib.close();
-  }
+  const raised = raiseAmbient(CAPABILITIES.map((c) => c.bit));
+  return CAPABILITIES.filter((c) => raised.includes(c.bit)).map((c) => c.name);
 }
 
 const GRANT = "grant it with `sudo setcap cap_net_raw,cap_net_admin+ep ./scanblocker`, " +
