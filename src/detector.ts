@@ -6,14 +6,13 @@
  * run did.
  *
  * Memory is known in advance (DESIGN principle 6): per tracked source one slot
- * in flat typed arrays holding at most `ports` (port, first-seen time) pairs —
- * proportional to the threshold, like the original's queue — plus one Map entry
- * from address key to slot. Slots form a doubly linked list in
- * least-recently-seen order, so touching, evicting the least recently seen
- * source at the `maxSources` cap, and dropping expired state are all O(1) per
- * source. (A Map used as an LRU by delete+re-insert leaves holes that make
- * "oldest entry" lookups O(n) under a spoofed-source flood.)
+ * of a SourceTable (bounded, least recently seen forgotten first, expired
+ * state dropped from its head) and, in flat typed arrays, at most `ports`
+ * (port, first-seen time) pairs — proportional to the threshold, like the
+ * original's queue.
  */
+
+import { growFloat64, growInt32, NIL, SourceTable } from "./sources.ts";
 
 /** What one observation came to. */
 export const enum Verdict {
@@ -41,36 +40,22 @@ export interface DetectorOptions {
 export interface ScanDetector {
   observe(key: number | string, target: number, tMs: number): Verdict;
   readonly size: number;
-  evicted: number;
+  readonly evicted: number;
   lastScanPorts: number[];
   lastScanFirstMs: number;
   forget(key: number | string): void;
   expire(tMs: number): void;
 }
 
-const NIL = -1;
-
 /** Sliding-window distinct-port counter per source. */
 export class Detector implements ScanDetector {
   readonly #n: number;
   readonly #windowMs: number;
-  readonly #max: number;
-  readonly #slotOf = new Map<number | string, number>();
-  // Slot storage, grown by doubling up to maxSources.
-  #cap = 0;
-  #keys: (number | string)[] = [];
-  #prev = new Int32Array(0);
-  #next = new Int32Array(0);
+  readonly #table: SourceTable;
   #last = new Float64Array(0);
   #count = new Int32Array(0); // distinct ports held; -1 = detected
-  #ports = new Int32Array(0); // cap * n
-  #times = new Float64Array(0); // cap * n
-  #head = NIL; // least recently seen
-  #tail = NIL; // most recently seen
-  #free: number[] = [];
-  #used = 0;
-  /** Sources forgotten because the cap was reached (for metrics). */
-  evicted = 0;
+  #ports = new Int32Array(0); // slots * n
+  #times = new Float64Array(0); // slots * n
   /** Ports of the last scan reported (valid right after a Scan verdict). */
   lastScanPorts: number[] = [];
   /** First-seen time of the oldest port of the last scan reported. */
@@ -79,12 +64,22 @@ export class Detector implements ScanDetector {
   constructor(opts: DetectorOptions) {
     this.#n = Math.max(1, opts.ports);
     this.#windowMs = opts.windowMs;
-    this.#max = Math.max(1, opts.maxSources);
+    this.#table = new SourceTable(opts.maxSources, (cap) => {
+      this.#last = growFloat64(this.#last, cap);
+      this.#count = growInt32(this.#count, cap);
+      this.#ports = growInt32(this.#ports, cap * this.#n);
+      this.#times = growFloat64(this.#times, cap * this.#n);
+    });
   }
 
   /** Number of sources tracked now. */
   get size(): number {
-    return this.#slotOf.size;
+    return this.#table.size;
+  }
+
+  /** Sources forgotten because the cap was reached (for metrics). */
+  get evicted(): number {
+    return this.#table.evicted;
   }
 
   /**
@@ -94,18 +89,19 @@ export class Detector implements ScanDetector {
   observe(key: number | string, port: number, tMs: number): Verdict {
     // Drop state that left the window: O(1) amortized, from the LRU head.
     const limit = tMs - this.#windowMs;
-    while (this.#head !== NIL && this.#last[this.#head] < limit) this.#release(this.#head);
+    this.#expireBefore(limit);
 
-    let slot = this.#slotOf.get(key);
+    const table = this.#table;
+    let slot = table.find(key);
     if (slot === undefined) {
-      slot = this.#allocate(key);
+      slot = table.add(key);
       this.#ports[slot * this.#n] = port;
       this.#times[slot * this.#n] = tMs;
       this.#count[slot] = 1;
       this.#last[slot] = tMs;
       return Verdict.Counted;
     }
-    this.#touch(slot);
+    table.touch(slot);
     if (tMs > this.#last[slot]) this.#last[slot] = tMs;
     let c = this.#count[slot];
     if (c < 0) return Verdict.AlreadyDetected;
@@ -138,7 +134,7 @@ export class Detector implements ScanDetector {
 
   /** Distinct ports a source tried within the window (for reports and tests). */
   portsOf(key: number | string): number[] {
-    const slot = this.#slotOf.get(key);
+    const slot = this.#table.find(key);
     if (slot === undefined) return [];
     const c = Math.max(0, this.#count[slot]);
     return Array.from(this.#ports.subarray(slot * this.#n, slot * this.#n + c));
@@ -146,89 +142,23 @@ export class Detector implements ScanDetector {
 
   /** True when the source was reported as a scanner and is still tracked. */
   isDetected(key: number | string): boolean {
-    const slot = this.#slotOf.get(key);
+    const slot = this.#table.find(key);
     return slot !== undefined && this.#count[slot] < 0;
   }
 
   /** Forgets one source (e.g. after a failed ban, so that it can be tried again). */
   forget(key: number | string): void {
-    const slot = this.#slotOf.get(key);
-    if (slot !== undefined) this.#release(slot);
+    const slot = this.#table.find(key);
+    if (slot !== undefined) this.#table.release(slot);
   }
 
   /** Drops every source not seen within the window before `tMs`. */
   expire(tMs: number): void {
-    const limit = tMs - this.#windowMs;
-    while (this.#head !== NIL && this.#last[this.#head] < limit) this.#release(this.#head);
+    this.#expireBefore(tMs - this.#windowMs);
   }
 
-  #allocate(key: number | string): number {
-    let slot: number;
-    if (this.#free.length > 0) slot = this.#free.pop()!;
-    else if (this.#used < this.#cap) slot = this.#used++;
-    else if (this.#cap < this.#max) {
-      this.#grow();
-      slot = this.#used++;
-    } else {
-      // At the cap: the least recently seen source is forgotten first.
-      this.evicted++;
-      this.#release(this.#head);
-      slot = this.#free.pop()!;
-    }
-    this.#keys[slot] = key;
-    this.#slotOf.set(key, slot);
-    this.#link(slot);
-    return slot;
-  }
-
-  #grow(): void {
-    const cap = Math.min(this.#max, Math.max(1024, this.#cap * 2));
-    const n = this.#n;
-    const g32 = (a: Int32Array, len: number) => {
-      const b = new Int32Array(len);
-      b.set(a);
-      return b;
-    };
-    const g64 = (a: Float64Array, len: number) => {
-      const b = new Float64Array(len);
-      b.set(a);
-      return b;
-    };
-    this.#prev = g32(this.#prev, cap);
-    this.#next = g32(this.#next, cap);
-    this.#count = g32(this.#count, cap);
-    this.#last = g64(this.#last, cap);
-    this.#ports = g32(this.#ports, cap * n);
-    this.#times = g64(this.#times, cap * n);
-    this.#cap = cap;
-  }
-
-  #link(slot: number): void {
-    this.#prev[slot] = this.#tail;
-    this.#next[slot] = NIL;
-    if (this.#tail !== NIL) this.#next[this.#tail] = slot;
-    else this.#head = slot;
-    this.#tail = slot;
-  }
-
-  #unlink(slot: number): void {
-    const p = this.#prev[slot], n = this.#next[slot];
-    if (p !== NIL) this.#next[p] = n;
-    else this.#head = n;
-    if (n !== NIL) this.#prev[n] = p;
-    else this.#tail = p;
-  }
-
-  #touch(slot: number): void {
-    if (this.#tail === slot) return;
-    this.#unlink(slot);
-    this.#link(slot);
-  }
-
-  #release(slot: number): void {
-    this.#unlink(slot);
-    this.#slotOf.delete(this.#keys[slot]);
-    this.#keys[slot] = 0;
-    this.#free.push(slot);
+  #expireBefore(limit: number): void {
+    const t = this.#table;
+    while (t.head !== NIL && this.#last[t.head] < limit) t.release(t.head);
   }
 }

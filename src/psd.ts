@@ -25,7 +25,8 @@
  * entry, and slots in a doubly linked list in least-recently-seen order, so
  * touching, evicting at the `maxSources` cap and expiring are O(1) per source.
  */
-import { Verdict } from "./detector.ts";
+import { type ScanDetector, Verdict } from "./detector.ts";
+import { growFloat64, growInt32, NIL, SourceTable } from "./sources.ts";
 
 /** psd settings. */
 export interface PsdOptions {
@@ -57,38 +58,25 @@ export const PSD_DEFAULTS: Omit<PsdOptions, "maxSources"> = {
   highPortWeight: 1,
 };
 
-const NIL = -1;
-
 /**
  * Weighted new-port scorer per source, with the same call shape as Detector.
  * A reported source stays reported (AlreadyDetected) while its packets keep
  * coming at most `delayMs` apart; after a longer silence it is forgotten and a
  * new burst is reported again (as xt_psd matches again).
  */
-export class PsdDetector {
+export class PsdDetector implements ScanDetector {
   readonly #threshold: number;
   readonly #delayMs: number;
   readonly #low: number;
   readonly #high: number;
   readonly #m: number; // ports per slot
-  readonly #max: number;
-  readonly #slotOf = new Map<number | string, number>();
-  #cap = 0;
-  #keys: (number | string)[] = [];
-  #prev = new Int32Array(0);
-  #next = new Int32Array(0);
+  readonly #table: SourceTable;
   #weight = new Int32Array(0); // score; -1 = detected
   #count = new Int32Array(0); // ports remembered
   #last = new Float64Array(0); // last packet of any kind (LRU order, expiry)
   #stamp = new Float64Array(0); // last NEW port (the decay clock)
   #first = new Float64Array(0); // first port of the current run
-  #ports = new Uint16Array(0); // cap * m
-  #head = NIL; // least recently seen
-  #tail = NIL; // most recently seen
-  #free: number[] = [];
-  #used = 0;
-  /** Sources forgotten because the cap was reached (for metrics). */
-  evicted = 0;
+  #ports = new Int32Array(0); // cap * m (ports, or pipeline targets)
   /** Ports of the last scan reported (valid right after a Scan verdict). */
   lastScanPorts: number[] = [];
   /** Time of the first port of the last scan reported. */
@@ -107,12 +95,24 @@ export class PsdDetector {
       1,
       Math.floor(opts.maxPortsPerSource ?? Math.ceil(this.#threshold / minW) - 1),
     );
-    this.#max = Math.max(1, Math.floor(opts.maxSources));
+    this.#table = new SourceTable(opts.maxSources, (cap) => {
+      this.#weight = growInt32(this.#weight, cap);
+      this.#count = growInt32(this.#count, cap);
+      this.#last = growFloat64(this.#last, cap);
+      this.#stamp = growFloat64(this.#stamp, cap);
+      this.#first = growFloat64(this.#first, cap);
+      this.#ports = growInt32(this.#ports, cap * this.#m);
+    });
   }
 
   /** Number of sources tracked now. */
   get size(): number {
-    return this.#slotOf.size;
+    return this.#table.size;
+  }
+
+  /** Sources forgotten because the cap was reached (for metrics). */
+  get evicted(): number {
+    return this.#table.evicted;
   }
 
   /**
@@ -122,19 +122,19 @@ export class PsdDetector {
    */
   observe(key: number | string, port: number, tMs: number): Verdict {
     // Sources silent for longer than the delay hold no score: drop them, O(1) amortized.
-    const limit = tMs - this.#delayMs;
-    while (this.#head !== NIL && this.#last[this.#head] < limit) this.#release(this.#head);
+    this.expire(tMs);
 
     // `port` may be a pipeline target (address hash << 16 | port): weigh the port part.
     const w = (port & 0xffff) < 1024 ? this.#low : this.#high;
-    let slot = this.#slotOf.get(key);
+    const table = this.#table;
+    let slot = table.find(key);
     if (slot === undefined) {
       if (w === 0) return Verdict.Counted;
-      slot = this.#allocate(key);
+      slot = table.add(key);
       this.#last[slot] = tMs;
       return this.#start(slot, port, w, tMs);
     }
-    this.#touch(slot);
+    table.touch(slot);
     if (tMs > this.#last[slot]) this.#last[slot] = tMs;
     const weight = this.#weight[slot];
     if (weight < 0) return Verdict.AlreadyDetected;
@@ -157,13 +157,13 @@ export class PsdDetector {
 
   /** Current score of a source (0 when untracked, -1 once detected). */
   scoreOf(key: number | string): number {
-    const slot = this.#slotOf.get(key);
+    const slot = this.#table.find(key);
     return slot === undefined ? 0 : this.#weight[slot];
   }
 
   /** Ports counted in a source's current run (for reports and tests). */
   portsOf(key: number | string): number[] {
-    const slot = this.#slotOf.get(key);
+    const slot = this.#table.find(key);
     if (slot === undefined) return [];
     const b = slot * this.#m;
     return Array.from(this.#ports.subarray(b, b + this.#count[slot]));
@@ -171,20 +171,20 @@ export class PsdDetector {
 
   /** True when the source was reported as a scanner and is still tracked. */
   isDetected(key: number | string): boolean {
-    const slot = this.#slotOf.get(key);
+    const slot = this.#table.find(key);
     return slot !== undefined && this.#weight[slot] < 0;
   }
 
   /** Forgets one source (e.g. after a failed ban, so that it can be tried again). */
   forget(key: number | string): void {
-    const slot = this.#slotOf.get(key);
-    if (slot !== undefined) this.#release(slot);
+    const slot = this.#table.find(key);
+    if (slot !== undefined) this.#table.release(slot);
   }
 
   /** Drops every source not seen within `delayMs` before `tMs` (their score is void anyway). */
   expire(tMs: number): void {
-    const limit = tMs - this.#delayMs;
-    while (this.#head !== NIL && this.#last[this.#head] < limit) this.#release(this.#head);
+    const limit = tMs - this.#delayMs, t = this.#table;
+    while (t.head !== NIL && this.#last[t.head] < limit) t.release(t.head);
   }
 
   #start(slot: number, port: number, w: number, tMs: number): Verdict {
@@ -207,70 +207,5 @@ export class PsdDetector {
     this.#weight[slot] = -1;
     this.#count[slot] = 0;
     return Verdict.Scan;
-  }
-
-  #allocate(key: number | string): number {
-    let slot: number;
-    if (this.#free.length > 0) slot = this.#free.pop()!;
-    else if (this.#used < this.#cap) slot = this.#used++;
-    else if (this.#cap < this.#max) {
-      this.#grow();
-      slot = this.#used++;
-    } else {
-      // At the cap: the least recently seen source is forgotten first.
-      this.evicted++;
-      this.#release(this.#head);
-      slot = this.#free.pop()!;
-    }
-    this.#keys[slot] = key;
-    this.#slotOf.set(key, slot);
-    this.#link(slot);
-    return slot;
-  }
-
-  #grow(): void {
-    const cap = Math.min(this.#max, Math.max(1024, this.#cap * 2));
-    const grow = <T extends Int32Array | Float64Array | Uint16Array>(a: T, b: T): T => {
-      b.set(a);
-      return b;
-    };
-    this.#prev = grow(this.#prev, new Int32Array(cap));
-    this.#next = grow(this.#next, new Int32Array(cap));
-    this.#weight = grow(this.#weight, new Int32Array(cap));
-    this.#count = grow(this.#count, new Int32Array(cap));
-    this.#last = grow(this.#last, new Float64Array(cap));
-    this.#stamp = grow(this.#stamp, new Float64Array(cap));
-    this.#first = grow(this.#first, new Float64Array(cap));
-    this.#ports = grow(this.#ports, new Uint16Array(cap * this.#m));
-    this.#cap = cap;
-  }
-
-  #link(slot: number): void {
-    this.#prev[slot] = this.#tail;
-    this.#next[slot] = NIL;
-    if (this.#tail !== NIL) this.#next[this.#tail] = slot;
-    else this.#head = slot;
-    this.#tail = slot;
-  }
-
-  #unlink(slot: number): void {
-    const p = this.#prev[slot], n = this.#next[slot];
-    if (p !== NIL) this.#next[p] = n;
-    else this.#head = n;
-    if (n !== NIL) this.#prev[n] = p;
-    else this.#tail = p;
-  }
-
-  #touch(slot: number): void {
-    if (this.#tail === slot) return;
-    this.#unlink(slot);
-    this.#link(slot);
-  }
-
-  #release(slot: number): void {
-    this.#unlink(slot);
-    this.#slotOf.delete(this.#keys[slot]);
-    this.#keys[slot] = 0;
-    this.#free.push(slot);
   }
 }
