@@ -25,14 +25,17 @@ export function startDaemon(
   env: Record<string, string> = {},
 ): Daemon {
   const argv = [Deno.execPath(), "run", "-P", "--quiet", `${root}main.ts`, ...args];
-  const full = ns ? ["ip", "netns", "exec", ns, ...argv] : argv;
+  // In a namespace the variables go through env(1), so that one like PATH
+  // changes the daemon's environment, not the lookup of `ip` itself.
+  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  const full = ns ? ["ip", "netns", "exec", ns, "env", ...vars, ...argv] : argv;
   const child = new Deno.Command(full[0], {
     args: full.slice(1),
     cwd: root,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
-    env: { NO_COLOR: "1", ...env },
+    env: ns ? { NO_COLOR: "1" } : { NO_COLOR: "1", ...env },
   }).spawn();
   let out = "", err = "";
   const pump = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
