@@ -162,12 +162,13 @@ export class Pipeline {
     const o = this.#o;
     const allow = o.allow;
     const srcKey = addressKey(family, src);
-    const target = (addressHash(family, dst) << 16) | dport;
     if (allow.isLocalKey(srcKey)) {
       // This host's own connection: never counted against the peer, but many
       // ports of one remote host is a sign that this host is compromised.
-      if (o.outbound !== null && !allow.isLocalKey(addressKey(family, dst))) {
-        const v = o.outbound.observe(addressKey(family, dst), target, ms);
+      const dstKey = o.outbound !== null ? addressKey(family, dst) : 0;
+      if (o.outbound !== null && !allow.isLocalKey(dstKey)) {
+        const target = (addressHash(family, dst) << 16) | dport;
+        const v = o.outbound.observe(dstKey, target, ms);
         if (v === Verdict.Scan) {
           this.outboundScans++;
           o.log.scanDetected(ms, family, src, dst, { outbound: true, scanType: TYPES[type] });
@@ -188,6 +189,7 @@ export class Pipeline {
       return;
     }
 
+    const target = (addressHash(family, dst) << 16) | dport;
     let slow = false;
     let v = o.detector.observe(srcKey, target, ms);
     let det = o.detector;
