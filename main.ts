@@ -206,20 +206,9 @@ async function daemon(cfg: Config): Promise<number> {
   const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
   openPorts?.start();
 
-  let firewallState = "ok";
-  const fw = openFirewall(cfg, allow, (m) => {
-    firewallState = "error";
-    metrics.firewallErrors.inc();
-    warn(m);
-  });
-  const existing = await fw.init();
-  // What the firewall holds: address → end of the ban (epoch ms; null = until
-  // removed). Seeded from the firewall and re-read from it periodically, so a
-  // ban that expired or was removed with `scanblocker unban` is not reported
-  // as "already in disallowed list".
-  const banned = new BanBook(existing);
-  metrics.activeBans.set(banned.size);
-
+  // The metrics server first: a port in use ends the run before anything
+  // touches the firewall.
+  let firewallState = "starting";
   let server: MetricsServer | null = null;
   let captureRunning = true;
   let pipeline: Pipeline | null = null;
@@ -234,11 +223,25 @@ async function daemon(cfg: Config): Promise<number> {
     } catch (e) {
       warn(e instanceof Error ? e.message : String(e));
       pcap.close();
-      await fw.close();
+      openPorts?.stop();
       stopTimers();
       return 1;
     }
   }
+
+  const fw = openFirewall(cfg, allow, (m) => {
+    firewallState = "error";
+    metrics.firewallErrors.inc();
+    warn(m);
+  });
+  const existing = await fw.init();
+  if (firewallState === "starting") firewallState = "ok";
+  // What the firewall holds: address → end of the ban (epoch ms; null = until
+  // removed). Seeded from the firewall and re-read from it periodically, so a
+  // ban that expired or was removed with `scanblocker unban` is not reported
+  // as "already in disallowed list".
+  const banned = new BanBook(existing);
+  metrics.activeBans.set(banned.size);
 
   const pending = new Set<Promise<void>>();
   const onScan = (scan: ScanReport) => {
