@@ -77,6 +77,8 @@ class RestoreRunner {
   #helper: Helper | null = null;
   #waiting: Deferred<string | null> | null = null;
   #stderr = "";
+  /** First line of what the last process said before it ended (or why it could not start). */
+  #lastError = "";
 
   constructor(readonly tool: string, private readonly argv: string[]) {}
 
@@ -95,6 +97,7 @@ class RestoreRunner {
       onExit: (code) => {
         if (this.#helper === h) this.#helper = null;
         const text = this.#stderr;
+        this.#lastError = firstLine(text);
         this.#stderr = "";
         const w = this.#waiting;
         this.#waiting = null;
@@ -108,7 +111,7 @@ class RestoreRunner {
   /** Applies one block of rule lines; null when confirmed, else the error. */
   async apply(lines: string[]): Promise<string | null> {
     const h = this.#start();
-    if (!h) return `cannot start: ${firstLine(this.#stderr)}`;
+    if (!h) return `cannot start: ${this.#lastError}`;
     const done = deferred<string | null>();
     this.#waiting = done;
     const text = `*filter\n${lines.join("\n")}\nCOMMIT\n*filter\n-F ${IPT_SYNC_CHAIN} -v\nCOMMIT\n`;
