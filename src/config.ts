@@ -303,9 +303,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       ...(o.multiple ? { multiple: true } : {}),
     };
   }
+  // `deno task start -- -i eth0` passes the `--` on; it means nothing here.
+  const args = argv[0] === "--" ? argv.slice(1) : argv;
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     throw new ConfigError(`${msg.split("\n")[0]} (see --help)`);

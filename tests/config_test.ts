@@ -81,6 +81,10 @@ Deno.test("bad values exit 2 with one line naming option, value and accepted for
   assert.match(bad(["-i", "a/b"]), /--interface "a\/b"/);
 });
 
+Deno.test("a leading -- (from `deno task start -- …`) is ignored", () => {
+  assert.equal(ok(["--", "-i", "eth3"]).device, "eth3");
+});
+
 Deno.test("subcommands", () => {
   assert.equal(ok(["bans"]).command, "bans");
   assert.equal(ok(["flush", "--firewall", "nftables"]).firewall, "nftables");
