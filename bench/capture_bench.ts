@@ -7,6 +7,7 @@
  *  - wake-up latency: packet capture timestamp → onBatch, over an nmap scan.
  * Run alone: `deno run -A bench/capture_bench.ts [offline|live|latency]...`.
  */
+import { realtimeMs } from "../ffi/libc.ts";
 import type { Batch, Pcap } from "../ffi/pcap.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, runCapture } from "../src/capture.ts";
 import { decodePacket } from "../src/decode.ts";
@@ -97,19 +98,9 @@ export async function benchOffline(): Promise<string> {
   }
 }
 
-const clock = Deno.dlopen(
-  "libc.so.6",
-  {
-    /** int clock_gettime(clockid_t clockid, struct timespec *tp); */
-    clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  } as const,
-);
-const timespec = new BigInt64Array(2);
-
 /** Wall clock in microseconds, as precise as the kernel's packet timestamps. */
 function realtimeUs(): number {
-  clock.symbols.clock_gettime(0, timespec);
-  return Number(timespec[0]) * 1e6 + Number(timespec[1]) / 1e3;
+  return realtimeMs() * 1000;
 }
 
 /** Counts decoded records of every batch; optional per-packet hook for latency. */
