@@ -47,7 +47,7 @@ export class AllowList {
 
   /** True for one of this host's addresses (by key, see addressKey). */
   isLocalKey(key: number | string): boolean {
-    return this.#local.has(key);
+    return this.#local.size !== 0 && this.#local.has(key);
   }
 
   /** True for loopback or an --allow block. */
