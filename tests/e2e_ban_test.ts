@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, type Lab } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, nmap } from "./netns.ts";
 
 const root = await canUseNetns();
 const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
@@ -45,19 +45,7 @@ for (const firewall of ["nftables", "iptables"]) {
       try {
         d = daemon(lab, firewall);
         await d.waitFor(/Listening on: .*0 bans restored/, 20000);
-        const scan = await lab.exec(lab.scanner, [
-          "timeout",
-          "20",
-          "nmap",
-          "-n",
-          "-Pn",
-          "-sS",
-          "--max-retries",
-          "0",
-          "-p",
-          "1-20",
-          lab.target4,
-        ]);
+        const scan = await nmap(lab, ["-sS", "-p", "1-20", lab.target4]);
         assert.equal(scan.code, 0, scan.stderr);
         await d.waitFor(new RegExp(`IP ${lab.scanner4.replaceAll(".", "\\.")} banned\\.`));
         assert.equal(await d.stop(), 0, d.stderr());
@@ -118,30 +106,14 @@ Deno.test({
       );
       await d.waitFor(/Listening on: /, 20000);
       assert.match(d.stderr(), /iptables/);
-      const nmap = (src: string) =>
-        lab.exec(lab.scanner, [
-          "timeout",
-          "20",
-          "nmap",
-          "-n",
-          "-Pn",
-          "-sS",
-          "--max-retries",
-          "0",
-          "-S",
-          src,
-          "-e",
-          lab.scannerIf,
-          "-p",
-          "1-10",
-          lab.target4,
-        ]);
-      await nmap(lab.scanner4);
+      const scanFrom = (src: string) =>
+        nmap(lab, ["-sS", "-S", src, "-e", lab.scannerIf, "-p", "1-10", lab.target4]);
+      await scanFrom(lab.scanner4);
       await d.waitFor(new RegExp(`IP ${lab.scanner4.replaceAll(".", "\\.")} could not be banned`));
       // Still running: a second scanner is still detected.
       const second = lab.scanner4.replace(/\.\d+$/, ".66");
       await lab.addScannerAddress(`${second}/24`);
-      await nmap(second);
+      await scanFrom(second);
       await d.waitFor(new RegExp(`Port scan detected: ${second.replaceAll(".", "\\.")} -> `));
       const m = await lab.exec(lab.target, [
         Deno.execPath(),

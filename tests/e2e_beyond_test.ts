@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, runMain, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, type Lab, must } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, must, nmap } from "./netns.ts";
 import { parsePcap } from "./pcapfile.ts";
 
 const root = await canUseNetns();
@@ -44,8 +44,7 @@ async function withDaemon(
 
 const events = (d: Daemon) =>
   d.stdout().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
-const nmap = (lab: Lab, args: string[]) =>
-  lab.exec(lab.scanner, ["timeout", "30", "nmap", "-n", "-Pn", "--max-retries", "1", ...args]);
+const nmapScan = (lab: Lab, args: string[]) => nmap(lab, args, { seconds: 30, retries: 1 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 for (const [flag, type] of [["-sN", "null"], ["-sF", "fin"], ["-sX", "xmas"]] as const) {
@@ -61,7 +60,7 @@ for (const [flag, type] of [["-sN", "null"], ["-sF", "fin"], ["-sX", "xmas"]] as
             lab.target6,
           ]] as const
         ) {
-          const r = await nmap(lab, [...(v6 ? ["-6"] : []), flag, "-p", "21-30", dst]);
+          const r = await nmapScan(lab, [...(v6 ? ["-6"] : []), flag, "-p", "21-30", dst]);
           assert.equal(r.code, 0, r.stderr);
           const scan = async () => {
             for (let i = 0; i < 100; i++) {
@@ -135,7 +134,7 @@ Deno.test({
   fn: async () => {
     let second = "";
     await withDaemon([], async (lab, d) => {
-      const r = await nmap(lab, ["-sS", "-p", "22,80", lab.target4, second]);
+      const r = await nmapScan(lab, ["-sS", "-p", "22,80", lab.target4, second]);
       assert.equal(r.code, 0, r.stderr);
       await d.waitFor(new RegExp(`"event":"scan_detected"[^\\n]*"src":"${lab.scanner4}"`));
     }, async (lab) => {
@@ -189,7 +188,7 @@ Deno.test({
         const base = lab.scanner4.split(".").slice(0, 3).join(".");
         const prober = `${base}.77`;
         await lab.addScannerAddress(`${prober}/24`);
-        const r = await nmap(lab, [
+        const r = await nmapScan(lab, [
           "-sS",
           "-S",
           prober,

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, type Lab } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, nmap } from "./netns.ts";
 
 const root = await canUseNetns();
 const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
@@ -46,20 +46,10 @@ Deno.test({
   ...opts,
   fn: () =>
     withDaemon([], async (lab, d) => {
-      const r = await lab.exec(lab.scanner, [
-        "timeout",
-        "30",
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "-T3",
-        "--max-retries",
-        "1",
-        "-p",
-        PORTS,
-        lab.target4,
-      ]);
+      const r = await nmap(lab, ["-sS", "-T3", "-p", PORTS, lab.target4], {
+        seconds: 30,
+        retries: 1,
+      });
       assert.equal(r.code, 0, r.stderr);
       await d.waitFor(new RegExp(`Port scan detected: ${lab.scanner4} -> ${lab.target4}`));
       await settle();
@@ -78,20 +68,10 @@ Deno.test({
   ...opts,
   fn: () =>
     withDaemon([], async (lab, d) => {
-      const r = await lab.exec(lab.scanner, [
-        "timeout",
-        "30",
-        "nmap",
-        "-6",
-        "-n",
-        "-Pn",
-        "-sS",
-        "--max-retries",
-        "1",
-        "-p",
-        PORTS,
-        lab.target6,
-      ]);
+      const r = await nmap(lab, ["-6", "-sS", "-p", PORTS, lab.target6], {
+        seconds: 30,
+        retries: 1,
+      });
       assert.equal(r.code, 0, r.stderr);
       await d.waitFor(new RegExp(`Port scan detected: ${lab.scanner6} -> ${lab.target6}`));
       assert.match(

@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, type Lab, must, run } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, must, nmap, portStates, run } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall, FirewallKind } from "../src/types.ts";
 
@@ -66,25 +66,7 @@ async function addServer(lab: Lab): Promise<Server> {
 }
 
 /** nmap's state words for ports 22 and 80 of `addr`, scanned from the scanner namespace. */
-async function portStates(lab: Lab, addr: string): Promise<string> {
-  const r = await lab.exec(lab.scanner, [
-    "timeout",
-    "20",
-    "nmap",
-    "-n",
-    "-Pn",
-    "-sS",
-    "-p",
-    "22,80",
-    "--max-retries",
-    "0",
-    "--host-timeout",
-    "5s",
-    addr,
-  ]);
-  const states = [22, 80].map((p) => new RegExp(`^${p}/tcp\\s+(\\S+)`, "m").exec(r.stdout)?.[1]);
-  return states.every((s) => s) ? states.join(",") : `unknown: ${r.stdout}${r.stderr}`;
-}
+const portStates2280 = (lab: Lab, addr: string) => portStates(lab, addr, [22, 80]);
 
 function make(kind: FirewallKind, lab: Lab, errors: string[], hooks: FirewallHook[]): Firewall {
   return createFirewall(kind, {
@@ -109,23 +91,31 @@ for (const kind of ["iptables", "nftables"] as const) {
       let fw: Firewall | null = null;
       try {
         server = await addServer(lab);
-        assert.equal(await portStates(lab, server.addr), "closed,closed", "path open before");
+        assert.equal(await portStates2280(lab, server.addr), "closed,closed", "path open before");
 
         fw = make(kind, lab, errors, ["input"]);
         await fw.init();
         assert.equal(await fw.ban(lab.scanner4, 600), "banned");
-        assert.equal(await portStates(lab, lab.target4), "filtered,filtered", "router shielded");
-        assert.equal(await portStates(lab, server.addr), "closed,closed", "input only: routed");
+        assert.equal(
+          await portStates2280(lab, lab.target4),
+          "filtered,filtered",
+          "router shielded",
+        );
+        assert.equal(await portStates2280(lab, server.addr), "closed,closed", "input only: routed");
         await fw.close();
 
         fw = make(kind, lab, errors, ["input", "forward"]);
         await fw.init();
         assert.equal(await fw.ban(lab.scanner4, 600), "already");
-        assert.equal(await portStates(lab, server.addr), "filtered,filtered", "forward: dropped");
-        assert.equal(await portStates(lab, lab.target4), "filtered,filtered");
+        assert.equal(
+          await portStates2280(lab, server.addr),
+          "filtered,filtered",
+          "forward: dropped",
+        );
+        assert.equal(await portStates2280(lab, lab.target4), "filtered,filtered");
 
         await fw.flush();
-        assert.equal(await portStates(lab, server.addr), "closed,closed", "open after flush");
+        assert.equal(await portStates2280(lab, server.addr), "closed,closed", "open after flush");
         assert.deepEqual(errors, []);
       } finally {
         await fw?.close();
@@ -161,23 +151,15 @@ Deno.test({
         "off",
       ]);
       await d.waitFor(/Listening on: /, 20000);
-      const r = await lab.exec(lab.scanner, [
-        "timeout",
-        "20",
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "--max-retries",
-        "0",
-        "-p",
-        "21-32",
-        server.addr,
-      ]);
+      const r = await nmap(lab, ["-sS", "-p", "21-32", server.addr]);
       assert.equal(r.code, 0, r.stderr);
       await d.waitFor(new RegExp(`Port scan detected: ${lab.scanner4} -> ${server.addr}`));
       await d.waitFor(new RegExp(`IP ${lab.scanner4} banned\\.`));
-      assert.equal(await portStates(lab, server.addr), "filtered,filtered", "routed scan dropped");
+      assert.equal(
+        await portStates2280(lab, server.addr),
+        "filtered,filtered",
+        "routed scan dropped",
+      );
     } finally {
       if (d) await d.stop();
       await run([...lab.prefix(lab.target), "nft", "delete", "table", "inet", "scanblocker"]);

@@ -7,7 +7,7 @@
  * deleted underneath is reported through onError and the next ban recovers.
  */
 import assert from "node:assert/strict";
-import { canUseNetns, createLab, type Lab } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
 import { createFirewall } from "../src/firewall/firewall.ts";
 import { NftablesFirewall } from "../src/firewall/nftables.ts";
 
@@ -119,24 +119,7 @@ async function setText(lab: Lab, set: string): Promise<string> {
   return r.stdout + r.stderr;
 }
 
-async function portState(lab: Lab, port: number): Promise<string> {
-  const r = await lab.exec(lab.scanner, [
-    "timeout",
-    "20",
-    "nmap",
-    "-n",
-    "-Pn",
-    "-sS",
-    "-p",
-    String(port),
-    "--max-retries",
-    "0",
-    "--host-timeout",
-    "5s",
-    lab.target4,
-  ]);
-  return new RegExp(`^${port}/tcp\\s+(\\S+)`, "m").exec(r.stdout)?.[1] ?? `unknown: ${r.stdout}`;
-}
+const portState = (lab: Lab, port: number) => portStates(lab, lab.target4, [port]);
 
 Deno.test("nftables backend: a commandPrefix keeps the nft -i path", () => {
   const fw = createFirewall("nftables", {

@@ -5,7 +5,7 @@
  * reported and recovered from.
  */
 import assert from "node:assert/strict";
-import { canUseNetns, createLab, type Lab } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
 
@@ -27,28 +27,7 @@ async function setText(lab: Lab, set: string): Promise<string> {
 }
 
 /** nmap's state word for one port, scanned from the scanner namespace. */
-async function portState(lab: Lab, addr: string, port: number): Promise<string> {
-  const r = await lab.exec(lab.scanner, [
-    "timeout",
-    "20",
-    "nmap",
-    ...(addr.includes(":") ? ["-6"] : []),
-    "-n",
-    "-Pn",
-    "-sS",
-    "-p",
-    String(port),
-    "--max-retries",
-    "0",
-    "--host-timeout",
-    "5s",
-    addr,
-  ]);
-  const m = new RegExp(`^${port}/tcp\\s+(\\S+)`, "m").exec(r.stdout);
-  if (m) return m[1];
-  // A banned IPv6 source also loses neighbour discovery: nmap then finds no host.
-  return /0 hosts up/.test(r.stdout) ? "filtered" : `unknown: ${r.stdout}${r.stderr}`;
-}
+const portState = (lab: Lab, addr: string, port: number) => portStates(lab, addr, [port]);
 
 Deno.test({
   name: "nftables backend: ban, drop, restart, expiry, unban, failure, flush",

@@ -133,3 +133,45 @@ export async function createLab(tag = "lab"): Promise<Lab> {
   }
   return lab;
 }
+
+/**
+ * Runs nmap from the lab's scanner namespace the way every test wants it:
+ * numeric, no host discovery, bounded in time (`timeout`) and in retries.
+ */
+export function nmap(
+  lab: Lab,
+  args: string[],
+  opts: { seconds?: number; retries?: number } = {},
+): Promise<RunResult> {
+  return lab.exec(lab.scanner, [
+    "timeout",
+    String(opts.seconds ?? 20),
+    "nmap",
+    "-n",
+    "-Pn",
+    "--max-retries",
+    String(opts.retries ?? 0),
+    ...args,
+  ]);
+}
+
+/**
+ * nmap's SYN-scan state word ("open", "closed", "filtered") for each of
+ * `ports` of `addr`, seen from the scanner namespace, joined with commas.
+ */
+export async function portStates(lab: Lab, addr: string, ports: number[]): Promise<string> {
+  const r = await nmap(lab, [
+    ...(addr.includes(":") ? ["-6"] : []),
+    "-sS",
+    "-p",
+    ports.join(","),
+    "--host-timeout",
+    "5s",
+    addr,
+  ]);
+  const states = ports.map((p) => new RegExp(`^${p}/tcp\\s+(\\S+)`, "m").exec(r.stdout)?.[1]);
+  if (states.every((s) => s)) return states.join(",");
+  // A banned IPv6 source also loses neighbour discovery: nmap then finds no host.
+  if (/0 hosts up/.test(r.stdout)) return ports.map(() => "filtered").join(",");
+  return `unknown: ${r.stdout}${r.stderr}`;
+}
