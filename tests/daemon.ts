@@ -12,30 +12,26 @@ export interface Daemon {
   stderr(): string;
   /** Resolves once stdout+stderr match `re`; rejects after `ms` with what was printed. */
   waitFor(re: RegExp, ms?: number): Promise<void>;
+  /** The exit code once it ends by itself within `ms`, else null. */
+  exited(ms: number): Promise<number | null>;
   /** SIGTERM, then SIGKILL after 5 s; resolves with the exit code. */
   stop(): Promise<number>;
   /** Exit status, once it has ended. */
   status: Promise<Deno.CommandStatus>;
 }
 
-/** Starts `main.ts ARGS` inside namespace `ns` (or here when ns is null). */
-export function startDaemon(
-  ns: string | null,
-  args: string[],
-  env: Record<string, string> = {},
+/** Starts `argv` and collects its output (for any way of starting the daemon). */
+export function spawnDaemon(
+  argv: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
 ): Daemon {
-  const argv = [Deno.execPath(), "run", "-P", "--quiet", `${root}main.ts`, ...args];
-  // In a namespace the variables go through env(1), so that one like PATH
-  // changes the daemon's environment, not the lookup of `ip` itself.
-  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const full = ns ? ["ip", "netns", "exec", ns, "env", ...vars, ...argv] : argv;
-  const child = new Deno.Command(full[0], {
-    args: full.slice(1),
-    cwd: root,
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: opts.cwd ?? root,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
-    env: ns ? { NO_COLOR: "1" } : { NO_COLOR: "1", ...env },
+    env: opts.env ?? { NO_COLOR: "1" },
   }).spawn();
   let out = "", err = "";
   const pump = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
@@ -69,6 +65,13 @@ export function startDaemon(
         }\n--- stdout\n${out.slice(-3000)}\n--- stderr\n${err.slice(-3000)}`,
       );
     },
+    exited: async (ms) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)));
+      const code = await Promise.race([status.then((st) => st.code), late]);
+      clearTimeout(timer);
+      return code;
+    },
     stop: async () => {
       if (!ended) {
         try {
@@ -86,6 +89,20 @@ export function startDaemon(
       return (await status).code;
     },
   };
+}
+
+/** Starts `main.ts ARGS` inside namespace `ns` (or here when ns is null). */
+export function startDaemon(
+  ns: string | null,
+  args: string[],
+  env: Record<string, string> = {},
+): Daemon {
+  const argv = [Deno.execPath(), "run", "-P", "--quiet", `${root}main.ts`, ...args];
+  // In a namespace the variables go through env(1), so that one like PATH
+  // changes the daemon's environment, not the lookup of `ip` itself.
+  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  const full = ns ? ["ip", "netns", "exec", ns, "env", ...vars, ...argv] : argv;
+  return spawnDaemon(full, { env: ns ? { NO_COLOR: "1" } : { NO_COLOR: "1", ...env } });
 }
 
 /** Runs `main.ts ARGS` to completion (no namespace) and returns code and output. */

@@ -7,10 +7,10 @@
  * must say which ones are missing and what fails.
  */
 import assert from "node:assert/strict";
-import { canUseNetns, createLab, type Lab, must, run } from "./netns.ts";
+import { type Daemon, spawnDaemon } from "./daemon.ts";
+import { canUseNetns, createLab, type Lab, must, nmap, run } from "./netns.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const dec = new TextDecoder();
 const haveTools = await (async () => {
   if (!(await canUseNetns())) return false;
   for (const t of ["setpriv", "nmap", "iptables"]) {
@@ -48,22 +48,13 @@ async function prepareDenoDir(dir: string): Promise<string> {
 }
 
 /** A daemon started under setpriv in the lab's target namespace. */
-interface Running {
-  out(): string;
-  err(): string;
-  waitFor(re: RegExp, ms: number): Promise<boolean>;
-  /** The exit code once it ends by itself within `ms`, else null. */
-  exited(ms: number): Promise<number | null>;
-  stop(): Promise<number>;
-}
-
 function startAsNobody(
   lab: Lab,
   caps: string[],
   denoDir: string,
   args: string[],
   deno = Deno.execPath(),
-): Running {
+): Daemon {
   const argv = [
     ...lab.prefix(lab.target),
     "timeout",
@@ -81,62 +72,15 @@ function startAsNobody(
     `${root}main.ts`,
     ...args,
   ];
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  return spawnDaemon(argv, {
     cwd: "/",
-    stdout: "piped",
-    stderr: "piped",
-    stdin: "null",
     env: { NO_COLOR: "1", DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1", HOME: "/nonexistent" },
-  }).spawn();
-  let out = "", err = "", ended = false;
-  const pump = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
-    for await (const chunk of s) add(dec.decode(chunk, { stream: true }));
-  };
-  const done = Promise.all([
-    pump(child.stdout, (t) => (out += t)),
-    pump(child.stderr, (t) => (err += t)),
-  ]);
-  const status = child.status.then(async (s) => {
-    await done;
-    ended = true;
-    return s;
   });
-  return {
-    out: () => out,
-    err: () => err,
-    waitFor: async (re, ms) => {
-      const until = Date.now() + ms;
-      while (Date.now() < until && !ended) {
-        if (re.test(out) || re.test(err)) return true;
-        await new Promise((r) => setTimeout(r, 25));
-      }
-      return re.test(out) || re.test(err);
-    },
-    exited: async (ms) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)));
-      const code = await Promise.race([status.then((st) => st.code), late]);
-      clearTimeout(timer);
-      return code;
-    },
-    stop: async () => {
-      if (!ended) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-      }
-      const t = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 5000);
-      const s = await status;
-      clearTimeout(t);
-      return s.code;
-    },
-  };
 }
+
+/** True when the daemon's output matches `re` within `ms`. */
+const printed = (d: Daemon, re: RegExp, ms: number) =>
+  d.waitFor(re, ms).then(() => true, () => false);
 
 let shared: { tmp: string; denoDir: Promise<string> } | null = null;
 
@@ -165,7 +109,7 @@ async function scanAndBan(
   how: { caps: string[]; deno?: string } = { caps: WITH_CAPS },
 ): Promise<void> {
   let lab: Lab | null = null;
-  let d: Running | null = null;
+  let d: Daemon | null = null;
   try {
     const denoDir = await sharedDenoDir();
     lab = await createLab("nr");
@@ -179,9 +123,9 @@ async function scanAndBan(
       "--log-rate",
       "5",
     ], how.deno);
-    const ready = await d.waitFor(/Listening on/, 30000);
+    const ready = await printed(d, /Listening on/, 30000);
     const show = () =>
-      `\n--- stdout\n${d?.out().slice(-2000)}\n--- stderr\n${d?.err().slice(-2000)}`;
+      `\n--- stdout\n${d?.stdout().slice(-2000)}\n--- stderr\n${d?.stderr().slice(-2000)}`;
     assert.ok(ready, `daemon did not start${show()}`);
     // The process in the target namespace runs as uid 65534.
     const pids = (await must(["ip", "netns", "pids", lab.target])).trim().split(/\s+/);
@@ -192,28 +136,23 @@ async function scanAndBan(
       `no deno as uid 65534 in the namespace:\n${ps.stdout}`,
     );
 
-    const scan = await lab.exec(lab.scanner, [
-      "timeout",
-      "40",
-      "nmap",
-      "-n",
-      "-Pn",
+    const scan = await nmap(lab, [
       "-sS",
       "-T4",
-      "--max-retries",
-      "0",
       "--host-timeout",
       "30s",
       "-p",
       "20-60",
       lab.target4,
-    ]);
+    ], {
+      seconds: 40,
+    });
     assert.equal(scan.code, 0, scan.stderr);
     const s = esc(lab.scanner4), t = esc(lab.target4);
-    assert.ok(await d.waitFor(new RegExp(`IP ${s} banned\\.`), 10000), `no ban line${show()}`);
-    assert.match(d.out(), new RegExp(`Port scan detected: ${s} -> ${t}`));
+    assert.ok(await printed(d, new RegExp(`IP ${s} banned\\.`), 10000), `no ban line${show()}`);
+    assert.match(d.stdout(), new RegExp(`Port scan detected: ${s} -> ${t}`));
     // It holds what it needs: no capability complaint, no firewall error.
-    assert.doesNotMatch(d.err(), /missing capability|could not be banned/, show());
+    assert.doesNotMatch(d.stderr(), /missing capability|could not be banned/, show());
 
     if (firewall === "iptables") {
       const rules = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER"]);
@@ -280,7 +219,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     let lab: Lab | null = null;
-    let d: Running | null = null;
+    let d: Daemon | null = null;
     try {
       const denoDir = await sharedDenoDir();
       lab = await createLab("nr");
@@ -294,7 +233,7 @@ Deno.test({
       ]);
       // Without CAP_NET_RAW it cannot capture at all: it must end by itself.
       const code = await d.exited(30000);
-      const err = d.err();
+      const err = d.stderr();
       assert.match(
         err,
         /missing capability CAP_NET_RAW: .*capture.*setcap cap_net_raw,cap_net_admin\+ep/,
