@@ -13,9 +13,9 @@
  * scraping helper inside the namespace.
  */
 
+import { type Daemon, startDaemon } from "../tests/daemon.ts";
 import { createLab, type Lab, run } from "../tests/netns.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const SELF = new URL(import.meta.url).pathname;
 const METRICS_PORT = 18099;
 const IDLE_SECONDS = 3;
@@ -109,35 +109,16 @@ async function metricsText(lab: Lab): Promise<string> {
 /** Starts the daemon in the lab and measures; returns the report text. */
 export async function benchMetricsUnderFlood(): Promise<string> {
   const lab = await createLab("mbench");
-  let daemon: Deno.ChildProcess | null = null;
-  let stderrText = "";
+  let daemon: Daemon | null = null;
   try {
-    daemon = new Deno.Command("ip", {
-      args: [
-        ...lab.prefix(lab.target).slice(1),
-        "deno",
-        "run",
-        "-P",
-        `${ROOT}main.ts`,
-        "-i",
-        lab.targetIf,
-        "--firewall",
-        "none",
-        "--metrics-addr",
-        `127.0.0.1:${METRICS_PORT}`,
-      ],
-      cwd: ROOT,
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const stderrDone = daemon.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
-      new WritableStream({
-        write(chunk) {
-          if (stderrText.length < 20000) stderrText += chunk;
-        },
-      }),
-    );
-    stderrDone.catch(() => {});
+    daemon = startDaemon(lab.target, [
+      "-i",
+      lab.targetIf,
+      "--firewall",
+      "none",
+      "--metrics-addr",
+      `127.0.0.1:${METRICS_PORT}`,
+    ]);
     const state: { exited: Deno.CommandStatus | null } = { exited: null };
     daemon.status.then((st) => state.exited = st);
 
@@ -152,9 +133,9 @@ export async function benchMetricsUnderFlood(): Promise<string> {
     if (!before.includes("scanblocker_packets_captured_total")) {
       await new Promise((r) => setTimeout(r, 200));
       throw new Error(
-        `daemon did not serve /metrics within 30 s (exit ${
-          state.exited?.code ?? "-"
-        }):\n${stderrText}`,
+        `daemon did not serve /metrics within 30 s (exit ${state.exited?.code ?? "-"}):\n${
+          daemon.stderr().slice(-20000)
+        }`,
       );
     }
 
@@ -237,18 +218,7 @@ export async function benchMetricsUnderFlood(): Promise<string> {
       } s during the flood`,
     ].join("\n");
   } finally {
-    if (daemon) {
-      try {
-        daemon.kill("SIGTERM");
-      } catch { /* gone */ }
-      const killer = setTimeout(() => {
-        try {
-          daemon?.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 5000);
-      await daemon.status;
-      clearTimeout(killer);
-    }
+    await daemon?.stop();
     await lab.destroy();
   }
 }

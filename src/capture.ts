@@ -127,16 +127,31 @@ const WAIT_MS = 1000;
  */
 const OFFLINE_SLICE_MS = 20;
 
-/** Lets timers, I/O and signal handlers run (a macrotask turn, without timer clamping). */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => {
+/**
+ * Lets timers, I/O and signal handlers run: a macrotask turn through one
+ * MessageChannel (no timer clamping), opened once per capture loop rather
+ * than once per batch — under a flood there are tens of thousands of batches
+ * a second.
+ */
+function eventLoopTurns(): { turn(): Promise<void>; close(): void } {
+  const ch = new MessageChannel();
+  let wake: (() => void) | null = null;
+  ch.port1.onmessage = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  return {
+    turn: () =>
+      new Promise<void>((resolve) => {
+        wake = resolve;
+        ch.port2.postMessage(0);
+      }),
+    close: () => {
       ch.port1.close();
-      resolve();
-    };
-    ch.port2.postMessage(0);
-  });
+      ch.port2.close();
+    },
+  };
 }
 
 /**
@@ -156,6 +171,7 @@ export async function runCapture(
   if (signal.aborted) return;
   const onAbort = () => pcap.interrupt();
   signal.addEventListener("abort", onAbort, { once: true });
+  const turns = eventLoopTurns();
   try {
     if (pcap.live) {
       while (!signal.aborted) {
@@ -164,7 +180,7 @@ export async function runCapture(
           onBatch(b);
           // Let timers and I/O run, then look again before sleeping: under
           // load the next packets are usually there already.
-          await yieldToEventLoop();
+          await turns.turn();
         } else {
           await pcap.wait(WAIT_MS);
         }
@@ -177,11 +193,12 @@ export async function runCapture(
       if (!b) return;
       if (b.count > 0) onBatch(b);
       if (performance.now() - slice >= OFFLINE_SLICE_MS) {
-        await yieldToEventLoop();
+        await turns.turn();
         slice = performance.now();
       }
     }
   } finally {
+    turns.close();
     signal.removeEventListener("abort", onAbort);
   }
 }

@@ -14,6 +14,7 @@
 
 import assert from "node:assert/strict";
 import { createLab, must, run } from "./netns.ts";
+import { type Daemon, startDaemon } from "./daemon.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const SELF = new URL(import.meta.url).pathname;
@@ -247,26 +248,16 @@ Deno.test({
     const n = 20 + Math.floor(Math.random() * 30);
     const appPort = 18081, promPort = 19091;
     const children: Deno.ChildProcess[] = [];
+    let daemon: Daemon | null = null;
     try {
-      const daemon = new Deno.Command("ip", {
-        args: [
-          ...lab.prefix(lab.target).slice(1),
-          "deno",
-          "run",
-          "-P",
-          `${ROOT}main.ts`,
-          "-i",
-          lab.targetIf,
-          "--firewall",
-          "none",
-          "--metrics-addr",
-          `127.0.0.1:${appPort}`,
-        ],
-        cwd: ROOT,
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      children.push(daemon);
+      daemon = startDaemon(lab.target, [
+        "-i",
+        lab.targetIf,
+        "--firewall",
+        "none",
+        "--metrics-addr",
+        `127.0.0.1:${appPort}`,
+      ]);
       children.push(await startPrometheus(lab.target, dir, appPort, promPort));
       // Capture is up once Prometheus sees the target (counter at 0).
       await query(lab.target, promPort, 'scanblocker_connection_attempts_total{family="ipv4"}', 0);
@@ -288,6 +279,7 @@ Deno.test({
       assert.match(h.stdout + h.stderr, new RegExp(`${n} packets transmitted`));
       await assertScraped(lab.target, promPort, appPort, n);
     } finally {
+      await daemon?.stop();
       for (const c of children) await stop(c);
       await lab.destroy();
       await Deno.remove(dir, { recursive: true });
