@@ -26,7 +26,8 @@ import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
 import type { Metrics } from "./src/metrics.ts";
 import { Pipeline, type ScanReport } from "./src/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/server.ts";
-import type { Ban, Firewall } from "./src/types.ts";
+import type { Firewall } from "./src/types.ts";
+import { BanBook } from "./src/banbook.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -335,7 +336,7 @@ async function daemon(cfg: Config): Promise<number> {
       `Listening on: ${device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}, ${existing.length} bans restored)`,
     );
     warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${allow.localText.join(" ")}`);
-    if (cfg.allow.length > 0) warn(`allow-list: ${argvList(cfg)}`);
+    if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
     if (guarded.length > 0) {
       warn(`lockout guard (never banned; --lockout-guard off to disable): ${guarded.join(" ")}`);
     }
@@ -402,67 +403,15 @@ async function daemon(cfg: Config): Promise<number> {
   return code;
 }
 
-/** Metrics that go nowhere, for runs without a metrics server. */
+/** Metrics that go nowhere, for runs without a metrics server (every field, whatever it is). */
 function nullMetrics(): Metrics {
-  const noop = {
-    inc: () => {},
-    set: () => {},
-    observe: () => {},
-    labels: () => noop,
-  };
-  const m: Record<string, unknown> = {};
-  for (
-    const k of [
-      "connectionAttempts",
-      "packetsCaptured",
-      "pcapDropped",
-      "decodeErrors",
-      "scansDetected",
-      "bans",
-      "activeBans",
-      "trackedSources",
-      "firewallErrors",
-      "detectionToBan",
-      "logSuppressed",
-      "stealthProbes",
-      "openPortSyns",
-      "outboundScans",
-    ]
-  ) m[k] = noop;
-  return m as unknown as Metrics;
+  const noop: Record<string, unknown> = {};
+  for (const m of ["inc", "set", "observe"]) noop[m] = () => {};
+  noop.labels = () => noop;
+  return new Proxy({}, { get: () => noop }) as unknown as Metrics;
 }
 
-/** The bans the daemon believes are in place, with their ends. */
-class BanBook {
-  #ends = new Map<string, number | null>();
-  constructor(bans: Ban[]) {
-    this.replace(bans);
-  }
-  get size(): number {
-    return this.#ends.size;
-  }
-  /** True when `address` is banned at `now` (epoch ms). */
-  has(address: string, now: number): boolean {
-    const end = this.#ends.get(address);
-    return end !== undefined && (end === null || end > now);
-  }
-  add(address: string, end: number | null): void {
-    this.#ends.set(address, end);
-  }
-  delete(address: string): void {
-    this.#ends.delete(address);
-  }
-  /** Drops bans that ended before `now`. */
-  prune(now: number): void {
-    for (const [a, end] of this.#ends) if (end !== null && end <= now) this.#ends.delete(a);
-  }
-  /** Takes the firewall's list as the truth. */
-  replace(bans: Ban[]): void {
-    this.#ends = new Map(bans.map((b) => [b.address, b.expiresAt]));
-  }
-}
-
-function argvList(cfg: Config): string {
+function allowListText(cfg: Config): string {
   return cfg.allow.map((c) => `${formatAddress(c.family, c.bytes)}/${c.prefix}`).join(" ");
 }
 
