@@ -334,6 +334,9 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     return e.split(",").map((x) => x.trim()).filter(Boolean);
   };
 
+  // The value in force: the flag, else the variable, else the default that --help shows.
+  const value = (long: string): string => get(long) ?? OPTIONS.find((o) => o.long === long)!.def;
+
   let command: Command = "run";
   let unbanAddress: string | null = null;
   if (v.help) command = "help";
@@ -383,10 +386,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     );
   }
 
-  const ports = intOption("ports", get("ports") ?? "3", 1, 65535, "an integer from 1 to 65535");
+  const ports = intOption("ports", value("ports"), 1, 65535, "an integer from 1 to 65535");
   const windowSeconds = numberOption(
     "window",
-    get("window") ?? "60",
+    value("window"),
     "a number of seconds greater than 0",
   );
   const fwText = get("firewall");
@@ -395,7 +398,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     : oneOf("firewall", fwText, ["iptables", "nftables", "none"] as const);
   const banTime = intOption(
     "ban-time",
-    get("ban-time") ?? "3600",
+    value("ban-time"),
     0,
     10 * 365 * 86400,
     "a whole number of seconds (0 = until removed)",
@@ -422,57 +425,57 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   }
   const maxSources = intOption(
     "max-sources",
-    get("max-sources") ?? "100000",
+    value("max-sources"),
     1,
     100_000_000,
     "an integer from 1 to 100000000",
   );
   const maxBans = intOption(
     "max-bans",
-    get("max-bans") ?? "65536",
+    value("max-bans"),
     1,
     10_000_000,
     "an integer from 1 to 10000000",
   );
   const logRate = intOption(
     "log-rate",
-    get("log-rate") ?? "100",
+    value("log-rate"),
     0,
     1_000_000_000,
     "an integer ≥ 0 (0 = no limit)",
   );
-  const metricsAddr = (get("metrics-addr") ?? ":8080").trim();
+  const metricsAddr = value("metrics-addr").trim();
   if (!validListenAddress(metricsAddr)) {
     throw new ConfigError(
       `invalid --metrics-addr "${metricsAddr}": expected HOST:PORT, :PORT, [IPv6]:PORT or off`,
     );
   }
-  const logFormat = oneOf("log-format", get("log-format") ?? "text", ["text", "json"] as const);
+  const logFormat = oneOf("log-format", value("log-format"), ["text", "json"] as const);
   const bufferSize = intOption(
     "buffer-size",
-    get("buffer-size") ?? String(DEFAULT_BUFFER_BYTES),
+    value("buffer-size"),
     65536,
     2 ** 31 - 1,
     "a number of bytes from 65536 to 2147483647",
   );
   const snaplen = intOption(
     "snaplen",
-    get("snaplen") ?? String(DEFAULT_SNAPLEN),
+    value("snaplen"),
     68,
     65535,
     "an integer from 68 to 65535",
   );
-  const detector = oneOf("detector", get("detector") ?? "window", ["window", "psd"] as const);
+  const detector = oneOf("detector", value("detector"), ["window", "psd"] as const);
   const slowPorts = intOption(
     "slow-ports",
-    get("slow-ports") ?? "12",
+    value("slow-ports"),
     0,
     65535,
     "an integer from 0 (off) to 65535",
   );
   const slowWindowSeconds = numberOption(
     "slow-window",
-    get("slow-window") ?? "3600",
+    value("slow-window"),
     "a number of seconds greater than 0",
   );
   let countOpenPorts = v["count-open-ports"] === true;
@@ -485,14 +488,14 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       );
     }
   }
-  const hookText = (get("hook") ?? "input").replace(/\s+/g, "");
+  const hookText = value("hook").replace(/\s+/g, "");
   const hookSet = new Set(hookText.split(","));
   if (![...hookSet].every((h) => h === "input" || h === "forward") || !hookSet.has("input")) {
     throw new ConfigError(`invalid --hook "${hookText}": expected input or input,forward`);
   }
   const hooks = [...hookSet] as ("input" | "forward")[];
   const lockoutGuard =
-    oneOf("lockout-guard", get("lockout-guard") ?? "on", ["on", "off"] as const) === "on";
+    oneOf("lockout-guard", value("lockout-guard"), ["on", "off"] as const) === "on";
 
   return {
     command,
