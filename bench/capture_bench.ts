@@ -12,7 +12,7 @@ import type { Batch, Pcap } from "../ffi/pcap.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, runCapture } from "../src/capture.ts";
 import { decodePacket } from "../src/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
-import { canUseNetns, createLab, run } from "../tests/netns.ts";
+import { canUseNetns, createLab, nmap, run } from "../tests/netns.ts";
 import { openLiveIn, writeSynPcap } from "../tests/pcap_files.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -247,23 +247,9 @@ export async function benchLatency(): Promise<string> {
   const loop = runCapture(pcap, c.onBatch, abort.signal);
   try {
     for (const [flag, addr] of [["-4", lab.target4], ["-6", lab.target6]]) {
-      await lab.exec(lab.scanner, [
-        "timeout",
-        "60",
-        "nmap",
-        flag,
-        "-sS",
-        "-Pn",
-        "-n",
-        "-T4",
-        "--max-retries",
-        "0",
-        "-p",
-        "1-1000",
-        "-e",
-        lab.scannerIf,
-        addr,
-      ]);
+      await nmap(lab, [flag, "-sS", "-T4", "-p", "1-1000", "-e", lab.scannerIf, addr], {
+        seconds: 60,
+      });
       // Idle gaps between scans: the capture sleeps in poll(2) and must wake.
       await new Promise((r) => setTimeout(r, 200));
     }

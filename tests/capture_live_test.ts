@@ -9,7 +9,7 @@ import type { Batch, Pcap } from "../ffi/pcap.ts";
 import { DEFAULT_FILTER, runCapture } from "../src/capture.ts";
 import { decodePacket } from "../src/decode.ts";
 import { DecodeStatus, newProbeEvent, TCP } from "../src/types.ts";
-import { createLab, type Lab, run } from "./netns.ts";
+import { createLab, type Lab, nmap, run } from "./netns.ts";
 import { openLiveIn } from "./pcap_files.ts";
 
 const isRoot = Deno.uid() === 0;
@@ -130,23 +130,9 @@ Deno.test({
       loopAny = runCapture(pcapAny, counterAny.add, abort.signal);
       const td = await scannerTcpdump(lab, `${dir}/scanner.pcap`);
       for (const [flag, addr] of [["-4", lab.target4], ["-6", lab.target6]]) {
-        const r = await lab.exec(lab.scanner, [
-          "timeout",
-          "60",
-          "nmap",
-          flag,
-          "-sS",
-          "-Pn",
-          "-n",
-          "-T4",
-          "--max-retries",
-          "0",
-          "-p",
-          "1-200",
-          "-e",
-          lab.scannerIf,
-          addr,
-        ]);
+        const r = await nmap(lab, [flag, "-sS", "-T4", "-p", "1-200", "-e", lab.scannerIf, addr], {
+          seconds: 60,
+        });
         assert.equal(r.code, 0, `nmap ${flag}: ${r.stderr}`);
       }
       const sent = await td.stop();
