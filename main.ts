@@ -26,7 +26,7 @@ import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
 import type { Metrics } from "./src/metrics.ts";
 import { Pipeline, type ScanReport } from "./src/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/server.ts";
-import type { Firewall } from "./src/types.ts";
+import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/banbook.ts";
 
 /** The program version, from deno.json. */
@@ -254,7 +254,7 @@ async function daemon(cfg: Config): Promise<number> {
     }
     const detectedAt = preciseNow();
     banned.add(scan.src, cfg.banTime > 0 ? detectedAt + cfg.banTime * 1000 : null);
-    const p = fw.ban(scan.src, cfg.banTime).then((result) => {
+    const settle = (result: BanResult) => {
       const at = live ? Date.now() : scan.ms;
       if (result === "banned") {
         // Packet time of the threshold probe to the firewall's confirmation.
@@ -275,6 +275,16 @@ async function daemon(cfg: Config): Promise<number> {
       }
       metrics.bans.inc({ backend: cfg.firewall, result: result === "refused" ? "failed" : result });
       metrics.activeBans.set(banned.size);
+    };
+    // The synchronous path (nftables over netlink) bans before the rest of
+    // the batch is even looked at; the others confirm later.
+    const now = fw.banNow(scan.src, cfg.banTime);
+    if (now !== null) {
+      settle(now);
+      return;
+    }
+    const p = fw.ban(scan.src, cfg.banTime).then((result) => {
+      settle(result);
       log.flush();
     });
     pending.add(p);

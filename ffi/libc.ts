@@ -33,6 +33,16 @@ export const libcSymbols = {
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); run off the main thread. */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on the calling thread (workers, short waits). */
+  pollSync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", optional: true },
+  /** int socket(int domain, int type, int protocol); */
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32", optional: true },
+  /** ssize_t send(int sockfd, const void *buf, size_t len, int flags); */
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
+  /** ssize_t recv(int sockfd, void *buf, size_t len, int flags); */
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
+  /** char *strerror(int errnum); */
+  strerror: { parameters: ["i32"], result: "pointer", optional: true },
   /** FILE *fmemopen(void *buf, size_t size, const char *mode); */
   fmemopen: { parameters: ["pointer", "usize", "buffer"], result: "pointer" },
   /** int fflush(FILE *stream); */

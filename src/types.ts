@@ -94,6 +94,12 @@ export interface Firewall {
   init(): Promise<Ban[]>;
   /** Bans an address for ttlSeconds (0 = until removed); resolves once the kernel has the rule. */
   ban(address: string, ttlSeconds: number): Promise<BanResult>;
+  /**
+   * The same, done before returning when the backend has a synchronous path
+   * to the kernel (nftables over netlink): the result once the kernel has the
+   * rule, or null when there is none and ban() must be used.
+   */
+  banNow(address: string, ttlSeconds: number): BanResult | null;
   /** Removes one ban; true when it existed and is gone. */
   unban(address: string): Promise<boolean>;
   /** Lists the bans currently in place. */

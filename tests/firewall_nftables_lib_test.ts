@@ -148,7 +148,7 @@ Deno.test({
 
       await t.step("init loads the library and installs the table", async () => {
         const r = await d.send("init");
-        assert.equal(r.path, "libnftables");
+        assert.equal(r.path, "netlink");
         assert.deepEqual(r.bans, []);
         assert.deepEqual(r.errors, []);
         assert.match(await setText(lab, "banned4"), /type ipv4_addr/);

@@ -88,55 +88,91 @@ export abstract class BaseFirewall implements Firewall {
     return b.expiresAt !== null && b.expiresAt <= now;
   }
 
+  /**
+   * The guard and bookkeeping before a ban: a result to give at once, the
+   * pending ban's promise when one for this address is under way, or the Ban
+   * to apply.
+   */
+  #prepare(address: string, ttlSeconds: number): BanResult | Promise<BanResult> | Ban {
+    const parsed = typeof address === "string" ? parseAddress(address) : null;
+    if (!parsed) {
+      this.report(`${this.kind}: refusing to ban ${JSON.stringify(address)}: not an IP address`);
+      return "failed";
+    }
+    const canonical = formatAddress(parsed.family, parsed.bytes);
+    let protectedAddr = true;
+    try {
+      protectedAddr = this.opts.isProtected(canonical) || this.opts.isProtected(address);
+    } catch (e) {
+      this.report(`${this.kind}: allow-list check failed for ${canonical}: ${errorText(e)}`);
+    }
+    if (protectedAddr) return "refused";
+    const pending = this.#pending.get(canonical);
+    if (pending) return pending.then((r) => (r === "banned" ? "already" : "failed"));
+    const have = this.bans.get(canonical);
+    if (have && !this.expired(have)) return "already";
+    if (have) this.bans.delete(canonical);
+    if (!Number.isFinite(ttlSeconds) || ttlSeconds < 0) {
+      this.report(`${this.kind}: refusing to ban ${canonical}: bad ban time ${ttlSeconds}`);
+      return "failed";
+    }
+    if (this.bans.size + this.#pending.size >= this.maxBans) {
+      this.report(
+        `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans held)`,
+      );
+      return "failed";
+    }
+    const ttl = Math.ceil(ttlSeconds);
+    return {
+      address: canonical,
+      family: parsed.family,
+      expiresAt: ttl > 0 ? (Math.floor(Date.now() / 1000) + ttl) * 1000 : null,
+    };
+  }
+
   async ban(address: string, ttlSeconds: number): Promise<BanResult> {
     try {
-      const parsed = typeof address === "string" ? parseAddress(address) : null;
-      if (!parsed) {
-        this.report(`${this.kind}: refusing to ban ${JSON.stringify(address)}: not an IP address`);
-        return "failed";
-      }
-      const canonical = formatAddress(parsed.family, parsed.bytes);
-      let protectedAddr = true;
-      try {
-        protectedAddr = this.opts.isProtected(canonical) || this.opts.isProtected(address);
-      } catch (e) {
-        this.report(`${this.kind}: allow-list check failed for ${canonical}: ${errorText(e)}`);
-      }
-      if (protectedAddr) return "refused";
-      const pending = this.#pending.get(canonical);
-      if (pending) return (await pending) === "banned" ? "already" : "failed";
-      const have = this.bans.get(canonical);
-      if (have && !this.expired(have)) return "already";
-      if (have) this.bans.delete(canonical);
-      if (!Number.isFinite(ttlSeconds) || ttlSeconds < 0) {
-        this.report(`${this.kind}: refusing to ban ${canonical}: bad ban time ${ttlSeconds}`);
-        return "failed";
-      }
-      if (this.bans.size + this.#pending.size >= this.maxBans) {
-        this.report(
-          `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans held)`,
-        );
-        return "failed";
-      }
-      const ttl = Math.ceil(ttlSeconds);
-      const ban: Ban = {
-        address: canonical,
-        family: parsed.family,
-        expiresAt: ttl > 0 ? (Math.floor(Date.now() / 1000) + ttl) * 1000 : null,
-      };
+      const ban = this.#prepare(address, ttlSeconds);
+      if (typeof ban === "string" || ban instanceof Promise) return await ban;
       const p = this.enqueue(true, ban).then((ok): BanResult => {
-        this.#pending.delete(canonical);
+        this.#pending.delete(ban.address);
         if (!ok) return "failed";
-        this.bans.set(canonical, ban);
+        this.bans.set(ban.address, ban);
         this.added(ban);
         return "banned";
       });
-      this.#pending.set(canonical, p);
+      this.#pending.set(ban.address, p);
       return await p;
     } catch (e) {
       this.report(`${this.kind}: ban ${String(address)} failed: ${errorText(e)}`);
       return "failed";
     }
+  }
+
+  banNow(address: string, ttlSeconds: number): BanResult | null {
+    if (!this.canApplyNow() || this.#busy || this.#queue.length > 0) return null;
+    try {
+      const ban = this.#prepare(address, ttlSeconds);
+      if (typeof ban === "string") return ban;
+      if (ban instanceof Promise) return null;
+      if (!this.applyNow(ban)) return "failed";
+      this.bans.set(ban.address, ban);
+      this.added(ban);
+      return "banned";
+    } catch (e) {
+      this.report(`${this.kind}: ban ${String(address)} failed: ${errorText(e)}`);
+      return "failed";
+    }
+  }
+
+  /** True when applyNow() can add a ban on the calling thread. */
+  protected canApplyNow(): boolean {
+    return false;
+  }
+
+  /** Adds one ban synchronously (only called when canApplyNow()); false after reporting a failure. */
+  protected applyNow(_ban: Ban): boolean {
+    return false;
   }
 
   /** Hook called after a ban is confirmed (iptables schedules its expiry). */
