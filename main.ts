@@ -16,15 +16,17 @@ import {
   raiseAmbientCapabilities,
 } from "./src/capabilities.ts";
 import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture.ts";
+import { type ScanNotice, Slot } from "./src/capture_protocol.ts";
+import { createEngine, type Engine, engineSettings, publishCounters } from "./src/engine.ts";
+import { LiveCapture } from "./src/live.ts";
+import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
-import { Detector, type ScanDetector } from "./src/detector.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
-import { PSD_DEFAULTS, PsdDetector } from "./src/psd.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
 import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
 import type { Metrics } from "./src/metrics.ts";
-import { Pipeline, type ScanReport } from "./src/pipeline.ts";
+import type { Pipeline, ScanReport } from "./src/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/server.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/banbook.ts";
@@ -113,20 +115,8 @@ async function daemon(cfg: Config): Promise<number> {
 
   // Who is this host, and who is never banned.
   const allow = new AllowList([...cfg.allow]);
-  let refreshLocal: ReturnType<typeof setInterval> | undefined;
   if (cfg.local) allow.setLocal(cfg.local);
-  else if (live) {
-    allow.setLocal(interfaceAddresses());
-    // Interfaces and addresses come and go: keep the list current.
-    refreshLocal = setInterval(() => {
-      try {
-        allow.setLocal(interfaceAddresses());
-      } catch (e) {
-        warn(`cannot refresh local addresses: ${e instanceof Error ? e.message : e}`);
-      }
-    }, 5000);
-  }
-  const stopTimers = () => clearInterval(refreshLocal);
+  else if (live) allow.setLocal(interfaceAddresses());
 
   // A spoofed probe must not cut the host off from its gateways and resolvers.
   const guarded: string[] = [];
@@ -150,23 +140,37 @@ async function daemon(cfg: Config): Promise<number> {
     for (const line of capabilityAdvice(missing, { firewall: cfg.firewall, live })) warn(line);
   }
 
+  // Listening sockets describe this machine, not the host of a capture file.
+  const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
+  openPorts?.refresh();
+  // The settings of the detection engine, wherever it runs.
+  const everyDestinationLocal = (!live && cfg.local === null) || cfg.hooks.includes("forward");
+
   // Capture first: without it there is nothing to do.
-  let pcap: Pcap;
+  let pcap: Pcap | null = null;
+  let capture: LiveCapture | null = null;
   let device = "";
   try {
     if (live) {
       device = cfg.device ?? defaultInterface();
-      pcap = Pcap.openLive({
+      capture = await LiveCapture.open({
         device,
         snaplen: cfg.snaplen,
         bufferSize: cfg.bufferSize,
         filter: DEFAULT_FILTER,
+        settings: engineSettings(cfg),
+        allow: allow.allowed,
+        local: allow.local,
+        everyDestinationLocal,
+        openPorts: openPorts ? openPorts.list() : null,
+        logFormat: cfg.logFormat,
+        logRate: cfg.logRate,
+        realtime: cfg.realtime,
       });
     } else {
       pcap = Pcap.openOffline(cfg.read!, DEFAULT_FILTER);
     }
   } catch (e) {
-    stopTimers();
     warn(e instanceof Error ? e.message : String(e));
     return live ? 1 : 2;
   }
@@ -182,50 +186,38 @@ async function daemon(cfg: Config): Promise<number> {
     ? (await import("./src/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
   const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite);
-  const detector: ScanDetector = cfg.detector === "psd"
-    ? new PsdDetector({ ...PSD_DEFAULTS, maxSources: cfg.maxSources })
-    : new Detector({
-      ports: cfg.ports,
-      windowMs: cfg.windowSeconds * 1000,
-      maxSources: cfg.maxSources,
-    });
-  // The slow rule keeps up to 12 ports a source for an hour: a quarter of the
-  // sources bounds its memory to about that of the main rule.
-  const slow = cfg.slowPorts > 0
-    ? new Detector({
-      ports: cfg.slowPorts,
-      windowMs: cfg.slowWindowSeconds * 1000,
-      maxSources: Math.max(1, Math.floor(cfg.maxSources / 4)),
-    })
-    : null;
-  const outbound = new Detector({
-    ports: cfg.ports,
-    windowMs: cfg.windowSeconds * 1000,
-    maxSources: Math.max(1, Math.floor(cfg.maxSources / 10)),
-  });
-  // Listening sockets describe this machine, not the host of a capture file.
-  const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
-  openPorts?.start();
+
+  // The pipeline's counters: shared by the capture worker, or read from the
+  // pipeline of an offline run.
+  const counters = new Float64Array(Slot.Count);
+  let engine: Engine | null = null;
+  const readCounters = () => {
+    if (capture) { for (let i = 0; i < Slot.Count; i++) counters[i] = capture.counter(i); }
+    else if (engine) publishCounters(engine, log, counters);
+    return counters;
+  };
 
   // The metrics server first: a port in use ends the run before anything
   // touches the firewall.
   let firewallState = "starting";
   let server: MetricsServer | null = null;
   let captureRunning = true;
-  let pipeline: Pipeline | null = null;
+  const syncMetrics = metricsSync(metrics, readCounters);
   if (listen !== null && listen !== "off") {
     try {
-      server = startMetricsServer(listen, metrics, () => ({
-        captureRunning,
-        packetsSeen: pipeline?.packets ?? 0,
-        firewall: `${cfg.firewall} ${firewallState}`,
-        lastPacketTime: pipeline && pipeline.lastPacketMs > 0 ? pipeline.lastPacketMs : null,
-      }));
+      server = startMetricsServer(listen, metrics, () => {
+        const c = readCounters();
+        return {
+          captureRunning,
+          packetsSeen: c[Slot.Packets],
+          firewall: `${cfg.firewall} ${firewallState}`,
+          lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
+        };
+      }, syncMetrics);
     } catch (e) {
       warn(e instanceof Error ? e.message : String(e));
-      pcap.close();
-      openPorts?.stop();
-      stopTimers();
+      pcap?.close();
+      await capture?.stop();
       return 1;
     }
   }
@@ -243,39 +235,60 @@ async function daemon(cfg: Config): Promise<number> {
   // as "already in disallowed list".
   const banned = new BanBook(existing);
   metrics.activeBans.set(banned.size);
+  const room = () => Math.max(0, cfg.maxBans - banned.size);
 
-  const pending = new Set<Promise<void>>();
-  const onScan = (scan: ScanReport) => {
-    metrics.scansDetected.inc();
-    if (banned.has(scan.src, preciseNow())) {
-      log.alreadyBanned(scan.ms, scan.src, false);
-      metrics.bans.inc({ backend: cfg.firewall, result: "already" });
-      return;
+  /** A failed ban: the source's next probes count again, so the ban is tried again. */
+  const forget = (src: string) => {
+    if (capture) capture.forget(src);
+    else {
+      const a = parseAddress(src);
+      if (a && engine) engine.forget(addressKey(a.family, a.bytes));
     }
-    const detectedAt = preciseNow();
-    banned.add(scan.src, cfg.banTime > 0 ? detectedAt + cfg.banTime * 1000 : null);
-    const settle = (result: BanResult) => {
-      const at = live ? Date.now() : scan.ms;
+  };
+  const pending = new Set<Promise<void>>();
+  const onScan = (scan: ScanReport, notice?: ScanNotice) => {
+    metrics.scansDetected.inc();
+    const detectedAt = notice?.detectedAt ?? preciseNow();
+    const settle = (result: BanResult, at = preciseNow()) => {
+      const when = live ? Date.now() : scan.ms;
       if (result === "banned") {
         // Packet time of the threshold probe to the firewall's confirmation.
-        const latencyMs = Math.max(0, preciseNow() - scan.ms);
+        const latencyMs = Math.max(0, at - scan.ms);
         metrics.detectionToBan.observe(latencyMs / 1000);
-        log.banned(at, scan.src, live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined);
+        log.banned(
+          when,
+          scan.src,
+          live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
+        );
+        capture?.bans({ add: [scan.src], room: room() });
       } else if (result === "already") {
-        log.alreadyBanned(at, scan.src, false);
+        log.alreadyBanned(when, scan.src, false);
       } else {
         banned.delete(scan.src);
-        // Forget the source so that its next probes can try the ban again.
-        const a = parseAddress(scan.src);
-        if (a) {
-          detector.forget(addressKey(a.family, a.bytes));
-          slow?.forget(addressKey(a.family, a.bytes));
-        }
+        forget(scan.src);
         warn(`IP ${scan.src} could not be banned (${result}, firewall ${cfg.firewall})`);
       }
       metrics.bans.inc({ backend: cfg.firewall, result: result === "refused" ? "failed" : result });
       metrics.activeBans.set(banned.size);
     };
+    if (banned.has(scan.src, preciseNow())) {
+      log.alreadyBanned(scan.ms, scan.src, false);
+      metrics.bans.inc({ backend: cfg.firewall, result: "already" });
+      return;
+    }
+    banned.add(scan.src, cfg.banTime > 0 ? detectedAt + cfg.banTime * 1000 : null);
+    const pre = notice?.ban ?? null;
+    if (pre?.ok) {
+      // The worker put it into the kernel already.
+      fw.adopt(scan.src, cfg.banTime);
+      settle("banned", pre.at);
+      return;
+    }
+    if (pre) {
+      firewallState = "error";
+      metrics.firewallErrors.inc();
+      warn(`nft add element ${scan.src}: ${pre.error}; trying again from the main thread`);
+    }
     // The synchronous path (nftables over netlink) bans before the rest of
     // the batch is even looked at; the others confirm later.
     const now = fw.banNow(scan.src, cfg.banTime);
@@ -290,127 +303,196 @@ async function daemon(cfg: Config): Promise<number> {
     pending.add(p);
     p.finally(() => pending.delete(p));
   };
-  pipeline = new Pipeline({
-    linktype: pcap.linktype,
-    detector,
-    rule: cfg.detector,
-    slow,
-    outbound,
-    openPorts,
-    allow,
-    log,
-    // A router guarding forwarded traffic protects destinations beyond itself.
-    everyDestinationLocal: (!live && cfg.local === null) || cfg.hooks.includes("forward"),
-    onScan,
-    onRepeatScanner: (ms, src) => {
-      if (banned.has(src, preciseNow())) log.alreadyBanned(ms, src, true);
-    },
-    summarize: !live,
-  });
-  const pl = pipeline;
-
-  // Copy the pipeline's plain counters into the metrics once per batch.
-  let seen = { packets: 0, a4: 0, a6: 0, errors: 0, stealth: 0, open: 0, out: 0, sup: 0 };
-  const syncMetrics = () => {
-    metrics.packetsCaptured.inc(pl.packets - seen.packets);
-    if (pl.attempts4 > seen.a4) {
-      metrics.connectionAttempts.inc({ family: "ipv4" }, pl.attempts4 - seen.a4);
-    }
-    if (pl.attempts6 > seen.a6) {
-      metrics.connectionAttempts.inc({ family: "ipv6" }, pl.attempts6 - seen.a6);
-    }
-    metrics.decodeErrors.inc(pl.decodeErrors - seen.errors);
-    metrics.trackedSources.set(detector.size);
-    metrics.stealthProbes.inc(pl.stealthProbes - seen.stealth);
-    metrics.openPortSyns.inc(pl.openPortProbes - seen.open);
-    metrics.outboundScans.inc(pl.outboundScans - seen.out);
-    metrics.logSuppressed.inc(log.suppressedTotal - seen.sup);
-    seen = {
-      packets: pl.packets,
-      a4: pl.attempts4,
-      a6: pl.attempts6,
-      errors: pl.decodeErrors,
-      stealth: pl.stealthProbes,
-      open: pl.openPortProbes,
-      out: pl.outboundScans,
-      sup: log.suppressedTotal,
-    };
-  };
-
-  const abort = new AbortController();
-  const stop = () => abort.abort();
-  if (live) {
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
-    warn(
-      `Listening on: ${device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}, ${existing.length} bans restored)`,
-    );
-    warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${allow.localText.join(" ")}`);
-    if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
-    if (guarded.length > 0) {
-      warn(`lockout guard (never banned; --lockout-guard off to disable): ${guarded.join(" ")}`);
-    }
-    if (openPorts) {
-      warn(
-        `open ports (SYNs to them are not probes; --count-open-ports counts them): ${
-          openPorts.list().join(" ") || "none"
-        }`,
-      );
-    }
-    if (server) warn(`metrics: http://${metricsText}/metrics`);
-  }
-  let tick = 0;
-  const statsTimer = live
-    ? setInterval(() => {
-      try {
-        metrics.pcapDropped.set(pcap.stats().dropped);
-      } catch { /* the handle is closing */ }
-      log.flush(Date.now());
-      banned.prune(Date.now());
-      metrics.activeBans.set(banned.size);
-      // The firewall is the source of truth: re-read it now and then.
-      if (++tick % 30 === 0 && cfg.firewall !== "none") {
-        fw.list().then((list) => {
-          banned.replace(list);
-          metrics.activeBans.set(banned.size);
-        });
-      }
-    }, 1000)
-    : undefined;
 
   let code = 0;
-  try {
-    await runCapture(pcap, (batch) => {
-      pl.processBatch(batch);
-      syncMetrics();
+  if (capture) {
+    const c = capture;
+    c.onScans = (notices) => {
+      for (const n of notices) onScan(n.scan, n);
       log.flush();
-    }, abort.signal);
-  } catch (e) {
-    // A capture that ends in an error (truncated file, interface gone): report
-    // it after everything read so far was processed.
-    warn(e instanceof Error ? e.message : String(e));
-    code = 1;
-  } finally {
+    };
+    c.onWarning = warn;
+    code = await runLive(cfg, c, {
+      device,
+      allow,
+      guarded,
+      openPorts,
+      server: server ? metricsText : null,
+      existing: existing.length,
+      tick: (n) => {
+        log.flush(Date.now());
+        banned.prune(Date.now());
+        metrics.activeBans.set(banned.size);
+        syncMetrics();
+        // The firewall is the source of truth: re-read it now and then.
+        if (n % 30 === 0 && cfg.firewall !== "none") {
+          fw.list().then((list) => {
+            banned.replace(list);
+            metrics.activeBans.set(banned.size);
+            c.bans({ replace: list.map((b) => b.address), room: room() });
+          });
+        }
+      },
+      start: () => {
+        const fast = fw instanceof NftablesFirewall && fw.path === "netlink"
+          ? { table: NFT_TABLE.split(" ")[1], banTimeMs: cfg.banTime * 1000, room: room() }
+          : null;
+        c.start(existing.map((b) => b.address), fast);
+      },
+    });
     captureRunning = false;
-    clearInterval(statsTimer);
-    openPorts?.stop();
-    stopTimers();
-    if (live) {
-      Deno.removeSignalListener("SIGINT", stop);
-      Deno.removeSignalListener("SIGTERM", stop);
+  } else {
+    engine = createEngine(cfg, {
+      linktype: pcap!.linktype,
+      allow,
+      log,
+      openPorts: null,
+      everyDestinationLocal,
+      summarize: true,
+      onScan,
+      onRepeatScanner: (ms, src) => {
+        if (banned.has(src, preciseNow())) log.alreadyBanned(ms, src, true);
+      },
+    });
+    const pl = engine.pipeline;
+    try {
+      await runCapture(pcap!, (batch) => {
+        pl.processBatch(batch);
+        log.flush();
+      }, new AbortController().signal);
+    } catch (e) {
+      // A damaged file: report it after everything read so far was processed.
+      warn(e instanceof Error ? e.message : String(e));
+      code = 1;
     }
+    captureRunning = false;
+    pcap!.close();
   }
-  try {
-    if (live) metrics.pcapDropped.set(pcap.stats().dropped);
-  } catch { /* ignore */ }
-  pcap.close();
   await Promise.all([...pending]);
   syncMetrics();
-  log.flush(pl.lastPacketMs || Date.now());
-  if (!live) stdoutWrite(summary(cfg, pl));
+  log.flush(engine?.pipeline.lastPacketMs || Date.now());
+  if (engine) stdoutWrite(summary(cfg, engine.pipeline));
   await fw.close();
   await server?.close();
   return code;
+}
+
+/**
+ * The live run on the main thread: start-up lines, signals, the once-a-second
+ * tick, refreshes of local addresses and open ports for the worker; returns
+ * the exit code once a signal or a capture error ends it.
+ */
+async function runLive(
+  cfg: Config,
+  capture: LiveCapture,
+  o: {
+    device: string;
+    allow: AllowList;
+    guarded: string[];
+    openPorts: OpenPorts | null;
+    server: string | null;
+    existing: number;
+    tick: (n: number) => void;
+    start: () => void;
+  },
+): Promise<number> {
+  let stopped = false;
+  let wake: () => void = () => {};
+  const stopWanted = new Promise<void>((r) => (wake = r));
+  const stop = () => {
+    stopped = true;
+    wake();
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  warn(
+    `Listening on: ${o.device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}, ${o.existing} bans restored)`,
+  );
+  warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
+  if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
+  if (o.guarded.length > 0) {
+    warn(`lockout guard (never banned; --lockout-guard off to disable): ${o.guarded.join(" ")}`);
+  }
+  let openList = o.openPorts?.list() ?? [];
+  if (o.openPorts) {
+    warn(
+      `open ports (SYNs to them are not probes; --count-open-ports counts them): ${
+        openList.join(" ") || "none"
+      }`,
+    );
+  }
+  if (cfg.realtime > 0) {
+    warn(
+      `capture thread: ${capture.realtime}${
+        capture.realtime.startsWith("off")
+          ? " (grant CAP_SYS_NICE for the fastest bans; --realtime 0 to silence this)"
+          : " (--realtime 0 for normal scheduling)"
+      }`,
+    );
+  }
+  if (o.server) warn(`metrics: http://${o.server}/metrics`);
+  o.start();
+
+  let n = 0;
+  const timer = setInterval(() => {
+    n++;
+    // Interfaces and addresses come and go: keep the list current.
+    if (!cfg.local && n % 5 === 0) {
+      try {
+        const addrs = interfaceAddresses();
+        o.allow.setLocal(addrs);
+        capture.setLocal(addrs);
+      } catch (e) {
+        warn(`cannot refresh local addresses: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    if (o.openPorts && n % 2 === 0) {
+      try {
+        o.openPorts.refresh();
+        const now = o.openPorts.list();
+        if (now.join() !== openList.join()) capture.setOpenPorts(openList = now);
+      } catch { /* lastError keeps the reason; the old list stays */ }
+    }
+    o.tick(n);
+  }, 1000);
+  let code = 0;
+  const error = await Promise.race([capture.ended, stopWanted.then(() => null)]);
+  if (error !== null && !stopped) {
+    warn(error);
+    code = 1;
+  }
+  clearInterval(timer);
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  const last = await capture.stop();
+  if (last !== null && code === 0 && error === null) {
+    warn(last);
+    code = 1;
+  }
+  return code;
+}
+
+/** Copies the pipeline's counters into the metrics (call before a scrape and once a second). */
+function metricsSync(metrics: Metrics, read: () => Float64Array): () => void {
+  const seen = new Float64Array(Slot.Count);
+  const add = (slot: number, inc: (by: number) => void) => {
+    const c = read()[slot];
+    if (c > seen[slot]) inc(c - seen[slot]);
+    seen[slot] = c;
+  };
+  return () => {
+    add(Slot.Packets, (by) => metrics.packetsCaptured.inc(by));
+    add(Slot.Attempts4, (by) => metrics.connectionAttempts.inc({ family: "ipv4" }, by));
+    add(Slot.Attempts6, (by) => metrics.connectionAttempts.inc({ family: "ipv6" }, by));
+    add(Slot.DecodeErrors, (by) => metrics.decodeErrors.inc(by));
+    add(Slot.StealthProbes, (by) => metrics.stealthProbes.inc(by));
+    add(Slot.OpenPortProbes, (by) => metrics.openPortSyns.inc(by));
+    add(Slot.OutboundScans, (by) => metrics.outboundScans.inc(by));
+    add(Slot.LogSuppressed, (by) => metrics.logSuppressed.inc(by));
+    const c = read();
+    metrics.trackedSources.set(c[Slot.TrackedSources]);
+    metrics.pcapDropped.set(c[Slot.PcapDropped]);
+  };
 }
 
 /** Metrics that go nowhere, for runs without a metrics server (every field, whatever it is). */

@@ -50,6 +50,17 @@ export interface SetElement {
   timeoutMs: number;
 }
 
+/** A prepared one-element batch and where its variable fields are. */
+interface Template {
+  buf: Uint8Array;
+  view: DataView;
+  keyAt: number;
+  /** -1 without a timeout attribute. */
+  timeoutAt: number;
+  /** Offsets of the three nlmsg_seq fields (begin, change, end). */
+  seqAt: number[];
+}
+
 /** Appends netlink messages to one growing buffer. */
 class Writer {
   buf = new Uint8Array(4096);
@@ -94,7 +105,8 @@ class Writer {
     return start;
   }
 
-  attr(type: number, payload: Uint8Array): void {
+  /** Appends an attribute; returns the offset of its payload. */
+  attr(type: number, payload: Uint8Array): number {
     const len = 4 + payload.length;
     const padded = (len + 3) & ~3;
     this.#room(padded);
@@ -102,13 +114,15 @@ class Writer {
     this.view.setUint16(this.at + 2, type, true);
     this.buf.set(payload, this.at + 4);
     this.buf.fill(0, this.at + len, this.at + padded);
+    const at = this.at + 4;
     this.at += padded;
+    return at;
   }
 
-  be64(type: number, value: number): void {
+  be64(type: number, value: number): number {
     const b = new Uint8Array(8);
     new DataView(b.buffer).setBigUint64(0, BigInt(Math.max(0, Math.floor(value))), false);
-    this.attr(type, b);
+    return this.attr(type, b);
   }
 }
 
@@ -141,7 +155,78 @@ export class NftSetSocket {
 
   /** Adds elements (with their timeouts) to `set`, one transaction. */
   add(set: string, elements: readonly SetElement[]): string | null {
+    if (elements.length === 1) return this.addOne(set, elements[0].key, elements[0].timeoutMs);
     return this.#change(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elements);
+  }
+
+  /**
+   * Adds one element: the ban path. The batch is built once per set, key
+   * length and timeout-or-not, and only the key, the timeout and the
+   * sequence numbers are written per call (building it anew cost 70-190 µs
+   * of cold JavaScript per ban, sending it 45).
+   */
+  addOne(set: string, key: Uint8Array, timeoutMs: number): string | null {
+    if (this.#fd < 0) return "netlink socket closed";
+    const t = this.#template(set, key.length, timeoutMs > 0);
+    t.buf.set(key, t.keyAt);
+    if (t.timeoutAt >= 0) {
+      t.view.setBigUint64(t.timeoutAt, BigInt(Math.floor(timeoutMs)), false);
+    }
+    const base = this.#seq;
+    this.#seq = (this.#seq + 3) >>> 0;
+    t.view.setUint32(t.seqAt[0], base, true);
+    t.view.setUint32(t.seqAt[1], (base + 1) >>> 0, true);
+    t.view.setUint32(t.seqAt[2], (base + 2) >>> 0, true);
+    return this.#send(t.buf, (base + 1) >>> 0);
+  }
+
+  /** Builds the one-element batches of both sets ahead of the first ban. */
+  prepare(timeoutMs: number): void {
+    for (const [set, len] of [["banned4", 4], ["banned6", 16]] as const) {
+      const t = this.#template(set, len, timeoutMs > 0);
+      // Run the per-ban writes once, so the first ban does not run them cold.
+      t.buf.set(new Uint8Array(len), t.keyAt);
+      if (t.timeoutAt >= 0) t.view.setBigUint64(t.timeoutAt, BigInt(timeoutMs), false);
+    }
+  }
+
+  readonly #templates = new Map<string, Template>();
+
+  #template(set: string, keyLen: number, timeout: boolean): Template {
+    const name = `${set}/${keyLen}/${timeout}`;
+    let t = this.#templates.get(name);
+    if (t) return t;
+    const w = new Writer();
+    const seqAt: number[] = [];
+    let m = w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
+    seqAt.push(m + 8);
+    w.end(m);
+    m = w.begin(
+      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM,
+      NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+      0,
+      this.family,
+      0,
+    );
+    seqAt.push(m + 8);
+    w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
+    w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
+    const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    const el = w.nest(NFTA_LIST_ELEM);
+    const k = w.nest(NFTA_SET_ELEM_KEY);
+    const keyAt = w.attr(NFTA_DATA_VALUE, new Uint8Array(keyLen));
+    w.end(k, 16);
+    const timeoutAt = timeout ? w.be64(NFTA_SET_ELEM_TIMEOUT, 0) : -1;
+    w.end(el, 16);
+    w.end(list, 16);
+    w.end(m);
+    m = w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
+    seqAt.push(m + 8);
+    w.end(m);
+    const buf = w.buf.slice(0, w.at);
+    t = { buf, view: new DataView(buf.buffer), keyAt, timeoutAt, seqAt };
+    this.#templates.set(name, t);
+    return t;
   }
 
   /** Deletes elements of `set`, one transaction: one missing element fails it all (ENOENT). */
@@ -183,9 +268,14 @@ export class NftSetSocket {
     w.end(list, 16);
     w.end(m);
     w.end(w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, (base + 2) >>> 0, 0, NFNL_SUBSYS_NFTABLES));
+    return this.#send(w.buf.subarray(0, w.at), seq);
+  }
+
+  /** Sends one batch and reads the acknowledgement of message `seq`. */
+  #send(batch: Uint8Array, seq: number): string | null {
     const c = loadLibc().symbols;
-    const sent = Number(c.send!(this.#fd, w.buf.subarray(0, w.at), BigInt(w.at), 0));
-    if (sent !== w.at) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
+    const sent = Number(c.send!(this.#fd, batch, BigInt(batch.length), 0));
+    if (sent !== batch.length) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
     return this.#ack(seq);
   }
 

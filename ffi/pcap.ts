@@ -382,23 +382,55 @@ export class Pcap {
     if (!this.live) return true;
     if (!this.#p || this.#waiting || this.#closeWanted) return false;
     this.#waiting = true;
-    const c = loadLibc().symbols;
-    const v = new DataView(this.#pollfds.buffer);
-    v.setInt16(6, 0, true);
-    v.setInt16(14, 0, true);
     try {
-      const rc = await c.poll(this.#pollfds, 2n, Math.max(0, Math.floor(timeoutMs)));
-      if (rc <= 0) return false;
-      if (v.getInt16(14, true) !== 0) {
-        const drain = new Uint8Array(64);
-        while (Number(c.read(this.#wakeR, drain, 64n)) > 0) { /* empty the pipe */ }
-      }
-      return (v.getInt16(6, true) & (POLLIN | POLLERR | POLLHUP)) !== 0;
+      return this.#polled(
+        await loadLibc().symbols.poll(this.#pollfds, 2n, this.#armPoll(timeoutMs)),
+      );
     } finally {
       this.#waiting = false;
       // close() during the wait: poll(2) held the descriptors until now.
       if (this.#closeWanted) this.#release();
     }
+  }
+
+  /**
+   * The same wait, on the calling thread: for a capture worker, whose thread
+   * does nothing else, so a packet wakes the thread that handles it (one
+   * wake-up instead of a pool thread's and then the event loop's).
+   */
+  waitSync(timeoutMs: number): boolean {
+    if (!this.live) return true;
+    if (!this.#p || this.#closeWanted) return false;
+    const poll = loadLibc().symbols.pollSync;
+    if (!poll) throw new Error("libc has no poll");
+    return this.#polled(poll(this.#pollfds, 2n, this.#armPoll(timeoutMs)));
+  }
+
+  #armPoll(timeoutMs: number): number {
+    const v = new DataView(this.#pollfds.buffer);
+    v.setInt16(6, 0, true);
+    v.setInt16(14, 0, true);
+    return Math.max(0, Math.floor(timeoutMs));
+  }
+
+  /** Reads poll's outcome: true when packets may be ready; empties the wake-up pipe. */
+  #polled(rc: number): boolean {
+    if (rc <= 0) return false;
+    const c = loadLibc().symbols;
+    const v = new DataView(this.#pollfds.buffer);
+    if (v.getInt16(14, true) !== 0) {
+      const drain = new Uint8Array(64);
+      while (Number(c.read(this.#wakeR, drain, 64n)) > 0) { /* empty the pipe */ }
+    }
+    return (v.getInt16(6, true) & (POLLIN | POLLERR | POLLHUP)) !== 0;
+  }
+
+  /**
+   * The write end of the wake-up pipe: one byte written to it (see wakeUp)
+   * ends a pending wait from any thread. -1 for a capture file.
+   */
+  get wakeDescriptor(): number {
+    return this.#wakeW;
   }
 
   /** Makes a pending wait() return false now (used to stop a capture loop). */

@@ -26,6 +26,8 @@ export class AllowList {
   #local = new Set<number | string>();
   /** Text of the local addresses, for the start-up notice. */
   localText: string[] = [];
+  /** The local addresses as last set. */
+  local: Address[] = [];
 
   constructor(allow: Cidr[], local: Address[] = []) {
     this.#allow = allow;
@@ -37,12 +39,18 @@ export class AllowList {
     const s = new Set<number | string>();
     for (const a of addrs) s.add(addressKey(a.family, a.bytes));
     this.#local = s;
+    this.local = [...addrs];
     this.localText = addrs.map((a) => formatAddress(a.family, a.bytes));
   }
 
   /** Adds CIDRs to the allow list (e.g. gateways found at start). */
   addAllowed(cidrs: Cidr[]): void {
     this.#allow.push(...cidrs);
+  }
+
+  /** The allow-listed blocks (configured and added), a copy. */
+  get allowed(): Cidr[] {
+    return [...this.#allow];
   }
 
   /** True for one of this host's addresses (by key, see addressKey). */

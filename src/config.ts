@@ -58,6 +58,8 @@ export interface Config {
   hooks: ("input" | "forward")[];
   /** Allow-list the default gateways and resolvers automatically. */
   lockoutGuard: boolean;
+  /** SCHED_FIFO priority of the capture thread; 0 = normal scheduling. */
+  realtime: number;
 }
 
 /** One option: flag names, env variable, default, help text. */
@@ -225,6 +227,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: "on|off",
     def: "on",
     help: "never ban the default gateways and the resolvers of /etc/resolv.conf",
+  },
+  {
+    long: "realtime",
+    env: "SB_REALTIME",
+    arg: "PRIORITY",
+    def: "10",
+    help: "SCHED_FIFO priority (1-99) of the capture thread, for bans within a burst; 0 = normal",
   },
   { long: "help", short: "h", boolean: true, def: "", help: "show this help" },
   { long: "version", boolean: true, def: "", help: "show the version" },
@@ -496,6 +505,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const hooks = [...hookSet] as ("input" | "forward")[];
   const lockoutGuard =
     oneOf("lockout-guard", value("lockout-guard"), ["on", "off"] as const) === "on";
+  const realtime = intOption("realtime", value("realtime"), 0, 99, "an integer from 0 (off) to 99");
 
   return {
     command,
@@ -521,6 +531,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     countOpenPorts,
     hooks,
     lockoutGuard,
+    realtime,
   };
 }
 

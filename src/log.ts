@@ -27,6 +27,26 @@ export function writeAll(w: { writeSync(p: Uint8Array): number }, data: Uint8Arr
   while (off < data.length) off += w.writeSync(data.subarray(off));
 }
 
+/** Largest write the kernel keeps whole on a pipe (PIPE_BUF). */
+const ATOMIC_WRITE = 4096;
+
+/**
+ * Writes text made of whole lines in writes of at most PIPE_BUF bytes that
+ * end at a line end, so lines written by two threads never mix.
+ */
+export function writeLines(w: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
+  let at = 0;
+  while (at < data.length) {
+    let end = Math.min(data.length, at + ATOMIC_WRITE);
+    if (end < data.length) {
+      const nl = data.lastIndexOf(10, end - 1);
+      if (nl >= at) end = nl + 1;
+    }
+    writeAll(w, data.subarray(at, end));
+    at = end;
+  }
+}
+
 /** Event logger with a per-second limit on "New connection" lines. */
 export class EventLog {
   readonly #format: LogFormat;

@@ -35,6 +35,8 @@ export interface ScanReport {
   ms: number;
   family: Family;
   src: string;
+  /** The source address's bytes (4 or 16). */
+  key: Uint8Array;
   dst: string;
   /** Distinct ports seen up to and including the threshold probe. */
   ports: number[];
@@ -71,8 +73,13 @@ export interface PipelineOptions {
   log: EventLog;
   /** true: every destination is this host (offline without --local, or a router guarding forwarded traffic). */
   everyDestinationLocal: boolean;
-  /** Called synchronously when a scan is detected (the caller bans). */
+  /** Called synchronously when a scan is detected, after its line is logged (the caller bans). */
   onScan: (scan: ScanReport) => void;
+  /**
+   * Called first, as soon as the threshold is crossed and before any line
+   * about the probe is formatted: the capture worker bans here.
+   */
+  banFirst?: (scan: ScanReport) => void;
   /** Called for further probes from a source already reported. */
   onRepeatScanner: (ms: number, src: string) => void;
   /** Keep per-scan summaries (offline mode). */
@@ -150,6 +157,74 @@ export class Pipeline {
     }
   }
 
+  /** The scan #verdict found, for #probe to log and report. */
+  #report: ScanReport | null = null;
+
+  /**
+   * Counts the probe in the rules and, when it crosses a threshold, reports
+   * the scan through onScan (the caller bans) before anything is logged.
+   * Allowed sources and SYNs to open ports are never counted (Verdict.Counted).
+   */
+  #verdict(
+    type: number,
+    family: Family,
+    src: Uint8Array,
+    srcKey: number | string,
+    dst: Uint8Array,
+    dport: number,
+    ms: number,
+  ): Verdict {
+    const o = this.#o;
+    if (o.allow.isAllowed(family, src)) return Verdict.Counted; // loopback or --allow: logged, never counted
+    // A SYN to a port this host serves is a client, not a probe.
+    if (type === T_SYN && o.openPorts !== null && o.openPorts.has(dport)) {
+      this.openPortProbes++;
+      return Verdict.Counted;
+    }
+    const target = (addressHash(family, dst) << 16) | dport;
+    let slow = false;
+    let v = o.detector.observe(srcKey, target, ms);
+    let det = o.detector;
+    if (o.slow !== null) {
+      // One report per scanner, whichever rule saw it first.
+      const sv = o.slow.observe(srcKey, target, ms);
+      if (sv === Verdict.AlreadyDetected) v = Verdict.AlreadyDetected;
+      else if (sv === Verdict.Scan && (v === Verdict.Counted || v === Verdict.Repeat)) {
+        v = sv;
+        slow = true;
+        det = o.slow;
+      }
+    }
+    if (v !== Verdict.Scan) return v;
+    const s = formatAddress(family, src);
+    const d = formatAddress(family, dst);
+    const targets = det.lastScanPorts;
+    if (o.summarize) {
+      const prev = this.scans.get(s);
+      if (prev) {
+        for (const t of targets) prev.targets.add(t);
+        prev.lastMs = ms;
+      } else {
+        const firstMs = det.lastScanFirstMs;
+        this.scans.set(s, { src: s, dst: d, targets: new Set(targets), firstMs, lastMs: ms });
+      }
+    }
+    const ports = targets.map((t) => t & 0xffff);
+    const report = {
+      ms,
+      family,
+      src: s,
+      key: src.slice(0, family === 4 ? 4 : 16),
+      dst: d,
+      ports,
+      scanType: TYPES[type] as ProbeType,
+      slow,
+    };
+    this.#report = report;
+    o.banFirst?.(report);
+    return v;
+  }
+
   #probe(
     type: number,
     family: Family,
@@ -180,57 +255,27 @@ export class Pipeline {
     if (type === T_SYN) {
       if (family === 4) this.attempts4++;
       else this.attempts6++;
-      o.log.newConnection(ms, family, src, sport, dst, dport);
     } else this.stealthProbes++;
-    if (allow.isAllowed(family, src)) return; // loopback or --allow: logged, never counted
-    // A SYN to a port this host serves is a client, not a probe.
-    if (type === T_SYN && o.openPorts !== null && o.openPorts.has(dport)) {
-      this.openPortProbes++;
-      return;
-    }
-
-    const target = (addressHash(family, dst) << 16) | dport;
-    let slow = false;
-    let v = o.detector.observe(srcKey, target, ms);
-    let det = o.detector;
-    if (o.slow !== null) {
-      // One report per scanner, whichever rule saw it first.
-      const sv = o.slow.observe(srcKey, target, ms);
-      if (sv === Verdict.AlreadyDetected) v = Verdict.AlreadyDetected;
-      else if (sv === Verdict.Scan && (v === Verdict.Counted || v === Verdict.Repeat)) {
-        v = sv;
-        slow = true;
-        det = o.slow;
-      }
-    }
+    const v = this.#verdict(type, family, src, srcKey, dst, dport, ms);
+    // The ban comes first; the lines about this probe are written after it.
+    if (type === T_SYN) o.log.newConnection(ms, family, src, sport, dst, dport);
     if (v === Verdict.Counted || v === Verdict.Repeat) return;
-    const s = formatAddress(family, src);
     if (v === Verdict.Scan) {
-      const d = formatAddress(family, dst);
-      const targets = det.lastScanPorts;
+      const report = this.#report!;
+      this.#report = null;
       o.log.scanDetected(ms, family, src, dst, {
-        scanType: TYPES[type],
-        rule: slow ? "slow" : o.rule,
+        scanType: report.scanType,
+        rule: report.slow ? "slow" : o.rule,
       });
-      if (o.summarize) {
-        const prev = this.scans.get(s);
-        if (prev) {
-          for (const t of targets) prev.targets.add(t);
-          prev.lastMs = ms;
-        } else {
-          const firstMs = det.lastScanFirstMs;
-          this.scans.set(s, { src: s, dst: d, targets: new Set(targets), firstMs, lastMs: ms });
-        }
-      }
-      const ports = targets.map((t) => t & 0xffff);
-      o.onScan({ ms, family, src: s, dst: d, ports, scanType: TYPES[type] as ProbeType, slow });
+      o.onScan(report);
       return;
     }
     // Verdict.AlreadyDetected
+    const s = formatAddress(family, src);
     if (o.summarize) {
       const sum = this.scans.get(s);
       if (sum) {
-        sum.targets.add(target);
+        sum.targets.add((addressHash(family, dst) << 16) | dport);
         sum.lastMs = ms;
       }
     }

@@ -76,11 +76,14 @@ function showAddress(hostname: string, port: number): string {
  * GET /healthz (200 JSON; 503 when capture has stopped), 404 for other paths
  * and 405 (with Allow) for other methods. Throws an Error naming the address
  * and how to choose another when it cannot listen (e.g. address in use).
+ * `beforeScrape` runs before each /metrics answer (the caller copies the
+ * capture worker's counters into the registry then).
  */
 export function startMetricsServer(
   addr: { hostname: string; port: number },
   metrics: Metrics,
   health: () => Health,
+  beforeScrape: () => void = () => {},
 ): MetricsServer {
   const handler = async (req: Request): Promise<Response> => {
     const path = new URL(req.url).pathname;
@@ -94,6 +97,7 @@ export function startMetricsServer(
       });
     }
     if (path === "/metrics") {
+      beforeScrape();
       const body = await metrics.registry.metrics();
       return new Response(body, { headers: { "content-type": metrics.registry.contentType } });
     }

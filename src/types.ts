@@ -100,6 +100,8 @@ export interface Firewall {
    * rule, or null when there is none and ban() must be used.
    */
   banNow(address: string, ttlSeconds: number): BanResult | null;
+  /** Records a ban that the capture worker put into this backend's sets itself. */
+  adopt(address: string, ttlSeconds: number): void;
   /** Removes one ban; true when it existed and is gone. */
   unban(address: string): Promise<boolean>;
   /** Lists the bans currently in place. */

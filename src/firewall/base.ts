@@ -165,6 +165,20 @@ export abstract class BaseFirewall implements Firewall {
     }
   }
 
+  adopt(address: string, ttlSeconds: number): void {
+    const parsed = parseAddress(address);
+    if (!parsed) return;
+    const canonical = formatAddress(parsed.family, parsed.bytes);
+    const ttl = Math.ceil(ttlSeconds);
+    const ban: Ban = {
+      address: canonical,
+      family: parsed.family,
+      expiresAt: ttl > 0 ? (Math.floor(Date.now() / 1000) + ttl) * 1000 : null,
+    };
+    this.bans.set(canonical, ban);
+    this.added(ban);
+  }
+
   /** True when applyNow() can add a ban on the calling thread. */
   protected canApplyNow(): boolean {
     return false;

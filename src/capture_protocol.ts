@@ -1,0 +1,79 @@
+/**
+ * The messages between the main thread and the live capture worker
+ * (src/capture_worker.ts), and the layout of the counters the worker shares.
+ */
+import type { Address, Cidr } from "./address.ts";
+import type { EngineSettings } from "./engine.ts";
+import type { LogFormat } from "./log.ts";
+import type { ScanReport } from "./pipeline.ts";
+
+/** Slots of the shared counter array (Float64Array over a SharedArrayBuffer). */
+export const Slot = {
+  Packets: 0,
+  Attempts4: 1,
+  Attempts6: 2,
+  DecodeErrors: 3,
+  StealthProbes: 4,
+  OpenPortProbes: 5,
+  OutboundScans: 6,
+  LogSuppressed: 7,
+  TrackedSources: 8,
+  LastPacketMs: 9,
+  PcapDropped: 10,
+  Count: 11,
+} as const;
+
+/** Where the worker bans by itself: the nftables table's sets over netlink. */
+export interface FastBan {
+  /** Table name within the inet family, e.g. "scanblocker". */
+  table: string;
+  /** Ban time in milliseconds; 0 = until removed. */
+  banTimeMs: number;
+  /** Bans the worker may still add before the cap (the main thread tops it up). */
+  room: number;
+}
+
+/** Main thread → worker. */
+export type WorkerRequest =
+  | {
+    type: "open";
+    device: string;
+    snaplen: number;
+    bufferSize: number;
+    filter: string;
+    settings: EngineSettings;
+    allow: Cidr[];
+    local: Address[];
+    everyDestinationLocal: boolean;
+    openPorts: number[] | null;
+    logFormat: LogFormat;
+    logRate: number;
+    /** SCHED_FIFO priority of this thread; 0 = normal scheduling. */
+    realtime: number;
+    counters: SharedArrayBuffer;
+    /** Int32Array[1]: the main thread adds 1 for every message it posts. */
+    mailbox: SharedArrayBuffer;
+  }
+  | { type: "start"; banned: string[]; fastBan: FastBan | null }
+  | { type: "local"; local: Address[] }
+  | { type: "openPorts"; ports: number[] }
+  | { type: "banned"; add?: string[]; replace?: string[]; room?: number }
+  | { type: "forget"; address: string }
+  | { type: "stop" };
+
+/** What the worker did about one scan. */
+export interface ScanNotice {
+  scan: ScanReport;
+  /** When the engine reported it (CLOCK_REALTIME, epoch ms). */
+  detectedAt: number;
+  /** null: not banned here (the main thread bans); else the netlink outcome. */
+  ban: null | { ok: true; at: number } | { ok: false; error: string };
+}
+
+/** Worker → main thread. */
+export type WorkerReply =
+  | { type: "opened"; linktype: number; wakeDescriptor: number; realtime: string }
+  | { type: "failed"; message: string }
+  | { type: "scans"; scans: ScanNotice[] }
+  | { type: "warning"; message: string }
+  | { type: "ended"; error: string | null };

@@ -1,0 +1,99 @@
+/**
+ * The detection engine as configured: the main rule, the slow-scan rule and
+ * the outbound rule feeding one Pipeline. Built the same way by an offline
+ * run (on the main thread) and by the live capture worker, so both apply the
+ * same logic.
+ */
+import type { AllowList } from "./allowlist.ts";
+import type { Config } from "./config.ts";
+import { Detector, type ScanDetector } from "./detector.ts";
+import { Slot } from "./capture_protocol.ts";
+import type { EventLog } from "./log.ts";
+import { Pipeline, type ScanReport } from "./pipeline.ts";
+import { PSD_DEFAULTS, PsdDetector } from "./psd.ts";
+
+/** The settings the engine needs (a subset of Config, cloneable to a worker). */
+export type EngineSettings = Pick<
+  Config,
+  "ports" | "windowSeconds" | "maxSources" | "detector" | "slowPorts" | "slowWindowSeconds"
+>;
+
+/** Only the engine's settings, so that the rest of a Config never crosses to the worker. */
+export function engineSettings(c: EngineSettings): EngineSettings {
+  const { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds } = c;
+  return { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds };
+}
+
+/** The pipeline and the rules behind it. */
+export interface Engine {
+  pipeline: Pipeline;
+  detector: ScanDetector;
+  slow: ScanDetector | null;
+  /** Forgets a source in every inbound rule (its ban failed: the next probes try again). */
+  forget(key: number | string): void;
+}
+
+/** Builds the rules and the pipeline over them. */
+export function createEngine(
+  s: EngineSettings,
+  opts: {
+    linktype: number;
+    allow: AllowList;
+    log: EventLog;
+    openPorts: { has(port: number): boolean } | null;
+    everyDestinationLocal: boolean;
+    summarize: boolean;
+    onScan: (scan: ScanReport) => void;
+    banFirst?: (scan: ScanReport) => void;
+    onRepeatScanner: (ms: number, src: string) => void;
+  },
+): Engine {
+  const detector: ScanDetector = s.detector === "psd"
+    ? new PsdDetector({ ...PSD_DEFAULTS, maxSources: s.maxSources })
+    : new Detector({ ports: s.ports, windowMs: s.windowSeconds * 1000, maxSources: s.maxSources });
+  // The slow rule keeps up to 12 ports a source for an hour: a quarter of the
+  // sources bounds its memory to about that of the main rule.
+  const slow = s.slowPorts > 0
+    ? new Detector({
+      ports: s.slowPorts,
+      windowMs: s.slowWindowSeconds * 1000,
+      maxSources: Math.max(1, Math.floor(s.maxSources / 4)),
+    })
+    : null;
+  const outbound = new Detector({
+    ports: s.ports,
+    windowMs: s.windowSeconds * 1000,
+    maxSources: Math.max(1, Math.floor(s.maxSources / 10)),
+  });
+  const pipeline = new Pipeline({
+    ...opts,
+    detector,
+    rule: s.detector,
+    slow,
+    outbound,
+  });
+  return {
+    pipeline,
+    detector,
+    slow,
+    forget: (key) => {
+      detector.forget(key);
+      slow?.forget(key);
+    },
+  };
+}
+
+/** Writes the engine's counters into `out` at the slots of capture_protocol.ts. */
+export function publishCounters(e: Engine, log: EventLog, out: Float64Array): void {
+  const pl = e.pipeline;
+  out[Slot.Packets] = pl.packets;
+  out[Slot.Attempts4] = pl.attempts4;
+  out[Slot.Attempts6] = pl.attempts6;
+  out[Slot.DecodeErrors] = pl.decodeErrors;
+  out[Slot.StealthProbes] = pl.stealthProbes;
+  out[Slot.OpenPortProbes] = pl.openPortProbes;
+  out[Slot.OutboundScans] = pl.outboundScans;
+  out[Slot.LogSuppressed] = log.suppressedTotal;
+  out[Slot.TrackedSources] = e.detector.size;
+  out[Slot.LastPacketMs] = pl.lastPacketMs;
+}

@@ -1,0 +1,168 @@
+/**
+ * The main thread's side of the live capture worker (src/capture_worker.ts):
+ * starts it, forwards what the worker must know (local addresses, open
+ * ports, bans), reads the counters it shares, and hands its scan notices to
+ * the caller. Every message also bumps a shared mailbox counter, which the
+ * worker checks after each batch, and writes a byte to the capture's wake-up
+ * pipe, so a worker asleep in poll(2) reads it at once.
+ */
+import { wakeUp } from "../ffi/libc.ts";
+import type { Address } from "./address.ts";
+import {
+  type FastBan,
+  type ScanNotice,
+  Slot,
+  type WorkerReply,
+  type WorkerRequest,
+} from "./capture_protocol.ts";
+
+/** What the worker needs to open the capture and build its engine. */
+export type LiveOptions = Omit<
+  Extract<WorkerRequest, { type: "open" }>,
+  "type" | "counters" | "mailbox"
+>;
+
+/** A live capture running on its own thread. */
+export class LiveCapture {
+  readonly #worker: Worker;
+  readonly #wake: number;
+  readonly #counters: Float64Array;
+  readonly #mailbox: Int32Array;
+  readonly #ended: Promise<string | null>;
+  #done = false;
+  /** Link-layer type of the device. */
+  readonly linktype: number;
+  /** The worker's scheduling: "SCHED_FIFO N", "off", or "off (reason)". */
+  readonly realtime: string;
+  /** Called with the scans of one batch, after the worker logged them (and banned them, on the fast path). */
+  onScans: (scans: ScanNotice[]) => void = () => {};
+  /** Called with a line for stderr. */
+  onWarning: (message: string) => void = () => {};
+
+  private constructor(
+    worker: Worker,
+    opened: Extract<WorkerReply, { type: "opened" }>,
+    counters: Float64Array,
+    mailbox: Int32Array,
+    ended: Promise<string | null>,
+  ) {
+    this.#mailbox = mailbox;
+    this.#worker = worker;
+    this.#wake = opened.wakeDescriptor;
+    this.linktype = opened.linktype;
+    this.realtime = opened.realtime;
+    this.#counters = counters;
+    this.#ended = ended;
+  }
+
+  /** Starts the worker and opens the device; throws the capture's Error when it cannot. */
+  static open(opts: LiveOptions): Promise<LiveCapture> {
+    const shared = new SharedArrayBuffer(Slot.Count * 8);
+    const mailbox = new SharedArrayBuffer(4);
+    const worker = new Worker(new URL("./capture_worker.ts", import.meta.url).href, {
+      type: "module",
+    });
+    let self: LiveCapture | null = null;
+    let endWith: (e: string | null) => void = () => {};
+    const ended = new Promise<string | null>((r) => (endWith = r));
+    return new Promise<LiveCapture>((resolve, reject) => {
+      worker.onerror = (e) => {
+        e.preventDefault();
+        const msg = `capture worker failed: ${e.message}`;
+        if (self) endWith(msg);
+        else {
+          worker.terminate();
+          reject(new Error(msg));
+        }
+      };
+      worker.onmessage = (e: MessageEvent<WorkerReply>) => {
+        const m = e.data;
+        switch (m.type) {
+          case "opened":
+            self = new LiveCapture(
+              worker,
+              m,
+              new Float64Array(shared),
+              new Int32Array(mailbox),
+              ended,
+            );
+            resolve(self);
+            break;
+          case "failed":
+            worker.terminate();
+            reject(new Error(m.message));
+            break;
+          case "scans":
+            self?.onScans(m.scans);
+            break;
+          case "warning":
+            self?.onWarning(m.message);
+            break;
+          case "ended":
+            endWith(m.error);
+            break;
+        }
+      };
+      worker.postMessage(
+        { type: "open", ...opts, counters: shared, mailbox } satisfies WorkerRequest,
+      );
+    });
+  }
+
+  #send(m: WorkerRequest): void {
+    if (this.#done) return;
+    this.#worker.postMessage(m);
+    // Seen by the worker after its current batch; the byte ends its poll(2).
+    Atomics.add(this.#mailbox, 0, 1);
+    wakeUp(this.#wake);
+  }
+
+  /** Lets packets flow: the bans in place, and the worker's own ban path (null: none). */
+  start(banned: string[], fastBan: FastBan | null): void {
+    this.#send({ type: "start", banned, fastBan });
+  }
+
+  /** This host's addresses changed. */
+  setLocal(local: Address[]): void {
+    this.#send({ type: "local", local });
+  }
+
+  /** The listening ports changed. */
+  setOpenPorts(ports: number[]): void {
+    this.#send({ type: "openPorts", ports });
+  }
+
+  /** Bans made or found (replace: the whole list), and how many the worker may still add. */
+  bans(change: { add?: string[]; replace?: string[]; room?: number }): void {
+    this.#send({ type: "banned", ...change });
+  }
+
+  /** A ban failed: the source's next probes count again. */
+  forget(address: string): void {
+    this.#send({ type: "forget", address });
+  }
+
+  /** One of the shared counters (see Slot). */
+  counter(slot: number): number {
+    return this.#counters[slot];
+  }
+
+  /** Resolves when the capture ends by itself (an error) or after stop(). */
+  get ended(): Promise<string | null> {
+    return this.#ended;
+  }
+
+  /** Stops the capture (the worker finishes its batch and closes the device) and ends the thread. */
+  async stop(): Promise<string | null> {
+    this.#send({ type: "stop" });
+    this.#done = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<string>((
+      r,
+    ) => (timer = setTimeout(() => r("worker did not stop"), 3000)));
+    const result = await Promise.race([this.#ended, late]);
+    clearTimeout(timer);
+    this.#worker.terminate();
+    return result;
+  }
+}
