@@ -173,7 +173,9 @@ async function run(): Promise<string | null> {
         f.room--;
       } else ban = { ok: false, error: `${err} (netlink, table inet ${f.table})` };
     }
-    notices.push({ scan, detectedAt, ban });
+    // Without a ban here the main thread bans: tell it now, not after the batch.
+    if (ban === null) post({ type: "scans", scans: [{ scan, detectedAt, ban }] });
+    else notices.push({ scan, detectedAt, ban });
   };
   const onScan = () => {}; // noticed in banFirst, posted after the batch's lines
   const engine = createEngine(m.settings, {

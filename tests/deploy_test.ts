@@ -212,8 +212,10 @@ Deno.test("systemd unit: the required directives are there", async () => {
   }
   const one = (k: string) => (keys.get(k) ?? []).join(" ");
   assert.equal(one("DynamicUser"), "yes");
-  assert.equal(one("AmbientCapabilities"), "CAP_NET_RAW CAP_NET_ADMIN");
-  assert.equal(one("CapabilityBoundingSet"), "CAP_NET_RAW CAP_NET_ADMIN");
+  assert.equal(one("AmbientCapabilities"), "CAP_NET_RAW CAP_NET_ADMIN CAP_SYS_NICE");
+  assert.equal(one("CapabilityBoundingSet"), "CAP_NET_RAW CAP_NET_ADMIN CAP_SYS_NICE");
+  // SCHED_FIFO for the capture thread (--realtime) must stay possible.
+  assert.notEqual(one("RestrictRealtime"), "yes");
   assert.equal(one("NoNewPrivileges"), "yes");
   assert.equal(one("ProtectSystem"), "strict");
   assert.equal(one("ProtectHome"), "yes");
