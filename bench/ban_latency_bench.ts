@@ -5,6 +5,8 @@
  *    scanner running `nmap -sS -T4 --top-ports 1000`, counted on the
  *    scanner's side by tcpdump (immediate mode, snaplen 128, large buffer);
  *    then the same with `--scan-delay 1ms` (a steady 1,000 probes a second);
+ *    three full-speed scans (median), each from a fresh address; the same
+ *    for an in-kernel nftables rule set in place of the daemon (the limit);
  *  - detection-to-ban: capture timestamp of the threshold packet to the
  *    firewall's confirmation, from the daemon's JSON "banned" events (the
  *    value the scanblocker_detection_to_ban_seconds histogram records), over
@@ -79,6 +81,63 @@ async function portsAnswered(lab: Lab, scanner: string, nmapExtra: string[]): Pr
   return ports.size;
 }
 
+/** Full-speed scans per backend; the figure is their median. */
+const FULL_RUNS = 3;
+
+const median = (xs: number[]) => quantile(xs, 0.5);
+
+/**
+ * The physical limit, measured the same way: an in-kernel nftables rule set
+ * (no daemon) that drops a source once it sent more than 3 SYNs in a minute.
+ */
+const KERNEL_REFERENCE = `table inet sbref {
+  set banned4 { type ipv4_addr; flags dynamic,timeout; timeout 10m; }
+  set meter4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
+  chain input {
+    type filter hook input priority filter - 20; policy accept;
+    ip saddr @banned4 drop
+    tcp flags & (syn | ack) == syn update @meter4 { ip saddr limit rate over 3/minute burst 3 packets } add @banned4 { ip saddr } drop
+  }
+}
+`;
+
+/** Fresh scanner addresses on the scanner's side of the veth. */
+async function scannerAddresses(lab: Lab, n: number): Promise<string[]> {
+  const base = lab.scanner4.split(".").slice(0, 3).join(".");
+  const addrs = Array.from({ length: n }, (_, i) => `${base}.${100 + i}`);
+  for (const a of addrs) await lab.addScannerAddress(`${a}/24`);
+  return addrs;
+}
+
+/** Ports answered to full-speed scans with the in-kernel reference rule set in place. */
+async function benchKernel(): Promise<string[]> {
+  const lab = await createLab("ref");
+  try {
+    const r = await new Deno.Command("ip", {
+      args: ["netns", "exec", lab.target, "nft", "-f", "-"],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const w = r.stdin.getWriter();
+    await w.write(new TextEncoder().encode(KERNEL_REFERENCE));
+    await w.close();
+    const o = await r.output();
+    if (o.code !== 0) return [`kernel reference: FAILED: ${new TextDecoder().decode(o.stderr)}`];
+    const addrs = await scannerAddresses(lab, FULL_RUNS + 1);
+    const full: number[] = [];
+    for (const a of addrs.slice(0, FULL_RUNS)) full.push(await portsAnswered(lab, a, []));
+    const slow = await portsAnswered(lab, addrs[FULL_RUNS], ["--scan-delay", "1ms"]);
+    return [
+      `in-kernel nftables reference: ports answered to nmap -T4 --top-ports 1000: median ${
+        median(full)
+      } (${full.join(", ")}); with --scan-delay 1ms: ${slow}`,
+    ];
+  } finally {
+    await lab.destroy();
+  }
+}
+
 /** Runs the three measurements for one backend and returns printable lines. */
 async function benchBackend(backend: "nftables" | "iptables" | "none"): Promise<string[]> {
   const lab = await createLab("lat");
@@ -101,15 +160,12 @@ async function benchBackend(backend: "nftables" | "iptables" | "none"): Promise<
   ]);
   try {
     await d.waitFor(/Listening on: /, 20000);
-    // Fresh scanner addresses on the scanner's side of the veth.
-    const base = lab.scanner4.split(".").slice(0, 3).join(".");
-    const addrs = Array.from({ length: 24 }, (_, i) => `${base}.${100 + i}`);
-    for (const a of addrs) await lab.addScannerAddress(`${a}/24`);
-
-    const full = await portsAnswered(lab, addrs[0], []);
-    const slow = await portsAnswered(lab, addrs[1], ["--scan-delay", "1ms"]);
+    const addrs = await scannerAddresses(lab, FULL_RUNS + 21);
+    const full: number[] = [];
+    for (const a of addrs.slice(0, FULL_RUNS)) full.push(await portsAnswered(lab, a, []));
+    const slow = await portsAnswered(lab, addrs[FULL_RUNS], ["--scan-delay", "1ms"]);
     // 20 fresh scanners for the latency distribution.
-    for (const a of addrs.slice(2, 22)) {
+    for (const a of addrs.slice(FULL_RUNS + 1)) {
       await lab.exec(lab.scanner, [
         "timeout",
         "3",
@@ -142,7 +198,9 @@ async function benchBackend(backend: "nftables" | "iptables" | "none"): Promise<
       } catch { /* not JSON */ }
     }
     out.push(
-      `${backend}: ports answered to nmap -T4 --top-ports 1000: ${full}; with --scan-delay 1ms: ${slow}`,
+      `${backend}: ports answered to nmap -T4 --top-ports 1000: median ${median(full)} (${
+        full.join(", ")
+      }); with --scan-delay 1ms: ${slow}`,
       `${backend}: detection-to-ban over ${lat.length} bans: median ${
         quantile(lat, 0.5).toFixed(3)
       } ms, p99 ${quantile(lat, 0.99).toFixed(3)} ms; of which capture to detector: median ${
@@ -162,7 +220,7 @@ async function benchBackend(backend: "nftables" | "iptables" | "none"): Promise<
 export async function benchBanLatency(
   backends: readonly ("nftables" | "iptables" | "none")[] = ["nftables", "iptables", "none"],
 ): Promise<string> {
-  const lines: string[] = [];
+  const lines: string[] = await benchKernel();
   for (const b of backends) lines.push(...await benchBackend(b));
   return lines.join("\n");
 }

@@ -427,3 +427,21 @@ Deno.test({
     }
   },
 });
+
+Deno.test("compile task: every worker module is --include'd (deno compile does not follow new Worker)", async () => {
+  const root = new URL("../", import.meta.url);
+  const task: string =
+    JSON.parse(await Deno.readTextFile(new URL("deno.json", root))).tasks.compile;
+  const workers: string[] = [];
+  for (const dir of ["src", "ffi"]) {
+    for await (const e of Deno.readDir(new URL(`${dir}/`, root))) {
+      if (!e.name.endsWith(".ts")) continue;
+      const text = await Deno.readTextFile(new URL(`${dir}/${e.name}`, root));
+      for (const m of text.matchAll(/new Worker\(new URL\("\.\/([^"]+)", import\.meta\.url\)/g)) {
+        workers.push(`${dir}/${m[1]}`);
+      }
+    }
+  }
+  assert.ok(workers.includes("src/capture_worker.ts"), workers.join(" "));
+  for (const w of workers) assert.ok(task.includes(`--include ${w}`), `${w} missing in: ${task}`);
+});
