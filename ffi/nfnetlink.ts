@@ -172,12 +172,7 @@ export class NftSetSocket {
     if (t.timeoutAt >= 0) {
       t.view.setBigUint64(t.timeoutAt, BigInt(Math.floor(timeoutMs)), false);
     }
-    const base = this.#seq;
-    this.#seq = (this.#seq + 3) >>> 0;
-    t.view.setUint32(t.seqAt[0], base, true);
-    t.view.setUint32(t.seqAt[1], (base + 1) >>> 0, true);
-    t.view.setUint32(t.seqAt[2], (base + 2) >>> 0, true);
-    return this.#send(t.buf, (base + 1) >>> 0);
+    return this.#send(t);
   }
 
   /** Builds the one-element batches of both sets ahead of the first ban. */
@@ -195,37 +190,11 @@ export class NftSetSocket {
   #template(set: string, keyLen: number, timeout: boolean): Template {
     const name = `${set}/${keyLen}/${timeout}`;
     let t = this.#templates.get(name);
-    if (t) return t;
-    const w = new Writer();
-    const seqAt: number[] = [];
-    let m = w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
-    seqAt.push(m + 8);
-    w.end(m);
-    m = w.begin(
-      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM,
-      NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
-      0,
-      this.family,
-      0,
-    );
-    seqAt.push(m + 8);
-    w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
-    w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
-    const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-    const el = w.nest(NFTA_LIST_ELEM);
-    const k = w.nest(NFTA_SET_ELEM_KEY);
-    const keyAt = w.attr(NFTA_DATA_VALUE, new Uint8Array(keyLen));
-    w.end(k, 16);
-    const timeoutAt = timeout ? w.be64(NFTA_SET_ELEM_TIMEOUT, 0) : -1;
-    w.end(el, 16);
-    w.end(list, 16);
-    w.end(m);
-    m = w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
-    seqAt.push(m + 8);
-    w.end(m);
-    const buf = w.buf.slice(0, w.at);
-    t = { buf, view: new DataView(buf.buffer), keyAt, timeoutAt, seqAt };
-    this.#templates.set(name, t);
+    if (!t) {
+      const one = { key: new Uint8Array(keyLen), timeoutMs: timeout ? 1 : 0 };
+      t = this.#batch(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, [one]);
+      this.#templates.set(name, t);
+    }
     return t;
   }
 
@@ -242,41 +211,59 @@ export class NftSetSocket {
   #change(msg: number, flags: number, set: string, elements: readonly SetElement[]): string | null {
     if (this.#fd < 0) return "netlink socket closed";
     if (elements.length === 0) return null;
-    const w = new Writer();
-    const base = this.#seq;
-    this.#seq = (this.#seq + 3) >>> 0;
-    const seq = (base + 1) >>> 0;
-    w.end(w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, base, 0, NFNL_SUBSYS_NFTABLES));
-    const m = w.begin(
-      (NFNL_SUBSYS_NFTABLES << 8) | msg,
-      NLM_F_REQUEST | NLM_F_ACK | flags,
-      seq,
-      this.family,
-      0,
-    );
-    w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
-    w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
-    const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-    for (const e of elements) {
-      const el = w.nest(NFTA_LIST_ELEM);
-      const key = w.nest(NFTA_SET_ELEM_KEY);
-      w.attr(NFTA_DATA_VALUE, e.key);
-      w.end(key, 16);
-      if (e.timeoutMs > 0) w.be64(NFTA_SET_ELEM_TIMEOUT, e.timeoutMs);
-      w.end(el, 16);
-    }
-    w.end(list, 16);
-    w.end(m);
-    w.end(w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, (base + 2) >>> 0, 0, NFNL_SUBSYS_NFTABLES));
-    return this.#send(w.buf.subarray(0, w.at), seq);
+    return this.#send(this.#batch(msg, flags, set, elements));
   }
 
-  /** Sends one batch and reads the acknowledgement of message `seq`. */
-  #send(batch: Uint8Array, seq: number): string | null {
+  /**
+   * One batch (begin, the change, end) with sequence numbers left to #send;
+   * the offsets of the first element's key and timeout make it a template.
+   */
+  #batch(msg: number, flags: number, set: string, elements: readonly SetElement[]): Template {
+    const w = new Writer();
+    const seqAt: number[] = [];
+    const message = (type: number, fl: number, family: number, build: () => void) => {
+      // Batch begin/end name the subsystem in res_id; the change carries 0.
+      const m = w.begin(type, fl, 0, family, family === 0 ? NFNL_SUBSYS_NFTABLES : 0);
+      seqAt.push(m + 8);
+      build();
+      w.end(m);
+    };
+    let keyAt = -1, timeoutAt = -1;
+    message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, () => {});
+    message(
+      (NFNL_SUBSYS_NFTABLES << 8) | msg,
+      NLM_F_REQUEST | NLM_F_ACK | flags,
+      this.family,
+      () => {
+        w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
+        w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
+        const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for (const e of elements) {
+          const el = w.nest(NFTA_LIST_ELEM);
+          const key = w.nest(NFTA_SET_ELEM_KEY);
+          const at = w.attr(NFTA_DATA_VALUE, e.key);
+          w.end(key, 16);
+          const tat = e.timeoutMs > 0 ? w.be64(NFTA_SET_ELEM_TIMEOUT, e.timeoutMs) : -1;
+          w.end(el, 16);
+          if (keyAt < 0) [keyAt, timeoutAt] = [at, tat];
+        }
+        w.end(list, 16);
+      },
+    );
+    message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, () => {});
+    const buf = w.buf.slice(0, w.at);
+    return { buf, view: new DataView(buf.buffer), keyAt, timeoutAt, seqAt };
+  }
+
+  /** Numbers the batch's three messages, sends it and reads the acknowledgement of the change. */
+  #send(t: Template): string | null {
+    const base = this.#seq;
+    this.#seq = (base + 3) >>> 0;
+    for (let i = 0; i < 3; i++) t.view.setUint32(t.seqAt[i], (base + i) >>> 0, true);
     const c = loadLibc().symbols;
-    const sent = Number(c.send!(this.#fd, batch, BigInt(batch.length), 0));
-    if (sent !== batch.length) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
-    return this.#ack(seq);
+    const sent = Number(c.send!(this.#fd, t.buf, BigInt(t.buf.length), 0));
+    if (sent !== t.buf.length) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
+    return this.#ack((base + 1) >>> 0);
   }
 
   /** Reads replies until the one for `seq`: null for an acknowledgement, else the error. */
