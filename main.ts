@@ -19,6 +19,7 @@ import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture.ts";
 import { type ScanNotice, Slot } from "./src/capture_protocol.ts";
 import { createEngine, type Engine, engineSettings, publishCounters } from "./src/engine.ts";
 import { LiveCapture } from "./src/live.ts";
+import { IptablesFirewall } from "./src/firewall/iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
@@ -280,14 +281,14 @@ async function daemon(cfg: Config): Promise<number> {
     const pre = notice?.ban ?? null;
     if (pre?.ok) {
       // The worker put it into the kernel already.
-      fw.adopt(scan.src, cfg.banTime);
+      fw.adopt(scan.src, cfg.banTime, pre.expiresAt);
       settle("banned", pre.at);
       return;
     }
     if (pre) {
       firewallState = "error";
       metrics.firewallErrors.inc();
-      warn(`nft add element ${scan.src}: ${pre.error}; trying again from the main thread`);
+      warn(`${cfg.firewall}: ban ${scan.src}: ${pre.error}; trying again from the main thread`);
     }
     // The synchronous path (nftables over netlink) bans before the rest of
     // the batch is even looked at; the others confirm later.
@@ -319,6 +320,7 @@ async function daemon(cfg: Config): Promise<number> {
       openPorts,
       server: server ? metricsText : null,
       existing: existing.length,
+      firewallPath: firewallPath(fw),
       tick: (n) => {
         log.flush(Date.now());
         banned.prune(Date.now());
@@ -334,8 +336,12 @@ async function daemon(cfg: Config): Promise<number> {
         }
       },
       start: () => {
+        const banTimeMs = cfg.banTime * 1000;
+        const rules = fw instanceof IptablesFirewall ? fw.fastRules(cfg.banTime > 0) : null;
         const fast = fw instanceof NftablesFirewall && fw.path === "netlink"
-          ? { table: NFT_TABLE.split(" ")[1], banTimeMs: cfg.banTime * 1000, room: room() }
+          ? { table: NFT_TABLE.split(" ")[1], banTimeMs, room: room() }
+          : rules
+          ? { rules, banTimeMs, room: room() }
           : null;
         c.start(existing.map((b) => b.address), fast);
       },
@@ -392,6 +398,8 @@ async function runLive(
     openPorts: OpenPorts | null;
     server: string | null;
     existing: number;
+    /** How bans reach the kernel, e.g. "netlink"; empty for no firewall. */
+    firewallPath: string;
     tick: (n: number) => void;
     start: () => void;
   },
@@ -406,7 +414,9 @@ async function runLive(
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   warn(
-    `Listening on: ${o.device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}, ${o.existing} bans restored)`,
+    `Listening on: ${o.device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}${
+      o.firewallPath ? ` via ${o.firewallPath}` : ""
+    }, ${o.existing} bans restored)`,
   );
   warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
   if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
@@ -473,6 +483,23 @@ async function runLive(
 }
 
 /** Copies the pipeline's counters into the metrics (call before a scrape and once a second). */
+/**
+ * How bans reach the kernel, for the start-up line: netlink (the fast
+ * path), or the runner with the reason the fast path is not in use.
+ */
+function firewallPath(fw: Firewall): string {
+  if (fw instanceof NftablesFirewall) {
+    return fw.path === "netlink" ? "netlink" : `${fw.path} (${fw.libError || "no libnftables"})`;
+  }
+  if (fw instanceof IptablesFirewall) {
+    if (fw.path(4) === "netlink") {
+      return fw.path(6) === "netlink" ? "netlink" : "netlink (IPv4 only)";
+    }
+    return `iptables-restore (${fw.fastError[4] || "not set up"})`;
+  }
+  return "";
+}
+
 function metricsSync(metrics: Metrics, read: () => Float64Array): () => void {
   const seen = new Float64Array(Slot.Count);
   const add = (slot: number, inc: (by: number) => void) => {

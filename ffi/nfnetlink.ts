@@ -1,8 +1,10 @@
 /**
- * The one nftables change on the ban path, adding or deleting elements of a
- * set, spoken directly over netlink (NETLINK_NETFILTER) through libc: one
- * send(2) carrying a batch (begin, NEWSETELEM or DELSETELEM, end) and one
- * recv(2) of the kernel's acknowledgement. The kernel applies and commits the
+ * The one nf_tables change on the ban path, spoken directly over netlink
+ * (NETLINK_NETFILTER) through libc: one send(2) carrying a batch (begin, the
+ * change, end) and one recv(2) of the kernel's acknowledgement. The change is
+ * adding or deleting elements of a set (nftables backend) or appending a rule
+ * cloned from one iptables-nft wrote itself (iptables backend, see
+ * ruleTemplate). The kernel applies and commits the
  * batch inside send(), so the acknowledgement is the confirmation that the
  * elements are in place. libnftables does the same work but first refreshes
  * its cache of the ruleset from the kernel: about 0.5 ms per ban after a
@@ -24,17 +26,32 @@ const MSG_DONTWAIT = 0x40;
 const EAGAIN = 11;
 
 const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 const NLM_F_REQUEST = 0x1;
+const NLM_F_MULTI = 0x2;
 const NLM_F_ACK = 0x4;
+const NLM_F_DUMP = 0x300;
 const NLM_F_CREATE = 0x400;
+const NLM_F_APPEND = 0x800;
 const NLA_F_NESTED = 0x8000;
 
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
 const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_NEWRULE = 6;
+const NFT_MSG_GETRULE = 7;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_DELSETELEM = 14;
 const NFPROTO_INET = 1;
+/** The nf_tables families of iptables-nft (table ip filter) and ip6tables-nft (ip6 filter). */
+export const NFPROTO_IPV4 = 2;
+export const NFPROTO_IPV6 = 10;
+
+const NFTA_RULE_TABLE = 1;
+const NFTA_RULE_CHAIN = 2;
+const NFTA_RULE_HANDLE = 3;
+const NFTA_RULE_EXPRESSIONS = 4;
+const NFTA_RULE_USERDATA = 7;
 
 const NFTA_SET_ELEM_LIST_TABLE = 1;
 const NFTA_SET_ELEM_LIST_SET = 2;
@@ -50,13 +67,85 @@ export interface SetElement {
   timeoutMs: number;
 }
 
-/** A prepared one-element batch and where its variable fields are. */
+/** A rule as the kernel lists it: the raw payloads of its attributes. */
+export interface KernelRule {
+  handle: bigint;
+  /** Payload of NFTA_RULE_EXPRESSIONS (the nested list of expressions). */
+  expressions: Uint8Array;
+  /** Payload of NFTA_RULE_USERDATA, when the rule has one. */
+  userdata: Uint8Array | null;
+}
+
+/**
+ * A rule to append again and again with another source address (and expiry
+ * text): the expressions of a rule iptables-nft wrote itself, with the
+ * offsets of the bytes that change. Plain data, so it can be posted to a
+ * worker.
+ */
+export interface RuleTemplate {
+  family: number;
+  table: string;
+  chain: string;
+  expressions: Uint8Array;
+  userdata: Uint8Array | null;
+  /** Offset of the source address in `expressions`. */
+  keyAt: number;
+  keyLen: number;
+  /** Offset and length of the variable text (the expiry digits) in `expressions`; -1 for none. */
+  textAt: number;
+  textLen: number;
+}
+
+/**
+ * Makes a template of `rule`: `key` (the address iptables was given) and
+ * `text` (the variable part of its comment, or null) must each occur
+ * exactly once in its expressions. Returns the reason when they do not.
+ */
+export function ruleTemplate(
+  rule: KernelRule,
+  where: { family: number; table: string; chain: string },
+  key: Uint8Array,
+  text: string | null,
+): RuleTemplate | string {
+  const find = (what: Uint8Array, name: string): number | string => {
+    const at = indexOf(rule.expressions, what, 0);
+    if (at < 0) return `${name} not found in the rule`;
+    if (indexOf(rule.expressions, what, at + 1) >= 0) return `${name} occurs twice in the rule`;
+    return at;
+  };
+  const keyAt = find(key, "address");
+  if (typeof keyAt === "string") return keyAt;
+  const textBytes = text === null ? null : enc.encode(text);
+  const textAt = textBytes ? find(textBytes, JSON.stringify(text)) : -1;
+  if (typeof textAt === "string") return textAt;
+  return {
+    ...where,
+    expressions: rule.expressions.slice(),
+    userdata: rule.userdata?.slice() ?? null,
+    keyAt,
+    keyLen: key.length,
+    textAt,
+    textLen: textBytes?.length ?? 0,
+  };
+}
+
+function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
+  outer: for (let i = from; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/** A prepared one-change batch and where its variable fields are. */
 interface Template {
   buf: Uint8Array;
   view: DataView;
   keyAt: number;
   /** -1 without a timeout attribute. */
   timeoutAt: number;
+  /** -1 without variable text. */
+  textAt: number;
   /** Offsets of the three nlmsg_seq fields (begin, change, end). */
   seqAt: number[];
 }
@@ -130,20 +219,21 @@ const enc = new TextEncoder();
 const cstr = (s: string) => enc.encode(s + "\0");
 
 /**
- * A netlink socket to nf_tables for changing the elements of one table's
- * sets. Works in the network namespace of the calling process and needs
- * CAP_NET_ADMIN, as `nft` does. Methods never throw after construction; they
- * return null on success or the kernel's error text.
+ * A netlink socket to nf_tables for the changes on the ban path: elements of
+ * one inet table's sets, and rules appended from a template. Works in the
+ * network namespace of the calling process and needs CAP_NET_ADMIN, as `nft`
+ * does. Methods never throw after construction; they return null on success
+ * or the kernel's error text.
  */
-export class NftSetSocket {
+export class NftSocket {
   #fd: number;
   #seq: number;
   readonly #reply = new Uint8Array(65536);
   readonly #replyView = new DataView(this.#reply.buffer);
   readonly #table: Uint8Array;
 
-  /** Opens the socket; throws with the system's reason when it cannot. */
-  constructor(readonly table: string, readonly family = NFPROTO_INET) {
+  /** Opens the socket; throws with the system's reason when it cannot. `table`: the inet table of the set methods. */
+  constructor(readonly table = "scanblocker", readonly family = NFPROTO_INET) {
     const c = loadLibc().symbols;
     if (!c.socket || !c.send || !c.recv) throw new Error("libc lacks socket/send/recv");
     const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
@@ -167,7 +257,7 @@ export class NftSetSocket {
    */
   addOne(set: string, key: Uint8Array, timeoutMs: number): string | null {
     if (this.#fd < 0) return "netlink socket closed";
-    const t = this.#template(set, key.length, timeoutMs > 0);
+    const t = this.#setTemplate(set, key.length, timeoutMs > 0);
     t.buf.set(key, t.keyAt);
     if (t.timeoutAt >= 0) {
       t.view.setBigUint64(t.timeoutAt, BigInt(Math.floor(timeoutMs)), false);
@@ -178,7 +268,7 @@ export class NftSetSocket {
   /** Builds the one-element batches of both sets ahead of the first ban. */
   prepare(timeoutMs: number): void {
     for (const [set, len] of [["banned4", 4], ["banned6", 16]] as const) {
-      const t = this.#template(set, len, timeoutMs > 0);
+      const t = this.#setTemplate(set, len, timeoutMs > 0);
       // Run the per-ban writes once, so the first ban does not run them cold.
       t.buf.set(new Uint8Array(len), t.keyAt);
       if (t.timeoutAt >= 0) t.view.setBigUint64(t.timeoutAt, BigInt(timeoutMs), false);
@@ -187,12 +277,12 @@ export class NftSetSocket {
 
   readonly #templates = new Map<string, Template>();
 
-  #template(set: string, keyLen: number, timeout: boolean): Template {
+  #setTemplate(set: string, keyLen: number, timeout: boolean): Template {
     const name = `${set}/${keyLen}/${timeout}`;
     let t = this.#templates.get(name);
     if (!t) {
       const one = { key: new Uint8Array(keyLen), timeoutMs: timeout ? 1 : 0 };
-      t = this.#batch(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, [one]);
+      t = this.#elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, [one]);
       this.#templates.set(name, t);
     }
     return t;
@@ -211,48 +301,161 @@ export class NftSetSocket {
   #change(msg: number, flags: number, set: string, elements: readonly SetElement[]): string | null {
     if (this.#fd < 0) return "netlink socket closed";
     if (elements.length === 0) return null;
-    return this.#send(this.#batch(msg, flags, set, elements));
+    return this.#send(this.#elements(msg, flags, set, elements));
+  }
+
+  /** A batch changing elements of `set`; the first element's key and timeout are the template's fields. */
+  #elements(msg: number, flags: number, set: string, elements: readonly SetElement[]): Template {
+    return this.#batch(msg, flags, this.family, (w) => {
+      let keyAt = -1, timeoutAt = -1;
+      w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
+      w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
+      const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+      for (const e of elements) {
+        const el = w.nest(NFTA_LIST_ELEM);
+        const key = w.nest(NFTA_SET_ELEM_KEY);
+        const at = w.attr(NFTA_DATA_VALUE, e.key);
+        w.end(key, 16);
+        const tat = e.timeoutMs > 0 ? w.be64(NFTA_SET_ELEM_TIMEOUT, e.timeoutMs) : -1;
+        w.end(el, 16);
+        if (keyAt < 0) [keyAt, timeoutAt] = [at, tat];
+      }
+      w.end(list, 16);
+      return { keyAt, timeoutAt, textAt: -1 };
+    });
+  }
+
+  readonly #rules = new WeakMap<RuleTemplate, Template>();
+
+  /**
+   * Appends the rule of `t` with source `key` and variable text `text` (of
+   * the template's length): one transaction, confirmed by the kernel. As
+   * for set elements, the batch is built once per template.
+   */
+  addRule(t: RuleTemplate, key: Uint8Array, text: string | null): string | null {
+    if (this.#fd < 0) return "netlink socket closed";
+    if (key.length !== t.keyLen) {
+      return `address of ${key.length} bytes, the rule takes ${t.keyLen}`;
+    }
+    if ((text?.length ?? 0) !== t.textLen) {
+      return `text ${JSON.stringify(text)} does not fit the rule`;
+    }
+    const b = this.#ruleBatch(t);
+    b.buf.set(key, b.keyAt);
+    if (text !== null && b.textAt >= 0) {
+      for (let i = 0; i < text.length; i++) b.buf[b.textAt + i] = text.charCodeAt(i);
+    }
+    return this.#send(b);
+  }
+
+  /** Builds the batch of `t` ahead of the first ban. */
+  prepareRule(t: RuleTemplate): void {
+    const b = this.#ruleBatch(t);
+    b.buf.set(b.buf.subarray(b.keyAt, b.keyAt + t.keyLen), b.keyAt);
+  }
+
+  #ruleBatch(t: RuleTemplate): Template {
+    let b = this.#rules.get(t);
+    if (!b) {
+      b = this.#batch(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, t.family, (w) => {
+        w.attr(NFTA_RULE_TABLE, cstr(t.table));
+        w.attr(NFTA_RULE_CHAIN, cstr(t.chain));
+        const at = w.attr(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, t.expressions);
+        if (t.userdata) w.attr(NFTA_RULE_USERDATA, t.userdata);
+        return { keyAt: at + t.keyAt, timeoutAt: -1, textAt: t.textAt < 0 ? -1 : at + t.textAt };
+      });
+      this.#rules.set(t, b);
+    }
+    return b;
+  }
+
+  /** The rules of one chain, as the kernel lists them; a string is the error. */
+  rules(family: number, table: string, chain: string): KernelRule[] | string {
+    if (this.#fd < 0) return "netlink socket closed";
+    const w = new Writer();
+    const seq = this.#seq;
+    this.#seq = (seq + 1) >>> 0;
+    const m = w.begin(
+      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+      NLM_F_REQUEST | NLM_F_DUMP,
+      seq,
+      family,
+      0,
+    );
+    w.attr(NFTA_RULE_TABLE, cstr(table));
+    w.attr(NFTA_RULE_CHAIN, cstr(chain));
+    w.end(m);
+    const c = loadLibc().symbols;
+    const sent = Number(c.send!(this.#fd, w.buf, BigInt(w.at), 0));
+    if (sent !== w.at) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
+    const out: KernelRule[] = [];
+    for (;;) {
+      const n = this.#receive();
+      if (typeof n === "string") return n;
+      const v = this.#replyView;
+      for (let at = 0; at + 16 <= n;) {
+        const len = v.getUint32(at, true);
+        if (len < 16 || at + len > n) break;
+        const type = v.getUint16(at + 4, true);
+        if (v.getUint32(at + 8, true) === seq) {
+          if (type === NLMSG_DONE) return out;
+          if (type === NLMSG_ERROR) {
+            const err = len >= 20 ? v.getInt32(at + 16, true) : 0;
+            return err === 0 ? out : errnoText(-err);
+          }
+          if (type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)) {
+            out.push(parseRule(this.#reply.subarray(at + 20, at + len)));
+          }
+          if ((v.getUint16(at + 6, true) & NLM_F_MULTI) === 0) return out;
+        }
+        at += (len + 3) & ~3;
+      }
+    }
+  }
+
+  /** Receives one datagram into the reply buffer: its length, or the error. */
+  #receive(): number | string {
+    const c = loadLibc().symbols;
+    for (let tries = 0; tries < 1000; tries++) {
+      const n = Number(c.recv!(this.#fd, this.#reply, BigInt(this.#reply.length), MSG_DONTWAIT));
+      if (n >= 0) return n;
+      if (errno() !== EAGAIN) return `netlink recv: ${errnoText()}`;
+      waitReadable(this.#fd, 10);
+    }
+    return "netlink: no answer from the kernel";
   }
 
   /**
    * One batch (begin, the change, end) with sequence numbers left to #send;
-   * the offsets of the first element's key and timeout make it a template.
+   * `build` writes the change's attributes and says where its variable fields are.
    */
-  #batch(msg: number, flags: number, set: string, elements: readonly SetElement[]): Template {
+  #batch(
+    msg: number,
+    flags: number,
+    family: number,
+    build: (w: Writer) => Pick<Template, "keyAt" | "timeoutAt" | "textAt">,
+  ): Template {
     const w = new Writer();
     const seqAt: number[] = [];
-    const message = (type: number, fl: number, family: number, build: () => void) => {
+    const message = (type: number, fl: number, fam: number, body: () => void) => {
       // Batch begin/end name the subsystem in res_id; the change carries 0.
-      const m = w.begin(type, fl, 0, family, family === 0 ? NFNL_SUBSYS_NFTABLES : 0);
+      const m = w.begin(type, fl, 0, fam, fam === 0 ? NFNL_SUBSYS_NFTABLES : 0);
       seqAt.push(m + 8);
-      build();
+      body();
       w.end(m);
     };
-    let keyAt = -1, timeoutAt = -1;
+    let fields: Pick<Template, "keyAt" | "timeoutAt" | "textAt"> = {
+      keyAt: -1,
+      timeoutAt: -1,
+      textAt: -1,
+    };
     message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, () => {});
-    message(
-      (NFNL_SUBSYS_NFTABLES << 8) | msg,
-      NLM_F_REQUEST | NLM_F_ACK | flags,
-      this.family,
-      () => {
-        w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
-        w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
-        const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-        for (const e of elements) {
-          const el = w.nest(NFTA_LIST_ELEM);
-          const key = w.nest(NFTA_SET_ELEM_KEY);
-          const at = w.attr(NFTA_DATA_VALUE, e.key);
-          w.end(key, 16);
-          const tat = e.timeoutMs > 0 ? w.be64(NFTA_SET_ELEM_TIMEOUT, e.timeoutMs) : -1;
-          w.end(el, 16);
-          if (keyAt < 0) [keyAt, timeoutAt] = [at, tat];
-        }
-        w.end(list, 16);
-      },
-    );
+    message((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_ACK | flags, family, () => {
+      fields = build(w);
+    });
     message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, () => {});
     const buf = w.buf.slice(0, w.at);
-    return { buf, view: new DataView(buf.buffer), keyAt, timeoutAt, seqAt };
+    return { buf, view: new DataView(buf.buffer), ...fields, seqAt };
   }
 
   /** Numbers the batch's three messages, sends it and reads the acknowledgement of the change. */
@@ -268,17 +471,10 @@ export class NftSetSocket {
 
   /** Reads replies until the one for `seq`: null for an acknowledgement, else the error. */
   #ack(seq: number): string | null {
-    const c = loadLibc().symbols;
     // The kernel answers inside send(); waiting is only a safety net.
-    for (let tries = 0; tries < 1000; tries++) {
-      const n = Number(c.recv!(this.#fd, this.#reply, BigInt(this.#reply.length), MSG_DONTWAIT));
-      if (n < 0) {
-        if (errno() === EAGAIN) {
-          waitReadable(this.#fd, 10);
-          continue;
-        }
-        return `netlink recv: ${errnoText()}`;
-      }
+    for (;;) {
+      const n = this.#receive();
+      if (typeof n === "string") return n;
       const v = this.#replyView;
       for (let at = 0; at + 16 <= n;) {
         const len = v.getUint32(at, true);
@@ -292,7 +488,6 @@ export class NftSetSocket {
         at += (len + 3) & ~3;
       }
     }
-    return "netlink: no acknowledgement from the kernel";
   }
 
   /** Closes the socket; safe to call twice. */
@@ -300,6 +495,23 @@ export class NftSetSocket {
     if (this.#fd >= 0) loadLibc().symbols.close(this.#fd);
     this.#fd = -1;
   }
+}
+
+/** The attributes of one NEWRULE message (after its nfgenmsg). */
+function parseRule(attrs: Uint8Array): KernelRule {
+  const v = new DataView(attrs.buffer, attrs.byteOffset, attrs.byteLength);
+  const rule: KernelRule = { handle: 0n, expressions: new Uint8Array(0), userdata: null };
+  for (let at = 0; at + 4 <= attrs.length;) {
+    const len = v.getUint16(at, true);
+    if (len < 4 || at + len > attrs.length) break;
+    const type = v.getUint16(at + 2, true) & 0x3fff;
+    const payload = attrs.slice(at + 4, at + len);
+    if (type === NFTA_RULE_HANDLE && len === 12) rule.handle = v.getBigUint64(at + 4, false);
+    else if (type === NFTA_RULE_EXPRESSIONS) rule.expressions = payload;
+    else if (type === NFTA_RULE_USERDATA) rule.userdata = payload;
+    at += (len + 3) & ~3;
+  }
+  return rule;
 }
 
 function errno(): number {

@@ -2,6 +2,7 @@
  * The messages between the main thread and the live capture worker
  * (src/capture_worker.ts), and the layout of the counters the worker shares.
  */
+import type { RuleTemplate } from "../ffi/nfnetlink.ts";
 import type { Address, Cidr } from "./address.ts";
 import type { EngineSettings } from "./engine.ts";
 import type { LogFormat } from "./log.ts";
@@ -23,10 +24,15 @@ export const Slot = {
   Count: 11,
 } as const;
 
-/** Where the worker bans by itself: the nftables table's sets over netlink. */
+/**
+ * Where the worker bans by itself over netlink: the nftables table's sets,
+ * or (iptables-nft) a copy of iptables' own rule per family.
+ */
 export interface FastBan {
-  /** Table name within the inet family, e.g. "scanblocker". */
-  table: string;
+  /** nftables: the table within the inet family, e.g. "scanblocker". */
+  table?: string;
+  /** iptables: the rule a ban appends, per family; null: that family's bans go through the main thread. */
+  rules?: Record<4 | 6, RuleTemplate | null>;
   /** Ban time in milliseconds; 0 = until removed. */
   banTimeMs: number;
   /** Bans the worker may still add before the cap (the main thread tops it up). */
@@ -66,8 +72,11 @@ export interface ScanNotice {
   scan: ScanReport;
   /** When the engine reported it (CLOCK_REALTIME, epoch ms). */
   detectedAt: number;
-  /** null: not banned here (the main thread bans); else the netlink outcome. */
-  ban: null | { ok: true; at: number } | { ok: false; error: string };
+  /**
+   * null: not banned here (the main thread bans); else the netlink outcome,
+   * with the expiry written (epoch ms, null = never) and the confirmation time.
+   */
+  ban: null | { ok: true; at: number; expiresAt: number | null } | { ok: false; error: string };
 }
 
 /** Worker → main thread. */

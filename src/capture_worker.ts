@@ -1,9 +1,10 @@
 /**
  * The live capture worker: one thread that waits for packets in poll(2),
- * decodes them, runs the detection engine and, on the nftables backend, puts
- * the ban into the kernel over netlink, all before it sleeps again. The main
- * thread keeps the metrics server, the firewall's bookkeeping, timers and the
- * iptables runners; it hears about scans after they are banned.
+ * decodes them, runs the detection engine and puts the ban into the kernel
+ * over netlink (an nftables set element, or an iptables-nft rule), all
+ * before it sleeps again. The main thread keeps the metrics server, the
+ * firewall's bookkeeping, timers and the command runners; it hears about
+ * scans after they are banned.
  *
  * Why a thread of its own: with the wait on a pool thread and the work on the
  * event loop, a packet needs two wake-ups, and on a busy machine the second
@@ -18,9 +19,10 @@
  * every 200 ms.
  */
 import { eventLoopTurn, realtimeMs, setRealtimePriority } from "../ffi/libc.ts";
-import { NftSetSocket } from "../ffi/nfnetlink.ts";
+import { NftSocket } from "../ffi/nfnetlink.ts";
 import { Pcap } from "../ffi/pcap.ts";
 import { addressKey, parseAddress } from "./address.ts";
+import { expiryDigits } from "./firewall/iptables.ts";
 import { AllowList } from "./allowlist.ts";
 import {
   type FastBan,
@@ -57,7 +59,7 @@ const openPorts = new Uint8Array(65536);
 let countOpen = false;
 const banned = new Set<string>();
 let fast: FastBan | null = null;
-let netlink: NftSetSocket | null = null;
+let netlink: NftSocket | null = null;
 const forgets: string[] = [];
 
 scope.onmessage = (e: MessageEvent<WorkerRequest>) => {
@@ -71,8 +73,9 @@ scope.onmessage = (e: MessageEvent<WorkerRequest>) => {
       fast = m.fastBan;
       if (fast) {
         try {
-          netlink = new NftSetSocket(fast.table);
-          netlink.prepare(fast.banTimeMs);
+          netlink = new NftSocket(fast.table);
+          if (fast.table) netlink.prepare(fast.banTimeMs);
+          for (const t of [fast.rules?.[4], fast.rules?.[6]]) if (t) netlink.prepareRule(t);
         } catch (err) {
           fast = null;
           post({
@@ -166,12 +169,25 @@ async function run(): Promise<string | null> {
     if (
       f && nl && f.room > 0 && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)
     ) {
-      const err = nl.addOne(scan.family === 4 ? "banned4" : "banned6", scan.key, f.banTimeMs);
+      // The expiry as BaseFirewall computes it, so the main thread's book matches the rule.
+      const expiresAt = f.banTimeMs > 0
+        ? (Math.floor(Date.now() / 1000) + Math.ceil(f.banTimeMs / 1000)) * 1000
+        : null;
+      const rule = f.rules?.[scan.family] ?? null;
+      const text = expiryDigits(expiresAt);
+      let err: string | null | undefined;
+      if (f.table) {
+        err = nl.addOne(scan.family === 4 ? "banned4" : "banned6", scan.key, f.banTimeMs);
+        if (err !== null) err += ` (netlink, table inet ${f.table})`;
+      } else if (rule && (text === null || text.length === rule.textLen)) {
+        err = nl.addRule(rule, scan.key, text);
+        if (err !== null) err += ` (netlink, chain ${rule.chain})`;
+      }
       if (err === null) {
-        ban = { ok: true, at: realtimeMs() };
+        ban = { ok: true, at: realtimeMs(), expiresAt };
         banned.add(scan.src);
         f.room--;
-      } else ban = { ok: false, error: `${err} (netlink, table inet ${f.table})` };
+      } else if (err !== undefined) ban = { ok: false, error: err };
     }
     // Without a ban here the main thread bans: tell it now, not after the batch.
     if (ban === null) post({ type: "scans", scans: [{ scan, detectedAt, ban }] });

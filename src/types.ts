@@ -96,12 +96,17 @@ export interface Firewall {
   ban(address: string, ttlSeconds: number): Promise<BanResult>;
   /**
    * The same, done before returning when the backend has a synchronous path
-   * to the kernel (nftables over netlink): the result once the kernel has the
-   * rule, or null when there is none and ban() must be used.
+   * to the kernel (nftables sets or iptables-nft rules over netlink): the
+   * result once the kernel has the rule, or null when there is none and
+   * ban() must be used.
    */
   banNow(address: string, ttlSeconds: number): BanResult | null;
-  /** Records a ban that the capture worker put into this backend's sets itself. */
-  adopt(address: string, ttlSeconds: number): void;
+  /**
+   * Records a ban that the capture worker put into the kernel itself;
+   * `expiresAt` (epoch ms, null = never) is the expiry it wrote, computed
+   * from the ttl when absent.
+   */
+  adopt(address: string, ttlSeconds: number, expiresAt?: number | null): void;
   /** Removes one ban; true when it existed and is gone. */
   unban(address: string): Promise<boolean>;
   /** Lists the bans currently in place. */

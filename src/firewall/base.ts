@@ -150,12 +150,14 @@ export abstract class BaseFirewall implements Firewall {
   }
 
   banNow(address: string, ttlSeconds: number): BanResult | null {
-    if (!this.canApplyNow() || this.#busy || this.#queue.length > 0) return null;
+    if (this.#busy || this.#queue.length > 0) return null;
     try {
       const ban = this.#prepare(address, ttlSeconds);
       if (typeof ban === "string") return ban;
-      if (ban instanceof Promise) return null;
-      if (!this.applyNow(ban)) return "failed";
+      if (ban instanceof Promise || !this.canApplyNow(ban)) return null;
+      const applied = this.applyNow(ban);
+      if (applied === null) return null;
+      if (!applied) return "failed";
       this.bans.set(ban.address, ban);
       this.added(ban);
       return "banned";
@@ -165,7 +167,7 @@ export abstract class BaseFirewall implements Firewall {
     }
   }
 
-  adopt(address: string, ttlSeconds: number): void {
+  adopt(address: string, ttlSeconds: number, expiresAt?: number | null): void {
     const parsed = parseAddress(address);
     if (!parsed) return;
     const canonical = formatAddress(parsed.family, parsed.bytes);
@@ -173,19 +175,27 @@ export abstract class BaseFirewall implements Firewall {
     const ban: Ban = {
       address: canonical,
       family: parsed.family,
-      expiresAt: ttl > 0 ? (Math.floor(Date.now() / 1000) + ttl) * 1000 : null,
+      expiresAt: expiresAt !== undefined
+        ? expiresAt
+        : ttl > 0
+        ? (Math.floor(Date.now() / 1000) + ttl) * 1000
+        : null,
     };
     this.bans.set(canonical, ban);
     this.added(ban);
   }
 
-  /** True when applyNow() can add a ban on the calling thread. */
-  protected canApplyNow(): boolean {
+  /** True when applyNow() can add this ban on the calling thread. */
+  protected canApplyNow(_ban: Ban): boolean {
     return false;
   }
 
-  /** Adds one ban synchronously (only called when canApplyNow()); false after reporting a failure. */
-  protected applyNow(_ban: Ban): boolean {
+  /**
+   * Adds one ban synchronously (only called when canApplyNow()): true when
+   * confirmed, false after reporting a failure, null to hand it to the
+   * queued path instead.
+   */
+  protected applyNow(_ban: Ban): boolean | null {
     return false;
   }
 

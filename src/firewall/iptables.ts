@@ -9,11 +9,29 @@
  * line-buffered by stdbuf) can only come once the first COMMIT went through.
  * At its first error the process exits; the runner reports it and starts a
  * new one for the next block. A timer removes expired bans.
+ *
+ * Faster path for bans (iptables-nft, the program in the firewall's own
+ * namespace): at init iptables-restore writes two template rules into
+ * SCANBLOCKER-SYNC (never jumped to, flushed right after), the kernel lists
+ * them back over netlink, and each ban then appends a copy with another
+ * source address and expiry to SCANBLOCKER in one netlink transaction
+ * (~0.06 ms, against ~0.7 ms through iptables-restore and its marker). The
+ * copy is the rule iptables itself writes, byte for byte, so `iptables -S`
+ * shows it and `iptables -D` removes it as usual; a probe copy is read back
+ * with `iptables -S` at init before the path is used. With iptables-legacy,
+ * a commandPrefix, or any mismatch, bans go through iptables-restore.
  */
 import type { Ban, Family } from "../types.ts";
-import { canonicalAddress } from "../address.ts";
+import { canonicalAddress, parseAddress } from "../address.ts";
+import {
+  NFPROTO_IPV4,
+  NFPROTO_IPV6,
+  NftSocket,
+  type RuleTemplate,
+  ruleTemplate,
+} from "../../ffi/nfnetlink.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
-import { type Deferred, deferred, firstLine, Helper, runCommand } from "./runner.ts";
+import { type Deferred, deferred, errorText, firstLine, Helper, runCommand } from "./runner.ts";
 
 /** The chain holding the DROP rules. */
 export const IPT_CHAIN = "SCANBLOCKER";
@@ -24,6 +42,26 @@ const SYNC_LINE = `Flushing chain \`${IPT_SYNC_CHAIN}'`;
 const CHUNK = 5000;
 /** Longest wait for a block's confirmation before the process is restarted. */
 const CONFIRM_MS = 30_000;
+
+/** Source addresses of the template and probe rules (documentation ranges, in SCANBLOCKER-SYNC only). */
+const TEMPLATE_ADDRESSES: Record<Family, { expiring: string; never: string; probe: string }> = {
+  4: { expiring: "192.0.2.123", never: "192.0.2.125", probe: "192.0.2.124" },
+  6: { expiring: "2001:db8::7b", never: "2001:db8::7d", probe: "2001:db8::7c" },
+};
+/** Expiries of the template and probe rules: ten digits, as every expiry until 2286. */
+const TEMPLATE_EXPIRY = 1999999999;
+const PROBE_EXPIRY = 1888888888;
+
+/** The two rules a ban appends over netlink: with an expiry, and until removed. */
+export interface IptablesRules {
+  expiring: RuleTemplate;
+  never: RuleTemplate;
+}
+
+/** The variable text of a ban's rule: its expiry's ten digits, or null for none. */
+export function expiryDigits(expiresAt: number | null): string | null {
+  return expiresAt === null ? null : String(Math.floor(expiresAt / 1000));
+}
 
 /** Comment text carrying a ban's expiry. */
 export function expiryComment(expiresAt: number | null): string {
@@ -144,6 +182,11 @@ export class IptablesFirewall extends BaseFirewall {
   readonly #ready: Record<Family, Promise<boolean> | null> = { 4: null, 6: null };
   #timer: ReturnType<typeof setTimeout> | null = null;
   #nextExpiry = Infinity;
+  /** The netlink path's rules per family; null when bans go through iptables-restore. */
+  readonly #fast: Record<Family, IptablesRules | null> = { 4: null, 6: null };
+  #netlink: NftSocket | null = null;
+  /** Why the netlink path is not in use, per family (empty when it is). */
+  readonly fastError: Record<Family, string> = { 4: "", 6: "" };
 
   constructor(opts: FirewallOptions) {
     super(opts);
@@ -205,6 +248,119 @@ export class IptablesFirewall extends BaseFirewall {
     return p;
   }
 
+  /**
+   * Sets up the netlink path of one family (see the module comment): the
+   * template rules, or null with the reason in fastError. The rules are left
+   * in SCANBLOCKER-SYNC for the runner's first marker to flush.
+   */
+  async #prepareFast(family: Family): Promise<IptablesRules | null> {
+    const no = (why: string) => {
+      this.fastError[family] = why;
+      return null;
+    };
+    if (this.prefix.length > 0) return no("commands run in another namespace");
+    const tool = this.#tool(family);
+    const addr = TEMPLATE_ADDRESSES[family];
+    const spec = (address: string, expiry: number | null) =>
+      banRuleSpec({ address, family, expiresAt: expiry === null ? null : expiry * 1000 });
+    const w = await runCommand(
+      [...this.prefix, `${tool}-restore`, "--noflush"],
+      `*filter\n-F ${IPT_SYNC_CHAIN}\n-A ${IPT_SYNC_CHAIN} ${
+        spec(addr.expiring, TEMPLATE_EXPIRY)
+      }\n` +
+        `-A ${IPT_SYNC_CHAIN} ${spec(addr.never, null)}\nCOMMIT\n`,
+    );
+    if (w.code !== 0) return no(`${tool}-restore (template rules): ${firstLine(w.stderr)}`);
+    try {
+      this.#netlink ??= new NftSocket();
+    } catch (e) {
+      return no(errorText(e));
+    }
+    const nl = this.#netlink;
+    const nfFamily = family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6;
+    const rules = nl.rules(nfFamily, "filter", IPT_SYNC_CHAIN);
+    if (typeof rules === "string") {
+      return no(`${tool} is not iptables-nft (nf_tables has no chain ${IPT_SYNC_CHAIN}: ${rules})`);
+    }
+    const where = { family: nfFamily, table: "filter", chain: IPT_CHAIN };
+    const template = (address: string, text: string | null): RuleTemplate | string => {
+      const key = parseAddress(address)!.bytes;
+      let why = `no rule for ${address}`;
+      for (const r of rules) {
+        const t = ruleTemplate(r, where, key, text);
+        if (typeof t !== "string") return t;
+        if (!why.startsWith("no rule")) why = t;
+      }
+      return why;
+    };
+    const expiring = template(addr.expiring, String(TEMPLATE_EXPIRY));
+    const never = template(addr.never, null);
+    if (typeof expiring === "string") return no(`template rule: ${expiring}`);
+    if (typeof never === "string") return no(`template rule: ${never}`);
+    // A probe copy of each, read back with iptables -S: the path is used only if iptables sees exactly its own rule.
+    const probe = parseAddress(addr.probe)!.bytes;
+    for (const [t, text] of [[expiring, String(PROBE_EXPIRY)], [never, null]] as const) {
+      const err = nl.addRule({ ...t, chain: IPT_SYNC_CHAIN }, probe, text);
+      if (err !== null) return no(`netlink probe rule: ${err}`);
+    }
+    const r = await runCommand([...this.prefix, tool, "-w", "-S", IPT_SYNC_CHAIN]);
+    const want = [
+      `-A ${IPT_SYNC_CHAIN} ${spec(addr.probe, PROBE_EXPIRY)}`,
+      `-A ${IPT_SYNC_CHAIN} ${spec(addr.probe, null)}`,
+    ];
+    const seen = r.stdout.split("\n").map((l) => l.trim());
+    const missing = want.find((l) => !seen.includes(l));
+    if (r.code !== 0 || missing) {
+      return no(
+        `${tool} -S does not show the netlink probe rule as written (${
+          missing ?? firstLine(r.stderr)
+        })`,
+      );
+    }
+    this.fastError[family] = "";
+    return { expiring, never };
+  }
+
+  /**
+   * The rules the capture worker appends itself, per family, for bans with
+   * an expiry (or until removed); null when neither family has the netlink path.
+   */
+  fastRules(expiring: boolean): Record<Family, RuleTemplate | null> | null {
+    const pick = (f: Family) => this.#fast[f]?.[expiring ? "expiring" : "never"] ?? null;
+    const rules = { 4: pick(4), 6: pick(6) };
+    return rules[4] || rules[6] ? rules : null;
+  }
+
+  /** "netlink" when bans of this family skip iptables-restore. */
+  path(family: Family): "netlink" | "iptables-restore" {
+    return this.#fast[family] ? "netlink" : "iptables-restore";
+  }
+
+  protected override canApplyNow(ban: Ban): boolean {
+    const text = expiryDigits(ban.expiresAt);
+    return this.#fast[ban.family] !== null && this.#ready[ban.family] !== null &&
+      (text === null || text.length === String(TEMPLATE_EXPIRY).length);
+  }
+
+  protected override applyNow(ban: Ban): boolean | null {
+    const rules = this.#fast[ban.family], nl = this.#netlink;
+    const parsed = parseAddress(ban.address);
+    if (!rules || !nl || !parsed) return null;
+    const text = expiryDigits(ban.expiresAt);
+    const err = nl.addRule(text === null ? rules.never : rules.expiring, parsed.bytes, text);
+    if (err === null) return true;
+    // Hand this ban and the next ones to iptables-restore, which re-creates the chains.
+    this.#fast[ban.family] = null;
+    this.#ready[ban.family] = null;
+    this.fastError[ban.family] = err;
+    this.report(
+      `${this.#tool(ban.family)} (netlink) -A ${IPT_CHAIN} ${ban.address}: ${err}; using ${
+        this.#tool(ban.family)
+      }-restore from now on`,
+    );
+    return null;
+  }
+
   async init(): Promise<Ban[]> {
     try {
       const found: Ban[] = [];
@@ -214,6 +370,7 @@ export class IptablesFirewall extends BaseFirewall {
         this.#ready[family] = bans ? Promise.resolve(true) : null;
         if (bans) {
           found.push(...bans);
+          this.#fast[family] = await this.#prepareFast(family);
           // Start the long-lived iptables-restore now: spawning it at the
           // first ban costs 5–15 ms, time in which nmap -T4 learns every port.
           const err = await this.#runners[family].apply([]);
@@ -328,6 +485,7 @@ export class IptablesFirewall extends BaseFirewall {
       this.#timer = null;
       this.#nextExpiry = Infinity;
       this.bans.clear();
+      this.#fast[4] = this.#fast[6] = null;
       for (const family of [4, 6] as const) {
         await this.#runners[family].stop();
         this.#ready[family] = null;
@@ -362,6 +520,9 @@ export class IptablesFirewall extends BaseFirewall {
       this.#timer = null;
       await this.#runners[4].stop();
       await this.#runners[6].stop();
+      this.#fast[4] = this.#fast[6] = null;
+      this.#netlink?.close();
+      this.#netlink = null;
     } catch (e) {
       this.report(`iptables close failed: ${String(e)}`);
     }

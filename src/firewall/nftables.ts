@@ -28,7 +28,7 @@ import {
   runCommand,
 } from "./runner.ts";
 import { NftContext } from "../../ffi/libnftables.ts";
-import { NftSetSocket, type SetElement } from "../../ffi/nfnetlink.ts";
+import { NftSocket, type SetElement } from "../../ffi/nfnetlink.ts";
 import { parseAddress } from "../address.ts";
 
 /** Table name, family included. */
@@ -128,7 +128,7 @@ export class NftablesFirewall extends BaseFirewall {
   #libTried = false;
   #libError = "";
   /** The netlink path for set elements (bans, unbans); null when not in use. */
-  #netlink: NftSetSocket | null = null;
+  #netlink: NftSocket | null = null;
   #netlinkTried = false;
 
   constructor(opts: FirewallOptions) {
@@ -165,11 +165,11 @@ export class NftablesFirewall extends BaseFirewall {
    * Bans and unbans go straight to the kernel over netlink when the library
    * path is in use (same process, same namespace): ~25 µs a ban.
    */
-  #useNetlink(): NftSetSocket | null {
+  #useNetlink(): NftSocket | null {
     if (this.#netlink || this.#netlinkTried || !this.#useLib()) return this.#netlink;
     this.#netlinkTried = true;
     try {
-      this.#netlink = new NftSetSocket(NFT_TABLE.split(" ")[1]);
+      this.#netlink = new NftSocket(NFT_TABLE.split(" ")[1]);
     } catch (e) {
       this.#libError = `netlink: ${errorText(e)}`;
     }
@@ -339,7 +339,7 @@ export class NftablesFirewall extends BaseFirewall {
     return result;
   }
 
-  protected override canApplyNow(): boolean {
+  protected override canApplyNow(_ban: Ban): boolean {
     return this.#ready !== null && this.#useNetlink() !== null;
   }
 
@@ -386,7 +386,7 @@ export class NftablesFirewall extends BaseFirewall {
   }
 
   /** One netlink transaction per family; null on success, else the kernel's error. */
-  #runNetlink(nl: NftSetSocket, ops: Op[], add: boolean): string | null {
+  #runNetlink(nl: NftSocket, ops: Op[], add: boolean): string | null {
     const v4: SetElement[] = [], v6: SetElement[] = [];
     const now = Date.now();
     for (const { ban } of ops) {
