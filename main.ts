@@ -19,7 +19,7 @@ import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture.ts";
 import { type ScanNotice, Slot } from "./src/capture_protocol.ts";
 import { createEngine, type Engine, engineSettings, publishCounters } from "./src/engine.ts";
 import { LiveCapture } from "./src/live.ts";
-import { IptablesFirewall } from "./src/firewall/iptables.ts";
+import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
@@ -236,7 +236,15 @@ async function daemon(cfg: Config): Promise<number> {
   // as "already in disallowed list".
   const banned = new BanBook(existing);
   metrics.activeBans.set(banned.size);
-  const room = () => Math.max(0, cfg.maxBans - banned.size);
+  // Bans the worker may still add itself: up to the cap, and with iptables
+  // only while the chain is short (each rule appended costs ~1 µs per rule
+  // already held; past that, iptables-restore batches them on this thread).
+  const room = () =>
+    Math.max(
+      0,
+      Math.min(cfg.maxBans, cfg.firewall === "iptables" ? NETLINK_MAX_RULES : Infinity) -
+        banned.size,
+    );
 
   /** A failed ban: the source's next probes count again, so the ban is tried again. */
   const forget = (src: string) => {

@@ -13,6 +13,7 @@
  */
 import { createLab, run } from "../tests/netns.ts";
 import { createFirewall } from "../src/firewall/firewall.ts";
+import { IptablesFirewall } from "../src/firewall/iptables.ts";
 import { NftablesFirewall } from "../src/firewall/nftables.ts";
 import type { Firewall, FirewallKind } from "../src/types.ts";
 
@@ -37,7 +38,9 @@ async function latency(fw: Firewall, net: number, gapMs = 5): Promise<string> {
   const ms: number[] = [];
   for (let i = 0; i < LATENCY_BANS; i++) {
     const t = performance.now();
-    const r = await fw.ban(`10.${net}.${i >> 8}.${i & 255}`, 3600);
+    const a = `10.${net}.${i >> 8}.${i & 255}`;
+    // As the daemon does: the synchronous path when the backend has one.
+    const r = fw.banNow(a, 3600) ?? await fw.ban(a, 3600);
     ms.push(performance.now() - t);
     if (r !== "banned") return `ban ${i} ${r}`;
     // One at a time, as scanners arrive (gap 0: back to back, the runners stay hot).
@@ -77,12 +80,22 @@ async function preload(kind: FirewallKind, prefix: string[], n: number): Promise
 }
 
 /** The figures for one backend, run with `prefix` in front of its commands ([] inside the namespace). */
-async function benchFigures(kind: FirewallKind, prefix: string[], name: string): Promise<string[]> {
+async function benchFigures(
+  kind: FirewallKind,
+  prefix: string[],
+  name: string,
+): Promise<string[]> {
   const out: string[] = [];
   const errors: string[] = [];
   let fw = make(kind, prefix, errors);
   try {
     await fw.init();
+    const path = fw instanceof NftablesFirewall
+      ? fw.path
+      : fw instanceof IptablesFirewall
+      ? fw.path(4)
+      : "none";
+    name = `${name} [${path}]`;
     out.push(`${name}: ban() to confirmation, empty firewall: ${await latency(fw, 11)}`);
     out.push(`${name}: same, back to back: ${await latency(fw, 13, 0)}`);
 
@@ -144,8 +157,8 @@ async function benchKind(kind: FirewallKind): Promise<string[]> {
   }
 }
 
-/** The nftables backend run by a program inside the namespace: the libnftables path. */
-async function benchInside(): Promise<string[]> {
+/** A backend run by a program inside the namespace: the netlink paths. */
+async function benchInside(kind: FirewallKind): Promise<string[]> {
   const lab = await createLab("fwbenchlib");
   try {
     const r = await run([
@@ -157,10 +170,10 @@ async function benchInside(): Promise<string[]> {
       "-A",
       new URL(import.meta.url).pathname,
       "--inside",
-      "nftables",
+      kind,
     ]);
     const lines = r.stdout.split("\n").filter((l) => l.trim() !== "");
-    if (r.code !== 0) lines.push(`nftables (inside): exited ${r.code}: ${r.stderr.trim()}`);
+    if (r.code !== 0) lines.push(`${kind} (inside): exited ${r.code}: ${r.stderr.trim()}`);
     return lines;
   } finally {
     await lab.destroy();
@@ -170,7 +183,8 @@ async function benchInside(): Promise<string[]> {
 /** Runs the firewall benchmark for both backends and returns the figures as text. */
 export async function benchFirewall(): Promise<string> {
   const lines: string[] = [];
-  lines.push(...(await benchInside()));
+  lines.push(...(await benchInside("nftables")));
+  lines.push(...(await benchInside("iptables")));
   for (const kind of ["nftables", "iptables"] as FirewallKind[]) {
     lines.push(...(await benchKind(kind)));
   }
@@ -179,12 +193,9 @@ export async function benchFirewall(): Promise<string> {
 
 if (import.meta.main) {
   if (Deno.args[0] === "--inside") {
-    // Already inside the lab's namespace: no prefix, so nftables takes the library path.
+    // Already inside the lab's namespace: no prefix, so the backend can use netlink.
     const kind = (Deno.args[1] ?? "nftables") as FirewallKind;
-    const probe = make(kind, [], []);
-    const path = probe instanceof NftablesFirewall ? probe.path : "commands";
-    await probe.close();
-    console.log((await benchFigures(kind, [], `${kind} (${path}, in namespace)`)).join("\n"));
+    console.log((await benchFigures(kind, [], `${kind} (in namespace)`)).join("\n"));
     // Leave nothing behind even if the outer process is interrupted before destroy().
     await make(kind, [], []).flush();
   } else console.log(await benchFirewall());

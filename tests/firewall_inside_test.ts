@@ -1,25 +1,27 @@
 /**
- * The nftables backend's libnftables path: a small Deno program runs *inside*
- * the lab's target namespace (no commandPrefix, so the backend loads
- * libnftables and acts on that namespace in process). The test drives it
- * over stdin, one command per line, and checks with `nft` in the namespace
- * that bans land, really drop the scanner, survive a batch, and that a table
+ * The backends' in-process paths: a small Deno program runs *inside* the
+ * lab's target namespace (no commandPrefix), so nftables loads libnftables
+ * and bans over netlink, and iptables appends its rules over netlink. The
+ * test drives it over stdin, one command per line, and checks with `nft` /
+ * `iptables` in the namespace that bans land exactly as the tools write
+ * them, really drop the scanner, survive a batch, and that a table or chain
  * deleted underneath is reported through onError and the next ban recovers.
  */
 import assert from "node:assert/strict";
-import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
+import { canUseNetns, createLab, type Lab, portStates, run } from "./netns.ts";
 import { createFirewall } from "../src/firewall/firewall.ts";
 import { NftablesFirewall } from "../src/firewall/nftables.ts";
+import { NETLINK_MAX_RULES } from "../src/firewall/iptables.ts";
 
 const enabled = await canUseNetns();
 
 const firewallUrl = new URL("../src/firewall/firewall.ts", import.meta.url).href;
 
-/** The program run inside the namespace: one JSON line back per command line. */
+/** The program run inside the namespace (backend in argv): one JSON line back per command line. */
 const SCRIPT = `
 import { createFirewall } from ${JSON.stringify(firewallUrl)};
 const errors = [];
-const fw = createFirewall("nftables", {
+const fw = createFirewall(Deno.args[0], {
   isProtected: () => false,
   onError: (m) => errors.push(m),
   maxBans: 10000,
@@ -33,8 +35,10 @@ for await (const chunk of Deno.stdin.readable) {
   while ((nl = buf.indexOf("\\n")) >= 0) {
     const [cmd, ...args] = buf.slice(0, nl).split(" ");
     buf = buf.slice(nl + 1);
-    if (cmd === "init") out({ bans: await fw.init(), path: fw.path });
+    const path = () => typeof fw.path === "function" ? fw.path(4) + "/" + fw.path(6) : fw.path;
+    if (cmd === "init") { const bans = await fw.init(); out({ bans, path: path() }); }
     else if (cmd === "ban") out({ result: await fw.ban(args[0], Number(args[1])) });
+    else if (cmd === "now") out({ result: fw.banNow(args[0], Number(args[1])), path: path() });
     else if (cmd === "batch") {
       const addrs = Array.from({ length: Number(args[0]) }, (_, i) => "10.77." + (i >> 8) + "." + (i & 255));
       out({ result: await Promise.all(addrs.map((a) => fw.ban(a, 3600))) });
@@ -60,9 +64,9 @@ class Driver {
   #buf = "";
   stderr: Promise<string>;
 
-  constructor(ns: string, script: string) {
+  constructor(ns: string, script: string, backend: string) {
     this.#child = new Deno.Command("ip", {
-      args: ["netns", "exec", ns, Deno.execPath(), "run", "-A", "--no-prompt", script],
+      args: ["netns", "exec", ns, Deno.execPath(), "run", "-A", "--no-prompt", script, backend],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -143,7 +147,7 @@ Deno.test({
     let driver: Driver | null = null;
     try {
       await Deno.writeTextFile(script, SCRIPT);
-      driver = new Driver(lab.target, script);
+      driver = new Driver(lab.target, script, "nftables");
       const d = driver;
 
       await t.step("init loads the library and installs the table", async () => {
@@ -197,6 +201,132 @@ Deno.test({
         assert.deepEqual(r.errors, []);
         const tables = await lab.exec(lab.target, ["nft", "list", "tables"]);
         assert.doesNotMatch(tables.stdout, /scanblocker/);
+        assert.deepEqual((await d.send("quit")).errors, []);
+      });
+    } finally {
+      await driver?.stop();
+      await Deno.remove(script).catch(() => {});
+      await lab.destroy();
+    }
+  },
+});
+
+/** `iptables -S SCANBLOCKER` (or ip6tables) in the lab's target namespace. */
+async function chainText(lab: Lab, tool = "iptables"): Promise<string> {
+  const r = await lab.exec(lab.target, [tool, "-S", "SCANBLOCKER"]);
+  return r.stdout + r.stderr;
+}
+
+Deno.test({
+  name: "iptables backend over netlink inside a namespace",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const lab = await createLab("fwipt");
+    const script = await Deno.makeTempFile({ prefix: "sb-iptnl-", suffix: ".ts" });
+    let driver: Driver | null = null;
+    try {
+      await Deno.writeTextFile(script, SCRIPT);
+      driver = new Driver(lab.target, script, "iptables");
+      const d = driver;
+      const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+      await t.step("init sets up the netlink path for both families", async () => {
+        const r = await d.send("init");
+        assert.equal(r.path, "netlink/netlink");
+        assert.deepEqual(r.bans, []);
+        assert.deepEqual(r.errors, []);
+        // The template and probe rules were flushed again.
+        const sync = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-SYNC"]);
+        assert.equal(sync.stdout.trim(), "-N SCANBLOCKER-SYNC");
+      });
+
+      await t.step("a ban on the calling thread is iptables' own rule and drops", async () => {
+        assert.equal(await portState(lab, 22), "closed");
+        const before = Math.floor(Date.now() / 1000) + 3600;
+        const r = await d.send(`now ${lab.scanner4} 3600`);
+        assert.equal(r.result, "banned", r.errors.join("\n"));
+        const m = new RegExp(
+          `^-A SCANBLOCKER -s ${
+            esc(lab.scanner4)
+          }/32 -m comment --comment "scanblocker expires=(\\d+)" -j DROP$`,
+          "m",
+        ).exec(await chainText(lab));
+        assert.ok(m, await chainText(lab));
+        assert.ok(Math.abs(Number(m[1]) - before) <= 1, m[1]);
+        assert.equal(await portState(lab, 22), "filtered");
+        assert.equal((await d.send(`now ${lab.scanner6} 0`)).result, "banned");
+        assert.match(
+          await chainText(lab, "ip6tables"),
+          new RegExp(
+            `-s ${esc(lab.scanner6)}/128 -m comment --comment "scanblocker expires=never" -j DROP`,
+          ),
+        );
+        assert.equal((await d.send(`now ${lab.scanner4} 3600`)).result, "already");
+      });
+
+      await t.step("iptables-restore removes a rule added over netlink", async () => {
+        assert.equal((await d.send(`unban ${lab.scanner4}`)).result, true);
+        assert.doesNotMatch(await chainText(lab), new RegExp(esc(lab.scanner4)));
+        assert.equal(await portState(lab, 22), "closed");
+      });
+
+      await t.step("a chain deleted underneath: reported, handed to iptables-restore", async () => {
+        for (
+          const c of [["-D", "INPUT", "-j", "SCANBLOCKER"], ["-F", "SCANBLOCKER"], [
+            "-X",
+            "SCANBLOCKER",
+          ]]
+        ) {
+          await lab.exec(lab.target, ["iptables", ...c]);
+        }
+        const r = await d.send("now 10.99.0.1 60");
+        assert.equal(r.result, null);
+        assert.equal(r.path, "iptables-restore/netlink");
+        assert.ok(
+          r.errors.some((e) =>
+            /^iptables \(netlink\) -A SCANBLOCKER 10\.99\.0\.1: .*No such file/.test(e)
+          ),
+          r.errors.join("\n"),
+        );
+        const r2 = await d.send("ban 10.99.0.1 60");
+        assert.equal(r2.result, "banned", r2.errors.join("\n"));
+        assert.match(await chainText(lab), /-s 10\.99\.0\.1\/32 /);
+        // The chain is back, and so is the netlink path.
+        const r3 = await d.send("now 10.99.0.3 60");
+        assert.equal(r3.result, "banned", r3.errors.join("\n"));
+        assert.equal(r3.path, "netlink/netlink");
+        assert.match(await chainText(lab), /-s 10\.99\.0\.3\/32 /);
+      });
+
+      await t.step(`past ${NETLINK_MAX_RULES} bans, bans go through iptables-restore`, async () => {
+        const exp = Math.floor(Date.now() / 1000) + 3600;
+        const body = Array.from(
+          { length: NETLINK_MAX_RULES },
+          (_, i) =>
+            `-A SCANBLOCKER -s 10.77.${i >> 8}.${
+              i & 255
+            }/32 -m comment --comment "scanblocker expires=${exp}" -j DROP`,
+        );
+        const w = await run(["ip", "netns", "exec", lab.target, "iptables-restore", "--noflush"], {
+          stdin: `*filter\n${body.join("\n")}\nCOMMIT\n`,
+        });
+        assert.equal(w.code, 0, w.stderr);
+        const r = await d.send("init"); // a restart: reads them back, netlink path set up again
+        assert.equal(r.path, "netlink/netlink");
+        assert.ok((r.bans?.length ?? 0) > NETLINK_MAX_RULES, String(r.bans?.length));
+        assert.equal((await d.send("now 10.98.0.1 60")).result, null);
+        assert.equal((await d.send("ban 10.98.0.1 60")).result, "banned");
+        assert.match(await chainText(lab), /-s 10\.98\.0\.1\/32 /);
+      });
+
+      await t.step("flush leaves nothing installed", async () => {
+        const r = await d.send("flush");
+        assert.deepEqual(r.errors, []);
+        const left = (await lab.exec(lab.target, ["iptables", "-S"])).stdout +
+          (await lab.exec(lab.target, ["ip6tables", "-S"])).stdout;
+        assert.doesNotMatch(left, /SCANBLOCKER/);
         assert.deepEqual((await d.send("quit")).errors, []);
       });
     } finally {
