@@ -5,7 +5,7 @@
  *    scanner running `nmap -sS -T4 --top-ports 1000`, counted on the
  *    scanner's side by tcpdump (immediate mode, snaplen 128, large buffer);
  *    then the same with `--scan-delay 1ms` (a steady 1,000 probes a second);
- *    three full-speed scans (median), each from a fresh address; the same
+ *    five full-speed scans (median), each from a fresh address; the same
  *    for an in-kernel nftables rule set in place of the daemon (the limit);
  *  - detection-to-ban: capture timestamp of the threshold packet to the
  *    firewall's confirmation, from the daemon's JSON "banned" events (the
@@ -82,7 +82,7 @@ async function portsAnswered(lab: Lab, scanner: string, nmapExtra: string[]): Pr
 }
 
 /** Full-speed scans per backend; the figure is their median. */
-const FULL_RUNS = 3;
+const FULL_RUNS = 5;
 
 const median = (xs: number[]) => quantile(xs, 0.5);
 
