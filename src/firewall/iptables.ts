@@ -303,7 +303,7 @@ export class IptablesFirewall extends BaseFirewall {
       for (const r of rules) {
         const t = ruleTemplate(r, where, key, text);
         if (typeof t !== "string") return t;
-        if (!why.startsWith("no rule")) why = t;
+        if (!t.startsWith("address not found")) why = t; // this rule, but not as expected
       }
       return why;
     };
