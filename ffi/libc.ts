@@ -43,8 +43,6 @@ export const libcSymbols = {
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
   /** char *strerror(int errnum); */
   strerror: { parameters: ["i32"], result: "pointer", optional: true },
-  /** pid_t getpid(void); as a nonblocking call: see eventLoopTurn. */
-  getpidAsync: { name: "getpid", parameters: [], result: "i32", nonblocking: true },
   /** int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param); */
   sched_setscheduler: { parameters: ["i32", "i32", "buffer"], result: "i32", optional: true },
   /** FILE *fmemopen(void *buf, size_t size, const char *mode); */
@@ -211,13 +209,4 @@ export function setRealtimePriority(priority: number): string | null {
   const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
   const text = c.strerror?.(code);
   return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
-}
-
-/**
- * One turn of this thread's event loop that also lets in messages posted to a
- * worker: a trivial nonblocking FFI call (about 50 µs). A MessageChannel turn
- * does not deliver them, and a setTimeout(0) turn takes 2 ms here.
- */
-export async function eventLoopTurn(): Promise<void> {
-  await loadLibc().symbols.getpidAsync();
 }

@@ -39,7 +39,7 @@ export interface FastBan {
   room: number;
 }
 
-/** Main thread → worker. */
+/** Main thread → worker: "open" as the worker's message, the rest on its `requests` port. */
 export type WorkerRequest =
   | {
     type: "open";
@@ -57,8 +57,13 @@ export type WorkerRequest =
     /** SCHED_FIFO priority of this thread; 0 = normal scheduling. */
     realtime: number;
     counters: SharedArrayBuffer;
-    /** Int32Array[1]: the main thread adds 1 for every message it posts. */
+    /** Int32Array[1]: the main thread adds 1 for every message it posts on `requests`. */
     mailbox: SharedArrayBuffer;
+    /**
+     * Every later request comes on this port; the worker takes them with
+     * receiveMessageOnPort, synchronously, without an event-loop turn.
+     */
+    requests: MessagePort;
   }
   | { type: "start"; banned: string[]; fastBan: FastBan | null }
   | { type: "local"; local: Address[] }

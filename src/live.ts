@@ -2,9 +2,10 @@
  * The main thread's side of the live capture worker (src/capture_worker.ts):
  * starts it, forwards what the worker must know (local addresses, open
  * ports, bans), reads the counters it shares, and hands its scan notices to
- * the caller. Every message also bumps a shared mailbox counter, which the
- * worker checks after each batch, and writes a byte to the capture's wake-up
- * pipe, so a worker asleep in poll(2) reads it at once.
+ * the caller. Requests after "open" go on a MessagePort the worker reads
+ * synchronously; each also bumps a shared mailbox counter, which the worker
+ * checks after each batch, and writes a byte to the capture's wake-up pipe,
+ * so a worker asleep in poll(2) reads it at once.
  */
 import { wakeUp } from "../ffi/libc.ts";
 import type { Address } from "./address.ts";
@@ -19,12 +20,13 @@ import {
 /** What the worker needs to open the capture and build its engine. */
 export type LiveOptions = Omit<
   Extract<WorkerRequest, { type: "open" }>,
-  "type" | "counters" | "mailbox"
+  "type" | "counters" | "mailbox" | "requests"
 >;
 
 /** A live capture running on its own thread. */
 export class LiveCapture {
   readonly #worker: Worker;
+  readonly #port: MessagePort;
   readonly #wake: number;
   readonly #counters: Float64Array;
   readonly #mailbox: Int32Array;
@@ -41,6 +43,7 @@ export class LiveCapture {
 
   private constructor(
     worker: Worker,
+    port: MessagePort,
     opened: Extract<WorkerReply, { type: "opened" }>,
     counters: Float64Array,
     mailbox: Int32Array,
@@ -48,6 +51,7 @@ export class LiveCapture {
   ) {
     this.#mailbox = mailbox;
     this.#worker = worker;
+    this.#port = port;
     this.#wake = opened.wakeDescriptor;
     this.linktype = opened.linktype;
     this.realtime = opened.realtime;
@@ -59,6 +63,7 @@ export class LiveCapture {
   static open(opts: LiveOptions): Promise<LiveCapture> {
     const shared = new SharedArrayBuffer(Slot.Count * 8);
     const mailbox = new SharedArrayBuffer(4);
+    const channel = new MessageChannel();
     const worker = new Worker(new URL("./capture_worker.ts", import.meta.url).href, {
       type: "module",
     });
@@ -72,6 +77,7 @@ export class LiveCapture {
         if (self) endWith(msg);
         else {
           worker.terminate();
+          channel.port1.close();
           reject(new Error(msg));
         }
       };
@@ -81,6 +87,7 @@ export class LiveCapture {
           case "opened":
             self = new LiveCapture(
               worker,
+              channel.port1,
               m,
               new Float64Array(shared),
               new Int32Array(mailbox),
@@ -90,6 +97,7 @@ export class LiveCapture {
             break;
           case "failed":
             worker.terminate();
+            channel.port1.close();
             reject(new Error(m.message));
             break;
           case "scans":
@@ -104,14 +112,21 @@ export class LiveCapture {
         }
       };
       worker.postMessage(
-        { type: "open", ...opts, counters: shared, mailbox } satisfies WorkerRequest,
+        {
+          type: "open",
+          ...opts,
+          counters: shared,
+          mailbox,
+          requests: channel.port2,
+        } satisfies WorkerRequest,
+        [channel.port2],
       );
     });
   }
 
   #send(m: WorkerRequest): void {
     if (this.#done) return;
-    this.#worker.postMessage(m);
+    this.#port.postMessage(m);
     // Seen by the worker after its current batch; the byte ends its poll(2).
     Atomics.add(this.#mailbox, 0, 1);
     wakeUp(this.#wake);
@@ -163,6 +178,7 @@ export class LiveCapture {
     const result = await Promise.race([this.#ended, late]);
     clearTimeout(timer);
     this.#worker.terminate();
+    this.#port.close();
     return result;
   }
 }
