@@ -26,6 +26,7 @@ import { realtimeMs, setRealtimePriority } from "../ffi/libc.ts";
 import { NftSocket } from "../ffi/nfnetlink.ts";
 import { Pcap } from "../ffi/pcap.ts";
 import { addressKey, parseAddress } from "./address.ts";
+import { banExpiry } from "./firewall/base.ts";
 import { expiryDigits } from "./firewall/iptables.ts";
 import { AllowList } from "./allowlist.ts";
 import {
@@ -185,10 +186,7 @@ async function run(): Promise<string | null> {
     if (
       f && nl && f.room > 0 && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)
     ) {
-      // The expiry as BaseFirewall computes it, so the main thread's book matches the rule.
-      const expiresAt = f.banTimeMs > 0
-        ? (Math.floor(Date.now() / 1000) + Math.ceil(f.banTimeMs / 1000)) * 1000
-        : null;
+      const expiresAt = banExpiry(f.banTimeMs / 1000);
       const rule = f.rules?.[scan.family] ?? null;
       const text = expiryDigits(expiresAt);
       let err: string | null | undefined;

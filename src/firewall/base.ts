@@ -37,6 +37,16 @@ export function normalizeHooks(hooks: readonly string[] | undefined): FirewallHo
   return out.length > 0 ? out : ["input"];
 }
 
+/**
+ * When a ban of `ttlSeconds` made now ends: epoch ms on a whole second (the
+ * iptables comment holds seconds), null for 0 (until removed). The capture
+ * worker uses it too, so the main thread's book matches the rule it wrote.
+ */
+export function banExpiry(ttlSeconds: number, now = Date.now()): number | null {
+  const ttl = Math.ceil(ttlSeconds);
+  return ttl > 0 ? (Math.floor(now / 1000) + ttl) * 1000 : null;
+}
+
 /** One queued change: add or remove a ban; `done` receives whether it is applied. */
 export interface Op {
   add: boolean;
@@ -122,12 +132,7 @@ export abstract class BaseFirewall implements Firewall {
       );
       return "failed";
     }
-    const ttl = Math.ceil(ttlSeconds);
-    return {
-      address: canonical,
-      family: parsed.family,
-      expiresAt: ttl > 0 ? (Math.floor(Date.now() / 1000) + ttl) * 1000 : null,
-    };
+    return { address: canonical, family: parsed.family, expiresAt: banExpiry(ttlSeconds) };
   }
 
   async ban(address: string, ttlSeconds: number): Promise<BanResult> {
@@ -171,15 +176,10 @@ export abstract class BaseFirewall implements Firewall {
     const parsed = parseAddress(address);
     if (!parsed) return;
     const canonical = formatAddress(parsed.family, parsed.bytes);
-    const ttl = Math.ceil(ttlSeconds);
     const ban: Ban = {
       address: canonical,
       family: parsed.family,
-      expiresAt: expiresAt !== undefined
-        ? expiresAt
-        : ttl > 0
-        ? (Math.floor(Date.now() / 1000) + ttl) * 1000
-        : null,
+      expiresAt: expiresAt !== undefined ? expiresAt : banExpiry(ttlSeconds),
     };
     this.bans.set(canonical, ban);
     this.added(ban);
