@@ -385,10 +385,36 @@ export class NftSocket {
     w.attr(NFTA_RULE_TABLE, cstr(table));
     w.attr(NFTA_RULE_CHAIN, cstr(chain));
     w.end(m);
-    const c = loadLibc().symbols;
-    const sent = Number(c.send!(this.#fd, w.buf, BigInt(w.at), 0));
-    if (sent !== w.at) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
+    const sendErr = this.#sendBytes(w.buf, w.at);
+    if (sendErr !== null) return sendErr;
     const out: KernelRule[] = [];
+    return this.#replies<KernelRule[] | string>(seq, (type, flags, at, len) => {
+      if (type === NLMSG_DONE) return out;
+      if (type === NLMSG_ERROR) {
+        const err = len >= 20 ? this.#replyView.getInt32(at + 16, true) : 0;
+        return err === 0 ? out : errnoText(-err);
+      }
+      if (type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)) {
+        out.push(parseRule(this.#reply.subarray(at + 20, at + len)));
+      }
+      return (flags & NLM_F_MULTI) === 0 ? out : undefined;
+    });
+  }
+
+  /** Sends `len` bytes of `buf` as one datagram: null, or the error. */
+  #sendBytes(buf: Uint8Array, len: number): string | null {
+    const sent = Number(loadLibc().symbols.send!(this.#fd, buf, BigInt(len), 0));
+    return sent === len ? null : `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
+  }
+
+  /**
+   * Reads the replies to `seq`, message by message, until `visit` returns
+   * something (or receiving fails: the error text).
+   */
+  #replies<T>(
+    seq: number,
+    visit: (type: number, flags: number, at: number, len: number) => T | undefined,
+  ): T | string {
     for (;;) {
       const n = this.#receive();
       if (typeof n === "string") return n;
@@ -396,17 +422,9 @@ export class NftSocket {
       for (let at = 0; at + 16 <= n;) {
         const len = v.getUint32(at, true);
         if (len < 16 || at + len > n) break;
-        const type = v.getUint16(at + 4, true);
         if (v.getUint32(at + 8, true) === seq) {
-          if (type === NLMSG_DONE) return out;
-          if (type === NLMSG_ERROR) {
-            const err = len >= 20 ? v.getInt32(at + 16, true) : 0;
-            return err === 0 ? out : errnoText(-err);
-          }
-          if (type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)) {
-            out.push(parseRule(this.#reply.subarray(at + 20, at + len)));
-          }
-          if ((v.getUint16(at + 6, true) & NLM_F_MULTI) === 0) return out;
+          const r = visit(v.getUint16(at + 4, true), v.getUint16(at + 6, true), at, len);
+          if (r !== undefined) return r;
         }
         at += (len + 3) & ~3;
       }
@@ -463,32 +481,15 @@ export class NftSocket {
     const base = this.#seq;
     this.#seq = (base + 3) >>> 0;
     for (let i = 0; i < 3; i++) t.view.setUint32(t.seqAt[i], (base + i) >>> 0, true);
-    const c = loadLibc().symbols;
-    const sent = Number(c.send!(this.#fd, t.buf, BigInt(t.buf.length), 0));
-    if (sent !== t.buf.length) return `netlink send: ${sent < 0 ? errnoText() : "short write"}`;
-    return this.#ack((base + 1) >>> 0);
+    return this.#sendBytes(t.buf, t.buf.length) ?? this.#replies((base + 1) >>> 0, this.#ack);
   }
 
-  /** Reads replies until the one for `seq`: null for an acknowledgement, else the error. */
-  #ack(seq: number): string | null {
-    // The kernel answers inside send(); waiting is only a safety net.
-    for (;;) {
-      const n = this.#receive();
-      if (typeof n === "string") return n;
-      const v = this.#replyView;
-      for (let at = 0; at + 16 <= n;) {
-        const len = v.getUint32(at, true);
-        if (len < 16 || at + len > n) break;
-        const type = v.getUint16(at + 4, true);
-        const rseq = v.getUint32(at + 8, true);
-        if (type === NLMSG_ERROR && rseq === seq && len >= 20) {
-          const err = v.getInt32(at + 16, true);
-          return err === 0 ? null : errnoText(-err);
-        }
-        at += (len + 3) & ~3;
-      }
-    }
-  }
+  /** The acknowledgement of a change: null, or the kernel's error (a bound visitor: no allocation per ban). */
+  readonly #ack = (type: number, _flags: number, at: number, len: number) => {
+    if (type !== NLMSG_ERROR || len < 20) return undefined;
+    const err = this.#replyView.getInt32(at + 16, true);
+    return err === 0 ? null : errnoText(-err);
+  };
 
   /** Closes the socket; safe to call twice. */
   close(): void {
