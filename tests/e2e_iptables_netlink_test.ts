@@ -9,11 +9,10 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, nmap, portStates } from "./netns.ts";
+import { canUseNetns, createLab, esc, nmap, portStates } from "./netns.ts";
 
 const root = await canUseNetns();
 const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
-const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 Deno.test({
   name: "iptables via netlink: the worker's rules are iptables' own, drop, and expire",

@@ -8,7 +8,7 @@
  * deleted underneath is reported through onError and the next ban recovers.
  */
 import assert from "node:assert/strict";
-import { canUseNetns, createLab, type Lab, portStates, run } from "./netns.ts";
+import { canUseNetns, createLab, esc, type Lab, portStates, run } from "./netns.ts";
 import { createFirewall } from "../src/firewall/firewall.ts";
 import { NftablesFirewall } from "../src/firewall/nftables.ts";
 import { NETLINK_MAX_RULES } from "../src/firewall/iptables.ts";
@@ -118,6 +118,34 @@ class Driver {
   }
 }
 
+/** A test whose steps drive `backend` inside a fresh lab's target namespace. */
+function insideTest(
+  name: string,
+  backend: "nftables" | "iptables",
+  steps: (t: Deno.TestContext, lab: Lab, d: Driver) => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    ignore: !enabled,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn(t) {
+      const lab = await createLab(`fw${backend.slice(0, 3)}`);
+      const script = await Deno.makeTempFile({ prefix: "sb-inside-", suffix: ".ts" });
+      let driver: Driver | null = null;
+      try {
+        await Deno.writeTextFile(script, SCRIPT);
+        driver = new Driver(lab.target, script, backend);
+        await steps(t, lab, driver);
+      } finally {
+        await driver?.stop();
+        await Deno.remove(script).catch(() => {});
+        await lab.destroy();
+      }
+    },
+  });
+}
+
 async function setText(lab: Lab, set: string): Promise<string> {
   const r = await lab.exec(lab.target, ["nft", "list", "set", "inet", "scanblocker", set]);
   return r.stdout + r.stderr;
@@ -136,80 +164,65 @@ Deno.test("nftables backend: a commandPrefix keeps the nft -i path", () => {
   assert.equal(fw.path, "nft -i");
 });
 
-Deno.test({
-  name: "nftables backend through libnftables inside a namespace",
-  ignore: !enabled,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn(t) {
-    const lab = await createLab("fwlib");
-    const script = await Deno.makeTempFile({ prefix: "sb-nftlib-", suffix: ".ts" });
-    let driver: Driver | null = null;
-    try {
-      await Deno.writeTextFile(script, SCRIPT);
-      driver = new Driver(lab.target, script, "nftables");
-      const d = driver;
+insideTest(
+  "nftables backend through libnftables inside a namespace",
+  "nftables",
+  async (t, lab, d) => {
+    await t.step("init loads the library and installs the table", async () => {
+      const r = await d.send("init");
+      assert.equal(r.path, "netlink");
+      assert.deepEqual(r.bans, []);
+      assert.deepEqual(r.errors, []);
+      assert.match(await setText(lab, "banned4"), /type ipv4_addr/);
+    });
 
-      await t.step("init loads the library and installs the table", async () => {
-        const r = await d.send("init");
-        assert.equal(r.path, "netlink");
-        assert.deepEqual(r.bans, []);
-        assert.deepEqual(r.errors, []);
-        assert.match(await setText(lab, "banned4"), /type ipv4_addr/);
-      });
+    await t.step("a ban lands in banned4 and drops the scanner", async () => {
+      assert.equal(await portState(lab, 22), "closed");
+      const r = await d.send(`ban ${lab.scanner4} 3600`);
+      assert.equal(r.result, "banned", r.errors.join("\n"));
+      assert.match(
+        await setText(lab, "banned4"),
+        new RegExp(lab.scanner4.replaceAll(".", "\\.")),
+      );
+      assert.equal(await portState(lab, 22), "filtered");
+      assert.equal((await d.send(`ban ${lab.scanner6} 0`)).result, "banned");
+      assert.match(await setText(lab, "banned6"), new RegExp(lab.scanner6));
+    });
 
-      await t.step("a ban lands in banned4 and drops the scanner", async () => {
-        assert.equal(await portState(lab, 22), "closed");
-        const r = await d.send(`ban ${lab.scanner4} 3600`);
-        assert.equal(r.result, "banned", r.errors.join("\n"));
-        assert.match(
-          await setText(lab, "banned4"),
-          new RegExp(lab.scanner4.replaceAll(".", "\\.")),
-        );
-        assert.equal(await portState(lab, 22), "filtered");
-        assert.equal((await d.send(`ban ${lab.scanner6} 0`)).result, "banned");
-        assert.match(await setText(lab, "banned6"), new RegExp(lab.scanner6));
-      });
+    await t.step("bans requested together all land", async () => {
+      const r = await d.send("batch 300");
+      const res = r.result as string[];
+      assert.equal(res.length, 300);
+      assert.ok(res.every((x) => x === "banned"), r.errors.join("\n"));
+      const text = await setText(lab, "banned4");
+      for (const a of ["10.77.0.0", "10.77.0.150", "10.77.1.43"]) assert.ok(text.includes(a), a);
+    });
 
-      await t.step("bans requested together all land", async () => {
-        const r = await d.send("batch 300");
-        const res = r.result as string[];
-        assert.equal(res.length, 300);
-        assert.ok(res.every((x) => x === "banned"), r.errors.join("\n"));
-        const text = await setText(lab, "banned4");
-        for (const a of ["10.77.0.0", "10.77.0.150", "10.77.1.43"]) assert.ok(text.includes(a), a);
-      });
+    await t.step("a table deleted underneath is reported and the next ban recovers", async () => {
+      await lab.exec(lab.target, ["nft", "delete", "table", "inet", "scanblocker"]);
+      const r = await d.send("ban 10.99.0.1 60");
+      assert.equal(r.result, "failed");
+      assert.ok(
+        r.errors.some((e) => /^nft add element 10\.99\.0\.1: .*No such file/.test(e)),
+        r.errors.join("\n"),
+      );
+      const r2 = await d.send("ban 10.99.0.2 60");
+      assert.equal(r2.result, "banned", r2.errors.join("\n"));
+      assert.match(await setText(lab, "banned4"), /10\.99\.0\.2/);
+    });
 
-      await t.step("a table deleted underneath is reported and the next ban recovers", async () => {
-        await lab.exec(lab.target, ["nft", "delete", "table", "inet", "scanblocker"]);
-        const r = await d.send("ban 10.99.0.1 60");
-        assert.equal(r.result, "failed");
-        assert.ok(
-          r.errors.some((e) => /^nft add element 10\.99\.0\.1: .*No such file/.test(e)),
-          r.errors.join("\n"),
-        );
-        const r2 = await d.send("ban 10.99.0.2 60");
-        assert.equal(r2.result, "banned", r2.errors.join("\n"));
-        assert.match(await setText(lab, "banned4"), /10\.99\.0\.2/);
-      });
-
-      await t.step("unban and flush", async () => {
-        assert.equal((await d.send("unban 10.99.0.2")).result, true);
-        assert.doesNotMatch(await setText(lab, "banned4"), /10\.99\.0\.2/);
-        assert.equal((await d.send("unban 10.99.0.2")).result, false);
-        const r = await d.send("flush");
-        assert.deepEqual(r.errors, []);
-        const tables = await lab.exec(lab.target, ["nft", "list", "tables"]);
-        assert.doesNotMatch(tables.stdout, /scanblocker/);
-        assert.deepEqual((await d.send("quit")).errors, []);
-      });
-    } finally {
-      await driver?.stop();
-      await Deno.remove(script).catch(() => {});
-      await lab.destroy();
-    }
+    await t.step("unban and flush", async () => {
+      assert.equal((await d.send("unban 10.99.0.2")).result, true);
+      assert.doesNotMatch(await setText(lab, "banned4"), /10\.99\.0\.2/);
+      assert.equal((await d.send("unban 10.99.0.2")).result, false);
+      const r = await d.send("flush");
+      assert.deepEqual(r.errors, []);
+      const tables = await lab.exec(lab.target, ["nft", "list", "tables"]);
+      assert.doesNotMatch(tables.stdout, /scanblocker/);
+      assert.deepEqual((await d.send("quit")).errors, []);
+    });
   },
-});
+);
 
 /** `iptables -S SCANBLOCKER` (or ip6tables) in the lab's target namespace. */
 async function chainText(lab: Lab, tool = "iptables"): Promise<string> {
@@ -217,122 +230,102 @@ async function chainText(lab: Lab, tool = "iptables"): Promise<string> {
   return r.stdout + r.stderr;
 }
 
-Deno.test({
-  name: "iptables backend over netlink inside a namespace",
-  ignore: !enabled,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn(t) {
-    const lab = await createLab("fwipt");
-    const script = await Deno.makeTempFile({ prefix: "sb-iptnl-", suffix: ".ts" });
-    let driver: Driver | null = null;
-    try {
-      await Deno.writeTextFile(script, SCRIPT);
-      driver = new Driver(lab.target, script, "iptables");
-      const d = driver;
-      const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+insideTest("iptables backend over netlink inside a namespace", "iptables", async (t, lab, d) => {
+  await t.step("init sets up the netlink path for both families", async () => {
+    const r = await d.send("init");
+    assert.equal(r.path, "netlink/netlink");
+    assert.deepEqual(r.bans, []);
+    assert.deepEqual(r.errors, []);
+    // The template and probe rules were flushed again.
+    const sync = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-SYNC"]);
+    assert.equal(sync.stdout.trim(), "-N SCANBLOCKER-SYNC");
+  });
 
-      await t.step("init sets up the netlink path for both families", async () => {
-        const r = await d.send("init");
-        assert.equal(r.path, "netlink/netlink");
-        assert.deepEqual(r.bans, []);
-        assert.deepEqual(r.errors, []);
-        // The template and probe rules were flushed again.
-        const sync = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-SYNC"]);
-        assert.equal(sync.stdout.trim(), "-N SCANBLOCKER-SYNC");
-      });
+  await t.step("a ban on the calling thread is iptables' own rule and drops", async () => {
+    assert.equal(await portState(lab, 22), "closed");
+    const before = Math.floor(Date.now() / 1000) + 3600;
+    const r = await d.send(`now ${lab.scanner4} 3600`);
+    assert.equal(r.result, "banned", r.errors.join("\n"));
+    const m = new RegExp(
+      `^-A SCANBLOCKER -s ${
+        esc(lab.scanner4)
+      }/32 -m comment --comment "scanblocker expires=(\\d+)" -j DROP$`,
+      "m",
+    ).exec(await chainText(lab));
+    assert.ok(m, await chainText(lab));
+    assert.ok(Math.abs(Number(m[1]) - before) <= 1, m[1]);
+    assert.equal(await portState(lab, 22), "filtered");
+    assert.equal((await d.send(`now ${lab.scanner6} 0`)).result, "banned");
+    assert.match(
+      await chainText(lab, "ip6tables"),
+      new RegExp(
+        `-s ${esc(lab.scanner6)}/128 -m comment --comment "scanblocker expires=never" -j DROP`,
+      ),
+    );
+    assert.equal((await d.send(`now ${lab.scanner4} 3600`)).result, "already");
+  });
 
-      await t.step("a ban on the calling thread is iptables' own rule and drops", async () => {
-        assert.equal(await portState(lab, 22), "closed");
-        const before = Math.floor(Date.now() / 1000) + 3600;
-        const r = await d.send(`now ${lab.scanner4} 3600`);
-        assert.equal(r.result, "banned", r.errors.join("\n"));
-        const m = new RegExp(
-          `^-A SCANBLOCKER -s ${
-            esc(lab.scanner4)
-          }/32 -m comment --comment "scanblocker expires=(\\d+)" -j DROP$`,
-          "m",
-        ).exec(await chainText(lab));
-        assert.ok(m, await chainText(lab));
-        assert.ok(Math.abs(Number(m[1]) - before) <= 1, m[1]);
-        assert.equal(await portState(lab, 22), "filtered");
-        assert.equal((await d.send(`now ${lab.scanner6} 0`)).result, "banned");
-        assert.match(
-          await chainText(lab, "ip6tables"),
-          new RegExp(
-            `-s ${esc(lab.scanner6)}/128 -m comment --comment "scanblocker expires=never" -j DROP`,
-          ),
-        );
-        assert.equal((await d.send(`now ${lab.scanner4} 3600`)).result, "already");
-      });
+  await t.step("iptables-restore removes a rule added over netlink", async () => {
+    assert.equal((await d.send(`unban ${lab.scanner4}`)).result, true);
+    assert.doesNotMatch(await chainText(lab), new RegExp(esc(lab.scanner4)));
+    assert.equal(await portState(lab, 22), "closed");
+  });
 
-      await t.step("iptables-restore removes a rule added over netlink", async () => {
-        assert.equal((await d.send(`unban ${lab.scanner4}`)).result, true);
-        assert.doesNotMatch(await chainText(lab), new RegExp(esc(lab.scanner4)));
-        assert.equal(await portState(lab, 22), "closed");
-      });
-
-      await t.step("a chain deleted underneath: reported, handed to iptables-restore", async () => {
-        for (
-          const c of [["-D", "INPUT", "-j", "SCANBLOCKER"], ["-F", "SCANBLOCKER"], [
-            "-X",
-            "SCANBLOCKER",
-          ]]
-        ) {
-          await lab.exec(lab.target, ["iptables", ...c]);
-        }
-        const r = await d.send("now 10.99.0.1 60");
-        assert.equal(r.result, null);
-        assert.equal(r.path, "iptables-restore/netlink");
-        assert.ok(
-          r.errors.some((e) =>
-            /^iptables \(netlink\) -A SCANBLOCKER 10\.99\.0\.1: .*No such file/.test(e)
-          ),
-          r.errors.join("\n"),
-        );
-        const r2 = await d.send("ban 10.99.0.1 60");
-        assert.equal(r2.result, "banned", r2.errors.join("\n"));
-        assert.match(await chainText(lab), /-s 10\.99\.0\.1\/32 /);
-        // The chain is back, and so is the netlink path.
-        const r3 = await d.send("now 10.99.0.3 60");
-        assert.equal(r3.result, "banned", r3.errors.join("\n"));
-        assert.equal(r3.path, "netlink/netlink");
-        assert.match(await chainText(lab), /-s 10\.99\.0\.3\/32 /);
-      });
-
-      await t.step(`past ${NETLINK_MAX_RULES} bans, bans go through iptables-restore`, async () => {
-        const exp = Math.floor(Date.now() / 1000) + 3600;
-        const body = Array.from(
-          { length: NETLINK_MAX_RULES },
-          (_, i) =>
-            `-A SCANBLOCKER -s 10.77.${i >> 8}.${
-              i & 255
-            }/32 -m comment --comment "scanblocker expires=${exp}" -j DROP`,
-        );
-        const w = await run(["ip", "netns", "exec", lab.target, "iptables-restore", "--noflush"], {
-          stdin: `*filter\n${body.join("\n")}\nCOMMIT\n`,
-        });
-        assert.equal(w.code, 0, w.stderr);
-        const r = await d.send("init"); // a restart: reads them back, netlink path set up again
-        assert.equal(r.path, "netlink/netlink");
-        assert.ok((r.bans?.length ?? 0) > NETLINK_MAX_RULES, String(r.bans?.length));
-        assert.equal((await d.send("now 10.98.0.1 60")).result, null);
-        assert.equal((await d.send("ban 10.98.0.1 60")).result, "banned");
-        assert.match(await chainText(lab), /-s 10\.98\.0\.1\/32 /);
-      });
-
-      await t.step("flush leaves nothing installed", async () => {
-        const r = await d.send("flush");
-        assert.deepEqual(r.errors, []);
-        const left = (await lab.exec(lab.target, ["iptables", "-S"])).stdout +
-          (await lab.exec(lab.target, ["ip6tables", "-S"])).stdout;
-        assert.doesNotMatch(left, /SCANBLOCKER/);
-        assert.deepEqual((await d.send("quit")).errors, []);
-      });
-    } finally {
-      await driver?.stop();
-      await Deno.remove(script).catch(() => {});
-      await lab.destroy();
+  await t.step("a chain deleted underneath: reported, handed to iptables-restore", async () => {
+    for (
+      const c of [["-D", "INPUT", "-j", "SCANBLOCKER"], ["-F", "SCANBLOCKER"], [
+        "-X",
+        "SCANBLOCKER",
+      ]]
+    ) {
+      await lab.exec(lab.target, ["iptables", ...c]);
     }
-  },
+    const r = await d.send("now 10.99.0.1 60");
+    assert.equal(r.result, null);
+    assert.equal(r.path, "iptables-restore/netlink");
+    assert.ok(
+      r.errors.some((e) =>
+        /^iptables \(netlink\) -A SCANBLOCKER 10\.99\.0\.1: .*No such file/.test(e)
+      ),
+      r.errors.join("\n"),
+    );
+    const r2 = await d.send("ban 10.99.0.1 60");
+    assert.equal(r2.result, "banned", r2.errors.join("\n"));
+    assert.match(await chainText(lab), /-s 10\.99\.0\.1\/32 /);
+    // The chain is back, and so is the netlink path.
+    const r3 = await d.send("now 10.99.0.3 60");
+    assert.equal(r3.result, "banned", r3.errors.join("\n"));
+    assert.equal(r3.path, "netlink/netlink");
+    assert.match(await chainText(lab), /-s 10\.99\.0\.3\/32 /);
+  });
+
+  await t.step(`past ${NETLINK_MAX_RULES} bans, bans go through iptables-restore`, async () => {
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const body = Array.from(
+      { length: NETLINK_MAX_RULES },
+      (_, i) =>
+        `-A SCANBLOCKER -s 10.77.${i >> 8}.${
+          i & 255
+        }/32 -m comment --comment "scanblocker expires=${exp}" -j DROP`,
+    );
+    const w = await run(["ip", "netns", "exec", lab.target, "iptables-restore", "--noflush"], {
+      stdin: `*filter\n${body.join("\n")}\nCOMMIT\n`,
+    });
+    assert.equal(w.code, 0, w.stderr);
+    const r = await d.send("init"); // a restart: reads them back, netlink path set up again
+    assert.equal(r.path, "netlink/netlink");
+    assert.ok((r.bans?.length ?? 0) > NETLINK_MAX_RULES, String(r.bans?.length));
+    assert.equal((await d.send("now 10.98.0.1 60")).result, null);
+    assert.equal((await d.send("ban 10.98.0.1 60")).result, "banned");
+    assert.match(await chainText(lab), /-s 10\.98\.0\.1\/32 /);
+  });
+
+  await t.step("flush leaves nothing installed", async () => {
+    const r = await d.send("flush");
+    assert.deepEqual(r.errors, []);
+    const left = (await lab.exec(lab.target, ["iptables", "-S"])).stdout +
+      (await lab.exec(lab.target, ["ip6tables", "-S"])).stdout;
+    assert.doesNotMatch(left, /SCANBLOCKER/);
+    assert.deepEqual((await d.send("quit")).errors, []);
+  });
 });

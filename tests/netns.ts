@@ -64,6 +64,9 @@ export interface Lab {
   destroy(): Promise<void>;
 }
 
+/** `s` as a literal inside a RegExp (addresses, rule text). */
+export const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 let counter = 0;
 
 /** True when this process can create network namespaces (root or CAP_SYS_ADMIN + ip installed). */

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, spawnDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, type Lab, must, nmap, run } from "./netns.ts";
+import { canUseNetns, createLab, esc, type Lab, must, nmap, run } from "./netns.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const haveTools = await (async () => {
@@ -97,8 +97,6 @@ function sharedDenoDir(): Promise<string> {
   }
   return shared.denoDir;
 }
-
-const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /**
  * Starts the daemon as nobody with the unit's capabilities on the lab's target,
