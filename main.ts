@@ -15,22 +15,23 @@ import {
   missingCapabilities,
   raiseAmbientCapabilities,
 } from "./src/capabilities.ts";
-import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture.ts";
-import { type ScanNotice, Slot } from "./src/capture_protocol.ts";
-import { createEngine, type Engine, engineSettings, publishCounters } from "./src/engine.ts";
-import { LiveCapture } from "./src/live.ts";
+import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture/capture.ts";
+import type { ScanNotice } from "./src/capture/protocol.ts";
+import { Slot } from "./src/detect/counters.ts";
+import { createEngine, type Engine, engineSettings, publishCounters } from "./src/detect/engine.ts";
+import { LiveCapture } from "./src/capture/live.ts";
 import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
-import { EventLog, localTimestamp, writeAll } from "./src/log.ts";
-import type { Metrics } from "./src/metrics.ts";
-import type { Pipeline, ScanReport } from "./src/pipeline.ts";
-import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/server.ts";
+import { EventLog, localTimestamp, writeAll } from "./src/report/log.ts";
+import type { Metrics } from "./src/report/metrics.ts";
+import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
+import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
-import { BanBook } from "./src/banbook.ts";
+import { BanBook } from "./src/bans/book.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -184,7 +185,7 @@ async function daemon(cfg: Config): Promise<number> {
     : "off";
   const listen = parseListenAddress(metricsText);
   const metrics: Metrics = listen !== null && listen !== "off"
-    ? (await import("./src/metrics.ts")).createMetrics(VERSION)
+    ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
   const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite);
 

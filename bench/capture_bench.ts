@@ -9,8 +9,8 @@
  */
 import { realtimeMs } from "../ffi/libc.ts";
 import type { Batch, Pcap } from "../ffi/pcap.ts";
-import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, runCapture } from "../src/capture.ts";
-import { decodePacket } from "../src/decode.ts";
+import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, runCapture } from "../src/capture/capture.ts";
+import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
 import { canUseNetns, createLab, nmap, run } from "../tests/netns.ts";
 import { openLiveIn, writeSynPcap } from "../tests/pcap_files.ts";

@@ -7,10 +7,10 @@
  */
 import { parseAddress } from "../src/address.ts";
 import { AllowList } from "../src/allowlist.ts";
-import { LINKTYPE } from "../src/decode.ts";
-import { Detector } from "../src/detector.ts";
-import { EventLog } from "../src/log.ts";
-import { Pipeline } from "../src/pipeline.ts";
+import { LINKTYPE } from "../src/detect/decode.ts";
+import { Detector } from "../src/detect/detector.ts";
+import { EventLog } from "../src/report/log.ts";
+import { Pipeline } from "../src/detect/pipeline.ts";
 
 /** Builds one batch of `n` raw-IPv4 SYN records from distinct sources (spoofed flood). */
 function synBatch(n: number, firstSource: number, ms0: number, portsPerSource = 1) {

@@ -4,8 +4,8 @@
  * Usage: deno run -A bench/read_file.ts FILE  → prints "packets decoded".
  */
 import { Pcap } from "../ffi/pcap.ts";
-import { DEFAULT_FILTER, runCapture } from "../src/capture.ts";
-import { decodePacket } from "../src/decode.ts";
+import { DEFAULT_FILTER, runCapture } from "../src/capture/capture.ts";
+import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
 
 /** Reads `path` to the end; returns [records, decoded TCP segments]. */

@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
-import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture.ts";
+import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
 
 /** A configuration or usage error: exit code 2, one line. */

@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import type { Batch, Pcap } from "../ffi/pcap.ts";
-import { DEFAULT_FILTER, runCapture } from "../src/capture.ts";
-import { decodePacket } from "../src/decode.ts";
+import { DEFAULT_FILTER, runCapture } from "../src/capture/capture.ts";
+import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent, TCP } from "../src/types.ts";
 import { createLab, type Lab, nmap, run } from "./netns.ts";
 import { openLiveIn } from "./pcap_files.ts";

@@ -6,7 +6,7 @@
  * tcpdump prints one line per packet, so line i is packet i.
  */
 import assert from "node:assert/strict";
-import { decodePacket, isSupportedLinktype, LINKTYPE } from "../src/decode.ts";
+import { decodePacket, isSupportedLinktype, LINKTYPE } from "../src/detect/decode.ts";
 import { parseAddress } from "../src/address.ts";
 import { DecodeStatus, newProbeEvent, TCP } from "../src/types.ts";
 import { readPcapFile } from "./pcapfile.ts";

@@ -5,7 +5,7 @@
  * bytes outside the captured range.
  */
 import assert from "node:assert/strict";
-import { decodePacket, LINKTYPE } from "../src/decode.ts";
+import { decodePacket, LINKTYPE } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent, type ProbeEvent, TCP } from "../src/types.ts";
 import {
   A4,

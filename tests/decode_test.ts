@@ -4,7 +4,7 @@
  * that nothing outside [offset, offset+caplen) is ever read.
  */
 import assert from "node:assert/strict";
-import { decodePacket, isSupportedLinktype, LINKTYPE } from "../src/decode.ts";
+import { decodePacket, isSupportedLinktype, LINKTYPE } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent, type ProbeEvent, TCP } from "../src/types.ts";
 import {
   A4,

@@ -311,11 +311,11 @@ Deno.test({
 
 Deno.test("prometheus rules: alerts use only metric names the program exports", async () => {
   const rules = await Deno.readTextFile(`${root}deploy/prometheus-rules.yml`);
-  const metrics = await Deno.readTextFile(`${root}src/metrics.ts`);
+  const metrics = await Deno.readTextFile(`${root}src/report/metrics.ts`);
   const used = new Set(rules.match(/scanblocker_[a-z_]+/g) ?? []);
   assert.ok(used.size >= 5);
   for (const name of used) {
-    assert.ok(metrics.includes(`"${name}"`), `${name} is not registered in src/metrics.ts`);
+    assert.ok(metrics.includes(`"${name}"`), `${name} is not registered in src/report/metrics.ts`);
   }
 });
 
@@ -433,15 +433,17 @@ Deno.test("compile task: every worker module is --include'd (deno compile does n
   const task: string =
     JSON.parse(await Deno.readTextFile(new URL("deno.json", root))).tasks.compile;
   const workers: string[] = [];
-  for (const dir of ["src", "ffi"]) {
+  const walk = async (dir: string): Promise<void> => {
     for await (const e of Deno.readDir(new URL(`${dir}/`, root))) {
+      if (e.isDirectory) await walk(`${dir}/${e.name}`);
       if (!e.name.endsWith(".ts")) continue;
       const text = await Deno.readTextFile(new URL(`${dir}/${e.name}`, root));
       for (const m of text.matchAll(/new Worker\(new URL\("\.\/([^"]+)", import\.meta\.url\)/g)) {
         workers.push(`${dir}/${m[1]}`);
       }
     }
-  }
-  assert.ok(workers.includes("src/capture_worker.ts"), workers.join(" "));
+  };
+  for (const dir of ["src", "ffi"]) await walk(dir);
+  assert.ok(workers.includes("src/capture/worker.ts"), workers.join(" "));
   for (const w of workers) assert.ok(task.includes(`--include ${w}`), `${w} missing in: ${task}`);
 });

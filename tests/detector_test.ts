@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { addressKey, parseAddress } from "../src/address.ts";
-import { Detector, Verdict } from "../src/detector.ts";
+import { Detector, Verdict } from "../src/detect/detector.ts";
 
 const key = (text: string) => {
   const a = parseAddress(text)!;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseAddress } from "../src/address.ts";
-import { EventLog, localTimestamp } from "../src/log.ts";
+import { EventLog, localTimestamp } from "../src/report/log.ts";
 
 const b = (t: string) => parseAddress(t)!.bytes;
 const capture = (format: "text" | "json", rate: number) => {

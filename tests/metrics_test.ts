@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createMetrics } from "../src/metrics.ts";
+import { createMetrics } from "../src/report/metrics.ts";
 import { readSystemFile } from "../ffi/libc.ts";
 import { run } from "./netns.ts";
 
@@ -189,7 +189,7 @@ Deno.test("metrics: event-loop lag shows a blocked loop", async () => {
 
 Deno.test("metrics: work under the program's permission set (deno run -P)", async () => {
   const script = `
-    import { createMetrics } from "${ROOT}src/metrics.ts";
+    import { createMetrics } from "${ROOT}src/report/metrics.ts";
     const m = createMetrics("x");
     await new Promise((r) => setTimeout(r, 250));
     console.log(await m.registry.metrics());

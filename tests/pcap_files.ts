@@ -5,7 +5,7 @@
  * live capture opened inside a lab namespace.
  */
 import { Pcap } from "../ffi/pcap.ts";
-import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, DEFAULT_SNAPLEN } from "../src/capture.ts";
+import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, DEFAULT_SNAPLEN } from "../src/capture/capture.ts";
 
 /** One frame to write: capture time and bytes. */
 export interface Frame {

@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { type Batch, listDevices, Pcap } from "../ffi/pcap.ts";
-import { DEFAULT_FILTER, DEFAULT_SNAPLEN, runCapture } from "../src/capture.ts";
-import { decodePacket } from "../src/decode.ts";
+import { DEFAULT_FILTER, DEFAULT_SNAPLEN, runCapture } from "../src/capture/capture.ts";
+import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
 import { run } from "./netns.ts";
 import {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { parseAddress, parseCidr } from "../src/address.ts";
 import { AllowList } from "../src/allowlist.ts";
-import { LINKTYPE } from "../src/decode.ts";
-import { Detector } from "../src/detector.ts";
-import { EventLog } from "../src/log.ts";
-import { Pipeline, type ScanReport } from "../src/pipeline.ts";
+import { LINKTYPE } from "../src/detect/decode.ts";
+import { Detector } from "../src/detect/detector.ts";
+import { EventLog } from "../src/report/log.ts";
+import { Pipeline, type ScanReport } from "../src/detect/pipeline.ts";
 
 /** A raw-IP TCP frame (no link header). */
 function frame(src: string, dst: string, sport: number, dport: number, flags = 0x02): Uint8Array {

@@ -22,8 +22,8 @@ const PROMETHEUS = "/usr/bin/prometheus";
 
 /** Helper mode "serve": count N connection attempts, serve them until killed. */
 async function serveMode(n: number, port: number): Promise<void> {
-  const { createMetrics } = await import("../src/metrics.ts");
-  const { startMetricsServer } = await import("../src/server.ts");
+  const { createMetrics } = await import("../src/report/metrics.ts");
+  const { startMetricsServer } = await import("../src/report/server.ts");
   const metrics = createMetrics("prometheus-test");
   for (let i = 0; i < n; i++) metrics.connectionAttempts.labels("ipv4").inc();
   startMetricsServer({ hostname: "127.0.0.1", port }, metrics, () => ({

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { addressKey, parseAddress } from "../src/address.ts";
-import { Verdict } from "../src/detector.ts";
-import { PSD_DEFAULTS, PsdDetector } from "../src/psd.ts";
+import { Verdict } from "../src/detect/detector.ts";
+import { PSD_DEFAULTS, PsdDetector } from "../src/detect/psd.ts";
 
 const key = (text: string) => {
   const a = parseAddress(text)!;

@@ -134,7 +134,7 @@ Deno.test("README: subcommands, the two commands, metrics and the Performance se
   ) {
     assert.ok(readme.includes(text), `README lacks ${text}`);
   }
-  const metrics = await Deno.readTextFile(`${root}src/metrics.ts`);
+  const metrics = await Deno.readTextFile(`${root}src/report/metrics.ts`);
   const names = [...metrics.matchAll(/name: "(scanblocker_[a-z_]+)"/g)].map((m) => m[1]);
   assert.ok(names.length >= 10);
   for (const n of names) assert.ok(readme.includes(`\`${n}`), `README does not list ${n}`);

@@ -4,8 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import { type Health, parseListenAddress, startMetricsServer } from "../src/server.ts";
-import { createMetrics } from "../src/metrics.ts";
+import { type Health, parseListenAddress, startMetricsServer } from "../src/report/server.ts";
+import { createMetrics } from "../src/report/metrics.ts";
 
 Deno.test("parseListenAddress: valid forms", () => {
   assert.deepEqual(parseListenAddress("127.0.0.1:9100"), { hostname: "127.0.0.1", port: 9100 });
@@ -213,8 +213,8 @@ Deno.test("server: nothing is logged per request", async () => {
     await Deno.writeTextFile(
       file,
       `
-      import { startMetricsServer } from "${root}src/server.ts";
-      import { createMetrics } from "${root}src/metrics.ts";
+      import { startMetricsServer } from "${root}src/report/server.ts";
+      import { createMetrics } from "${root}src/report/metrics.ts";
       const s = startMetricsServer({ hostname: "127.0.0.1", port: 0 }, createMetrics("1"), () => ({
         captureRunning: true, packetsSeen: 0, firewall: "none", lastPacketTime: null }));
       for (const p of ["/metrics", "/healthz", "/nope"]) await (await fetch("http://127.0.0.1:" + s.port + p)).text();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { NIL, SourceTable } from "../src/sources.ts";
+import { NIL, SourceTable } from "../src/detect/sources.ts";
 
 Deno.test("source table: agrees with a Map under random adds, touches and releases (IPv4 and IPv6 keys)", () => {
   let seed = 12345;

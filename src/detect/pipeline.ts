@@ -12,12 +12,12 @@
  * seen, while on a single-address host it is exactly the original's
  * "distinct ports".
  */
-import { addressKey, formatAddress } from "./address.ts";
-import type { AllowList } from "./allowlist.ts";
+import { addressKey, formatAddress } from "../address.ts";
+import type { AllowList } from "../allowlist.ts";
 import { decodePacket } from "./decode.ts";
 import { type ScanDetector, Verdict } from "./detector.ts";
-import type { EventLog } from "./log.ts";
-import { DecodeStatus, type Family, newProbeEvent, TCP } from "./types.ts";
+import type { EventLog } from "../report/log.ts";
+import { DecodeStatus, type Family, newProbeEvent, TCP } from "../types.ts";
 
 /** A batch of pcap records: u32 ts_sec, u32 ts_usec, u32 caplen, u32 len (host order), then data. */
 export interface RecordBatch {

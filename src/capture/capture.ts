@@ -3,8 +3,8 @@
  * default interface, and the capture loop that feeds batches of packets to
  * the pipeline without ever blocking the event loop.
  */
-import type { Batch, Pcap } from "../ffi/pcap.ts";
-import { listSystemDirectory, readSystemFile } from "../ffi/libc.ts";
+import type { Batch, Pcap } from "../../ffi/pcap.ts";
+import { listSystemDirectory, readSystemFile } from "../../ffi/libc.ts";
 
 /**
  * Bytes kept per packet. Ethernet 14 + two VLAN tags 8 + IPv6 40 + the usual

@@ -13,7 +13,7 @@
  * runs it as soon as a packet wakes it: each probe of the same burst was in
  * its hands 10 µs after its capture timestamp.
  *
- * Protocol: see src/capture_protocol.ts. The worker never blocks on
+ * Protocol: see src/capture/protocol.ts. The worker never blocks on
  * anything but poll(2), and never yields to its event loop while capturing:
  * requests come on a MessagePort it reads with receiveMessageOnPort (a few
  * µs) whenever the shared mailbox counter says the main thread posted some,
@@ -22,24 +22,19 @@
  * nmap's burst, measured, while the next probes waited in the ring.)
  */
 import { type MessagePort as NodePort, receiveMessageOnPort } from "node:worker_threads";
-import { realtimeMs, setRealtimePriority } from "../ffi/libc.ts";
-import { NftSocket } from "../ffi/nfnetlink.ts";
-import { Pcap } from "../ffi/pcap.ts";
-import { addressKey, parseAddress } from "./address.ts";
-import { banExpiry } from "./firewall/base.ts";
-import { expiryDigits } from "./firewall/iptables.ts";
-import { AllowList } from "./allowlist.ts";
-import {
-  type FastBan,
-  type ScanNotice,
-  Slot,
-  type WorkerReply,
-  type WorkerRequest,
-} from "./capture_protocol.ts";
-import { createEngine, publishCounters } from "./engine.ts";
-import { EventLog, writeLines } from "./log.ts";
+import { realtimeMs, setRealtimePriority } from "../../ffi/libc.ts";
+import { NftSocket } from "../../ffi/nfnetlink.ts";
+import { Pcap } from "../../ffi/pcap.ts";
+import { addressKey, parseAddress } from "../address.ts";
+import { banExpiry } from "../firewall/base.ts";
+import { expiryDigits } from "../firewall/iptables.ts";
+import { AllowList } from "../allowlist.ts";
+import { type FastBan, type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
+import { Slot } from "../detect/counters.ts";
+import { createEngine, publishCounters } from "../detect/engine.ts";
+import { EventLog, writeLines } from "../report/log.ts";
 import { warmUp } from "./warmup.ts";
-import type { ScanReport } from "./pipeline.ts";
+import type { ScanReport } from "../detect/pipeline.ts";
 
 /** This module runs as a worker: its global scope is the worker's. */
 const scope = globalThis as unknown as {

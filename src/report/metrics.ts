@@ -22,7 +22,7 @@
 
 import process from "node:process";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { listSystemDirectory, readSystemFile } from "../ffi/libc.ts";
+import { listSystemDirectory, readSystemFile } from "../../ffi/libc.ts";
 
 /** Every metric the program updates, in a registry of its own. */
 export interface Metrics {

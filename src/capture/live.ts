@@ -1,5 +1,5 @@
 /**
- * The main thread's side of the live capture worker (src/capture_worker.ts):
+ * The main thread's side of the live capture worker (src/capture/worker.ts):
  * starts it, forwards what the worker must know (local addresses, open
  * ports, bans), reads the counters it shares, and hands its scan notices to
  * the caller. Requests after "open" go on a MessagePort the worker reads
@@ -7,15 +7,10 @@
  * checks after each batch, and writes a byte to the capture's wake-up pipe,
  * so a worker asleep in poll(2) reads it at once.
  */
-import { wakeUp } from "../ffi/libc.ts";
-import type { Address } from "./address.ts";
-import {
-  type FastBan,
-  type ScanNotice,
-  Slot,
-  type WorkerReply,
-  type WorkerRequest,
-} from "./capture_protocol.ts";
+import { wakeUp } from "../../ffi/libc.ts";
+import type { Address } from "../address.ts";
+import { type FastBan, type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
+import { Slot } from "../detect/counters.ts";
 
 /** What the worker needs to open the capture and build its engine. */
 export type LiveOptions = Omit<
@@ -64,7 +59,7 @@ export class LiveCapture {
     const shared = new SharedArrayBuffer(Slot.Count * 8);
     const mailbox = new SharedArrayBuffer(4);
     const channel = new MessageChannel();
-    const worker = new Worker(new URL("./capture_worker.ts", import.meta.url).href, {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url).href, {
       type: "module",
     });
     let self: LiveCapture | null = null;

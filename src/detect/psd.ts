@@ -20,7 +20,7 @@
  * privileged ports is flagged fast, a client touching a few high ports is not.
  *
  * The clock is the packet timestamp, so replays give the live answers. Memory
- * is known in advance: like src/detector.ts, one slot per tracked source in
+ * is known in advance: like src/detect/detector.ts, one slot per tracked source in
  * flat typed arrays (at most `maxPortsPerSource` ports each) plus one Map
  * entry, and slots in a doubly linked list in least-recently-seen order, so
  * touching, evicting at the `maxSources` cap and expiring are O(1) per source.

@@ -8,9 +8,9 @@
  * settings, same classes, output discarded, nothing banned) over synthetic
  * scans from the benchmarking range 198.18.0.0/15 (RFC 2544) and fd00::/8.
  */
-import { AllowList } from "./allowlist.ts";
-import { createEngine, type EngineSettings } from "./engine.ts";
-import { EventLog, type LogFormat } from "./log.ts";
+import { AllowList } from "../allowlist.ts";
+import { createEngine, type EngineSettings } from "../detect/engine.ts";
+import { EventLog, type LogFormat } from "../report/log.ts";
 
 const ETHERTYPE_IPV4 = 0x0800;
 const ETHERTYPE_IPV6 = 0x86dd;

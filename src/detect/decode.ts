@@ -8,7 +8,7 @@
  * check against `offset + caplen`, so a truncated or hostile frame can never
  * make it read past the captured bytes (and the DataView can never throw).
  */
-import type { DecodeStatus, ProbeEvent } from "./types.ts";
+import type { DecodeStatus, ProbeEvent } from "../types.ts";
 
 /** Link-layer header types (pcap LINKTYPE_* / DLT_* values) the decoder understands. */
 export const LINKTYPE = {

@@ -5,8 +5,8 @@
  * saying how many were suppressed; detections and bans are never suppressed.
  * Lines are buffered and written once per batch, not once per packet.
  */
-import { formatAddress, formatEndpoint } from "./address.ts";
-import type { Family } from "./types.ts";
+import { formatAddress, formatEndpoint } from "../address.ts";
+import type { Family } from "../types.ts";
 
 /** Output format of the event lines. */
 export type LogFormat = "text" | "json";

@@ -4,7 +4,7 @@
  * source of truth), so a ban that expired or was removed with `scanblocker
  * unban` is not reported as "already in disallowed list".
  */
-import type { Ban } from "./types.ts";
+import type { Ban } from "../types.ts";
 
 /** Address → end of its ban (epoch ms; null = until removed). */
 export class BanBook {

@@ -1,28 +1,12 @@
 /**
  * The messages between the main thread and the live capture worker
- * (src/capture_worker.ts), and the layout of the counters the worker shares.
+ * (src/capture/worker.ts), and the layout of the counters the worker shares.
  */
-import type { RuleTemplate } from "../ffi/nfnetlink.ts";
-import type { Address, Cidr } from "./address.ts";
-import type { EngineSettings } from "./engine.ts";
-import type { LogFormat } from "./log.ts";
-import type { ScanReport } from "./pipeline.ts";
-
-/** Slots of the shared counter array (Float64Array over a SharedArrayBuffer). */
-export const Slot = {
-  Packets: 0,
-  Attempts4: 1,
-  Attempts6: 2,
-  DecodeErrors: 3,
-  StealthProbes: 4,
-  OpenPortProbes: 5,
-  OutboundScans: 6,
-  LogSuppressed: 7,
-  TrackedSources: 8,
-  LastPacketMs: 9,
-  PcapDropped: 10,
-  Count: 11,
-} as const;
+import type { RuleTemplate } from "../../ffi/nfnetlink.ts";
+import type { Address, Cidr } from "../address.ts";
+import type { EngineSettings } from "../detect/engine.ts";
+import type { LogFormat } from "../report/log.ts";
+import type { ScanReport } from "../detect/pipeline.ts";
 
 /**
  * Where the worker bans by itself over netlink: the nftables table's sets,

@@ -4,11 +4,11 @@
  * run (on the main thread) and by the live capture worker, so both apply the
  * same logic.
  */
-import type { AllowList } from "./allowlist.ts";
-import type { Config } from "./config.ts";
+import type { AllowList } from "../allowlist.ts";
+import type { Config } from "../config.ts";
 import { Detector, type ScanDetector } from "./detector.ts";
-import { Slot } from "./capture_protocol.ts";
-import type { EventLog } from "./log.ts";
+import { Slot } from "./counters.ts";
+import type { EventLog } from "../report/log.ts";
 import { Pipeline, type ScanReport } from "./pipeline.ts";
 import { PSD_DEFAULTS, PsdDetector } from "./psd.ts";
 
