@@ -23,13 +23,11 @@
  */
 import { type MessagePort as NodePort, receiveMessageOnPort } from "node:worker_threads";
 import { realtimeMs, setRealtimePriority } from "../../ffi/libc.ts";
-import { NftSocket } from "../../ffi/nfnetlink.ts";
 import { Pcap } from "../../ffi/pcap.ts";
 import { addressKey, parseAddress } from "../address.ts";
-import { banExpiry } from "../firewall/base.ts";
-import { expiryDigits } from "../firewall/iptables.ts";
+import { FastBanner } from "../firewall/fastpath.ts";
 import { AllowList } from "../allowlist.ts";
-import { type FastBan, type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
+import { type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
 import { createEngine, publishCounters } from "../detect/engine.ts";
 import { EventLog, writeLines } from "../report/log.ts";
@@ -57,8 +55,7 @@ let allow: AllowList | null = null;
 const openPorts = new Uint8Array(65536);
 let countOpen = false;
 const banned = new Set<string>();
-let fast: FastBan | null = null;
-let netlink: NftSocket | null = null;
+let fast: FastBanner | null = null;
 const forgets: string[] = [];
 let requests: MessagePort | null = null;
 
@@ -84,12 +81,9 @@ function handle(m: WorkerRequest): void {
       break; // only as the worker's first message
     case "start":
       for (const a of m.banned) banned.add(a);
-      fast = m.fastBan;
-      if (fast) {
+      if (m.fastBan) {
         try {
-          netlink = new NftSocket(fast.table);
-          if (fast.table) netlink.prepare(fast.banTimeMs);
-          for (const t of [fast.rules?.[4], fast.rules?.[6]]) if (t) netlink.prepareRule(t);
+          fast = new FastBanner(m.fastBan);
         } catch (err) {
           fast = null;
           post({
@@ -115,7 +109,7 @@ function handle(m: WorkerRequest): void {
         for (const a of m.replace) banned.add(a);
       }
       for (const a of m.add ?? []) banned.add(a);
-      if (fast && m.room !== undefined) fast.room = m.room;
+      if (fast && m.room !== undefined) fast.desc.room = m.room;
       break;
     case "forget":
       forgets.push(m.address);
@@ -175,28 +169,11 @@ async function run(): Promise<string | null> {
   const banFirst = (scan: ScanReport) => {
     const detectedAt = realtimeMs();
     let ban: ScanNotice["ban"] = null;
-    const f = fast, nl = netlink;
     // The pipeline never reports a local or allow-listed source; checked
     // again on the bytes (parsing text here cost 30-100 µs of cold code).
-    if (
-      f && nl && f.room > 0 && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)
-    ) {
-      const expiresAt = banExpiry(f.banTimeMs / 1000);
-      const rule = f.rules?.[scan.family] ?? null;
-      const text = expiryDigits(expiresAt);
-      let err: string | null | undefined;
-      if (f.table) {
-        err = nl.addOne(scan.family === 4 ? "banned4" : "banned6", scan.key, f.banTimeMs);
-        if (err !== null) err += ` (netlink, table inet ${f.table})`;
-      } else if (rule && (text === null || text.length === rule.textLen)) {
-        err = nl.addRule(rule, scan.key, text);
-        if (err !== null) err += ` (netlink, chain ${rule.chain})`;
-      }
-      if (err === null) {
-        ban = { ok: true, at: realtimeMs(), expiresAt };
-        banned.add(scan.src);
-        f.room--;
-      } else if (err !== undefined) ban = { ok: false, error: err };
+    if (fast && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)) {
+      ban = fast.ban(scan.family, scan.key, realtimeMs);
+      if (ban?.ok) banned.add(scan.src);
     }
     // Without a ban here the main thread bans: tell it now, not after the batch.
     if (ban === null) post({ type: "scans", scans: [{ scan, detectedAt, ban }] });
@@ -275,7 +252,7 @@ async function run(): Promise<string | null> {
     log.flush(realtimeMs());
     publish();
     publishStats(Date.now());
-    netlink?.close();
+    fast?.close();
     p.close();
   }
 }

@@ -21,7 +21,7 @@
  * with `iptables -S` at init before the path is used. With iptables-legacy,
  * a commandPrefix, or any mismatch, bans go through iptables-restore.
  */
-import type { Ban, Family } from "../types.ts";
+import type { Ban, Family, FastBan, KernelState } from "../types.ts";
 import { canonicalAddress, parseAddress } from "../address.ts";
 import {
   NFPROTO_IPV4,
@@ -30,6 +30,7 @@ import {
   type RuleTemplate,
   ruleTemplate,
 } from "../../ffi/nfnetlink.ts";
+import { expiryDigits } from "./fastpath.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { type Deferred, deferred, errorText, firstLine, Helper, runCommand } from "./runner.ts";
 
@@ -65,11 +66,6 @@ export const NETLINK_MAX_RULES = 1000;
 export interface IptablesRules {
   expiring: RuleTemplate;
   never: RuleTemplate;
-}
-
-/** The variable text of a ban's rule: its expiry's ten digits, or null for none. */
-export function expiryDigits(expiresAt: number | null): string | null {
-  return expiresAt === null ? null : String(Math.floor(expiresAt / 1000));
 }
 
 /** Comment text carrying a ban's expiry. */
@@ -343,6 +339,60 @@ export class IptablesFirewall extends BaseFirewall {
     const pick = (f: Family) => this.#fast[f]?.[expiring ? "expiring" : "never"] ?? null;
     const rules = { 4: pick(4), 6: pick(6) };
     return rules[4] || rules[6] ? rules : null;
+  }
+
+  /**
+   * Re-reads both families with `iptables -S` / `ip6tables -S`, puts back a
+   * chain or jump removed from outside, and takes the kernel's list of bans.
+   */
+  async reconcile(): Promise<KernelState | null> {
+    try {
+      const readAt = performance.now();
+      const found: Ban[] = [];
+      const repaired: string[] = [];
+      for (const family of [4, 6] as const) {
+        const tool = this.#tool(family);
+        const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
+        if (r.code !== 0) {
+          this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
+          return null;
+        }
+        const k = parseIptablesRules(r.stdout, family);
+        found.push(...k.bans);
+        const missing: string[] = [];
+        if (!k.hasChain) missing.push(`chain ${IPT_CHAIN}`);
+        for (const hook of this.hooks) {
+          const n = hook === "input" ? k.jumps : k.forwardJumps;
+          if (n !== 1) missing.push(`${HOOK_CHAIN[hook]} jump`);
+        }
+        if (missing.length === 0) continue;
+        this.#ready[family] = null;
+        if (!(await this.#ensure(family))) return null;
+        repaired.push(...missing.map((m) => `${tool} ${m}`));
+      }
+      const bans = this.takeKernelList(found, readAt);
+      for (const b of bans) this.added(b);
+      return { bans, repaired };
+    } catch (e) {
+      this.report(`iptables reconcile failed: ${errorText(e)}`);
+      return null;
+    }
+  }
+
+  override fastPath(banTimeSeconds: number, room: number): FastBan | null {
+    const rules = this.fastRules(banTimeSeconds > 0);
+    return rules ? { rules, banTimeMs: banTimeSeconds * 1000, room } : null;
+  }
+
+  override get fastLimit(): number {
+    return NETLINK_MAX_RULES;
+  }
+
+  override describePath(): string {
+    if (this.path(4) === "netlink") {
+      return this.path(6) === "netlink" ? "netlink" : "netlink (IPv4 only)";
+    }
+    return `iptables-restore (${this.fastError[4] || "not set up"})`;
   }
 
   /** "netlink" when bans of this family skip iptables-restore. */

@@ -46,6 +46,10 @@ export interface Metrics {
   trackedSources: Gauge;
   /** scanblocker_firewall_errors_total */
   firewallErrors: Counter;
+  /** Chains, sets or hooks removed from outside and put back. */
+  firewallRepairs: Counter;
+  /** Bans the kernel no longer held when it was re-read (removed from outside). */
+  bansLost: Counter;
   /** scanblocker_detection_to_ban_seconds: threshold packet's time to rule in place. */
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
@@ -140,6 +144,16 @@ export function createMetrics(version: string): Metrics {
     firewallErrors: new Counter({
       name: "scanblocker_firewall_errors_total",
       help: "Firewall commands that failed.",
+      registers,
+    }),
+    firewallRepairs: new Counter({
+      name: "scanblocker_firewall_repairs_total",
+      help: "Chains, sets or hook jumps found removed from outside and put back.",
+      registers,
+    }),
+    bansLost: new Counter({
+      name: "scanblocker_bans_removed_outside_total",
+      help: "Bans the kernel no longer held when re-read (removed by unban, a flush or by hand).",
       registers,
     }),
     detectionToBan: new Histogram({
