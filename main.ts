@@ -8,9 +8,9 @@
 import denoJson from "./deno.json" with { type: "json" };
 import { realtimeMs } from "./ffi/libc.ts";
 import { Pcap } from "./ffi/pcap.ts";
-import { addressKey, parseAddress, parseCidr } from "./src/address.ts";
-import { AllowList, interfaceAddresses } from "./src/allowlist.ts";
+import { addressKey, parseAddress } from "./src/address.ts";
 import { Bans } from "./src/bans/bans.ts";
+import { protectedAddresses } from "./src/bans/guard.ts";
 import { runBansCommand } from "./src/bans/commands.ts";
 import {
   capabilityAdvice,
@@ -24,7 +24,6 @@ import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/con
 import { Slot } from "./src/detect/counters.ts";
 import { createEngine, engineSettings, publishCounters } from "./src/detect/engine.ts";
 import { createFirewall } from "./src/firewall/firewall.ts";
-import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { counterSync, nullMetrics } from "./src/report/counters.ts";
 import { EventLog, writeAll } from "./src/report/log.ts";
@@ -75,34 +74,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** Who this host is and who is never banned: --allow, local addresses, the lockout guard. */
-function protectedAddresses(cfg: Config, live: boolean): { allow: AllowList; guarded: string[] } {
-  const allow = new AllowList([...cfg.allow]);
-  if (cfg.local) allow.setLocal(cfg.local);
-  else if (live) allow.setLocal(interfaceAddresses());
-  // A spoofed probe must not cut the host off from its gateways and resolvers.
-  const guarded: string[] = [];
-  if (live && cfg.lockoutGuard) {
-    try {
-      const g = lockoutGuard();
-      for (const a of [...g.gateways, ...g.resolvers]) {
-        const c = parseCidr(a);
-        if (c) {
-          allow.addAllowed([c]);
-          guarded.push(a);
-        }
-      }
-    } catch (e) {
-      warn(`cannot read gateways/resolvers: ${errorText(e)}`);
-    }
-  }
-  return { allow, guarded };
-}
-
 /** Live capture or offline analysis. */
 async function daemon(cfg: Config): Promise<number> {
   const live = cfg.read === null;
-  const { allow, guarded } = protectedAddresses(cfg, live);
+  const { allow, guarded } = protectedAddresses(cfg, live, warn);
   if (live) {
     const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
     for (const line of advice) warn(line);
