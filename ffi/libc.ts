@@ -195,16 +195,20 @@ export function wakeUp(fd: number): void {
 }
 
 const SCHED_FIFO = 1;
+const SCHED_OTHER = 0;
 
 /**
  * Puts the calling thread under SCHED_FIFO at `priority` (1–99): it runs as
- * soon as it is woken, ahead of every normally scheduled thread. Returns null
- * on success, else the reason (EPERM without CAP_SYS_NICE or RLIMIT_RTPRIO).
+ * soon as it is woken, ahead of every normally scheduled thread; 0 puts it
+ * back under normal scheduling. Returns null on success, else the reason
+ * (EPERM without CAP_SYS_NICE or RLIMIT_RTPRIO).
  */
+
 export function setRealtimePriority(priority: number): string | null {
   const c = loadLibc().symbols;
   if (!c.sched_setscheduler) return "libc has no sched_setscheduler";
-  if (c.sched_setscheduler(0, SCHED_FIFO, new Int32Array([priority])) === 0) return null;
+  const policy = priority > 0 ? SCHED_FIFO : SCHED_OTHER;
+  if (c.sched_setscheduler(0, policy, new Int32Array([priority])) === 0) return null;
   const p = c.__errno_location();
   const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
   const text = c.strerror?.(code);
