@@ -41,6 +41,18 @@ export const libcSymbols = {
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
   /** ssize_t recv(int sockfd, void *buf, size_t len, int flags); */
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
+  /** int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32", optional: true },
+  /** int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen); */
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32", optional: true },
+  /** int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen); */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32", optional: true },
+  /** int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen); */
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+    optional: true,
+  },
   /** char *strerror(int errnum); */
   strerror: { parameters: ["i32"], result: "pointer", optional: true },
   /** int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param); */

@@ -33,7 +33,7 @@ import { parseAddress } from "../address.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
-/** Elements per transaction (netlink refuses much larger batches). */
+/** Elements per transaction on the text paths (ffi/nfnetlink.ts splits its own batches). */
 const CHUNK = 4096;
 /** How long stderr must stay quiet before an error is complete. */
 const ERR_SETTLE_MS = 15;

@@ -60,6 +60,8 @@ export interface Metrics {
   openPortSyns: Counter;
   /** scanblocker_outbound_scans_total: this host scanning a remote host (never banned) */
   outboundScans: Counter;
+  /** scanblocker_metrics_server_problems_total{kind}: connections the metrics server turned away, failed accepts */
+  serverProblems: Counter<"kind">;
 }
 
 /** Buckets for detection-to-ban latency: 50 µs (a library call) up to 1 s (something is wrong). */
@@ -180,6 +182,13 @@ export function createMetrics(version: string): Metrics {
     outboundScans: new Counter({
       name: "scanblocker_outbound_scans_total",
       help: "Port scans made by this host of a remote host (a sign of compromise; never banned).",
+      registers,
+    }),
+    serverProblems: new Counter({
+      name: "scanblocker_metrics_server_problems_total",
+      help:
+        "Metrics server connections closed unserved (kind: over_capacity, timeout, bad_request) and failed accepts (accept_error).",
+      labelNames: ["kind"],
       registers,
     }),
   };
