@@ -32,6 +32,8 @@ import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
+import { resolvedHelpers } from "./src/firewall/helpers.ts";
+import { callerRefusal, ignoredPathVariables } from "./src/privilege.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -54,6 +56,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  const refusal = firewallCaller(cfg);
+  if (refusal) {
+    warn(refusal);
+    return 2;
+  }
   switch (cfg.command) {
     case "help":
       stdoutWrite(usage() + "\n");
@@ -68,6 +75,18 @@ export async function main(argv: string[]): Promise<number> {
     case "run":
       return await daemon(cfg);
   }
+}
+
+/**
+ * Why this caller may not run a command that changes the firewall (unban,
+ * flush, the daemon with a firewall), or null; see src/privilege.ts.
+ */
+function firewallCaller(cfg: Config): string | null {
+  const changes = cfg.command === "unban" || cfg.command === "flush" ||
+    (cfg.command === "run" && cfg.firewall !== "none");
+  return changes
+    ? callerRefusal(cfg.command === "run" ? "scanblocker" : `scanblocker ${cfg.command}`)
+    : null;
 }
 
 /** The firewall a command works on, guarded by the allow-list. */
@@ -137,6 +156,11 @@ async function daemon(cfg: Config): Promise<number> {
     }
   }
 
+  for (const name of ignoredPathVariables()) {
+    warn(
+      `${name} ignored: the program runs with capabilities its caller does not hold (run as root to use it)`,
+    );
+  }
   if (live) {
     const missing = missingCapabilities();
     for (const line of capabilityAdvice(missing, { firewall: cfg.firewall, live })) warn(line);
@@ -449,6 +473,8 @@ async function runLive(
       }`,
     );
   }
+  const helpers = resolvedHelpers();
+  if (helpers.length > 0) warn(`helpers: ${helpers.join(" ")}`);
   if (o.server) warn(`metrics: http://${o.server}/metrics`);
   o.start();
 
