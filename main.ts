@@ -56,6 +56,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  // Helpers inherit CAP_NET_ADMIN and nothing else, whatever the caller handed down.
+  raiseAmbientCapabilities();
   const refusal = firewallCaller(cfg);
   if (refusal) {
     warn(refusal);

@@ -172,13 +172,17 @@ const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const PR_CAP_AMBIENT = 47;
 const PR_CAP_AMBIENT_RAISE = 2;
 
+const PR_CAP_AMBIENT_CLEAR_ALL = 4;
+
 /**
- * Makes those of `bits` (capability numbers below 32) that this thread holds
- * in its permitted set inheritable and ambient, so that programs it starts
- * keep them (file capabilities from `setcap …+ep` are not passed on through
- * execve otherwise). Returns the bits now ambient; never throws.
+ * Makes the inheritable and ambient sets of the calling thread exactly those
+ * of `bits` (capability numbers below 32) that it holds in its permitted set,
+ * so that programs it starts get those and nothing else: file capabilities
+ * from `setcap …+ep` are not passed on through execve, while ambient ones
+ * from systemd are passed on whole. The thread's own permitted and effective
+ * sets are left alone. Returns the bits now ambient; never throws.
  */
-export function raiseAmbient(bits: readonly number[]): number[] {
+export function setAmbient(bits: readonly number[]): number[] {
   try {
     const c = loadLibc().symbols;
     const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
@@ -186,9 +190,11 @@ export function raiseAmbient(bits: readonly number[]): number[] {
     const data = new Uint32Array(6);
     if (c.capget(header, data) !== 0) return [];
     const held = bits.filter((b) => (data[1] & (1 << b)) !== 0);
-    if (held.length === 0) return [];
-    for (const b of held) data[2] |= 1 << b;
+    // Lowering an inheritable bit lowers the ambient one with it.
+    data[2] = held.reduce((m, b) => m | (1 << b), 0) >>> 0;
+    data[5] = 0;
     if (c.capset(header, data) !== 0) return [];
+    c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_CLEAR_ALL), 0n, 0n, 0n);
     return held.filter((b) =>
       c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_RAISE), BigInt(b), 0n, 0n) === 0
     );
