@@ -31,6 +31,8 @@ import type { Metrics } from "./src/report/metrics.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import { startupLines } from "./src/report/startup.ts";
 import { offlineSummary } from "./src/report/summary.ts";
+import { resolvedHelpers } from "./src/firewall/helpers.ts";
+import { callerRefusal, ignoredPathVariables } from "./src/privilege.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -52,6 +54,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  // Helpers inherit CAP_NET_ADMIN and nothing else, whatever the caller handed down.
+  raiseAmbientCapabilities();
+  const refusal = firewallCaller(cfg);
+  if (refusal) {
+    warn(refusal);
+    return 2;
+  }
   switch (cfg.command) {
     case "help":
       stdoutWrite(usage() + "\n");
@@ -62,8 +71,6 @@ export async function main(argv: string[]): Promise<number> {
     case "bans":
     case "unban":
     case "flush": {
-      // After `setcap …+ep`, the firewall commands need the capabilities too.
-      if (cfg.firewall !== "none") raiseAmbientCapabilities();
       const out = await runBansCommand({ ...cfg, command: cfg.command });
       for (const line of out.stderr) warn(line);
       stdoutWrite(out.stdout);
@@ -74,10 +81,27 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Why this caller may not run a command that changes the firewall (unban,
+ * flush, the daemon with a firewall), or null; see src/privilege.ts.
+ */
+function firewallCaller(cfg: Config): string | null {
+  const changes = cfg.command === "unban" || cfg.command === "flush" ||
+    (cfg.command === "run" && cfg.firewall !== "none");
+  return changes
+    ? callerRefusal(cfg.command === "run" ? "scanblocker" : `scanblocker ${cfg.command}`)
+    : null;
+}
+
 /** Live capture or offline analysis. */
 async function daemon(cfg: Config): Promise<number> {
   const live = cfg.read === null;
   const { allow, guarded } = protectedAddresses(cfg, live, warn);
+  for (const name of ignoredPathVariables()) {
+    warn(
+      `${name} ignored: the program runs with capabilities its caller does not hold (run as root to use it)`,
+    );
+  }
   if (live) {
     const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
     for (const line of advice) warn(line);
@@ -198,6 +222,8 @@ async function daemon(cfg: Config): Promise<number> {
         realtime: c.realtime,
       })
     ) warn(line);
+    const helpers = resolvedHelpers();
+    if (helpers.length > 0) warn(`helpers: ${helpers.join(" ")}`);
     const start = b.attachCapture(c);
     c.start(start.banned, start.fast);
     code = await untilStopped(c, () => {

@@ -71,6 +71,14 @@ export const libcSymbols = {
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
   dlsym: { parameters: ["pointer", "buffer"], result: "pointer", optional: true },
+  /** unsigned long getauxval(unsigned long type); */
+  getauxval: { parameters: ["u64"], result: "u64", optional: true },
+  /** uid_t getuid(void); the real user id */
+  getuid: { parameters: [], result: "u32" },
+  /** gid_t getgid(void); the real group id */
+  getgid: { parameters: [], result: "u32" },
+  /** int getgroups(int size, gid_t list[]); */
+  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
@@ -176,13 +184,17 @@ const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const PR_CAP_AMBIENT = 47;
 const PR_CAP_AMBIENT_RAISE = 2;
 
+const PR_CAP_AMBIENT_CLEAR_ALL = 4;
+
 /**
- * Makes those of `bits` (capability numbers below 32) that this thread holds
- * in its permitted set inheritable and ambient, so that programs it starts
- * keep them (file capabilities from `setcap …+ep` are not passed on through
- * execve otherwise). Returns the bits now ambient; never throws.
+ * Makes the inheritable and ambient sets of the calling thread exactly those
+ * of `bits` (capability numbers below 32) that it holds in its permitted set,
+ * so that programs it starts get those and nothing else: file capabilities
+ * from `setcap …+ep` are not passed on through execve, while ambient ones
+ * from systemd are passed on whole. The thread's own permitted and effective
+ * sets are left alone. Returns the bits now ambient; never throws.
  */
-export function raiseAmbient(bits: readonly number[]): number[] {
+export function setAmbient(bits: readonly number[]): number[] {
   try {
     const c = loadLibc().symbols;
     const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
@@ -190,15 +202,102 @@ export function raiseAmbient(bits: readonly number[]): number[] {
     const data = new Uint32Array(6);
     if (c.capget(header, data) !== 0) return [];
     const held = bits.filter((b) => (data[1] & (1 << b)) !== 0);
-    if (held.length === 0) return [];
-    for (const b of held) data[2] |= 1 << b;
+    // Lowering an inheritable bit lowers the ambient one with it.
+    data[2] = held.reduce((m, b) => m | (1 << b), 0) >>> 0;
+    data[5] = 0;
     if (c.capset(header, data) !== 0) return [];
+    c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_CLEAR_ALL), 0n, 0n, 0n);
     return held.filter((b) =>
       c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_RAISE), BigInt(b), 0n, 0n) === 0
     );
   } catch {
     return [];
   }
+}
+
+/** The process's credentials as the kernel gave them at exec. */
+export interface Credentials {
+  /** Real user id: who ran the program. */
+  uid: number;
+  /** Real group id and supplementary groups of the caller. */
+  gids: number[];
+  /**
+   * getauxval(AT_SECURE): the exec raised privilege (file capabilities,
+   * setuid/setgid), so the caller's environment must not be trusted; null
+   * when libc has no getauxval.
+   */
+  secureExec: boolean | null;
+  /** The effective capability set (bits as in capabilities(7)). */
+  effective: bigint;
+}
+
+const AT_SECURE = 23n;
+
+/** Reads the real ids, the supplementary groups, AT_SECURE and the effective capabilities. */
+export function credentials(): Credentials {
+  const c = loadLibc().symbols;
+  const gids = [c.getgid()];
+  const n = c.getgroups(0, null);
+  if (n > 0) {
+    const list = new Uint32Array(n);
+    const got = c.getgroups(n, list);
+    for (let i = 0; i < got; i++) if (!gids.includes(list[i])) gids.push(list[i]);
+  }
+  const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+  const data = new Uint32Array(6);
+  const effective = c.capget(header, data) === 0 ? BigInt(data[0]) | (BigInt(data[3]) << 32n) : 0n;
+  return {
+    uid: c.getuid(),
+    gids,
+    secureExec: c.getauxval ? c.getauxval(AT_SECURE) !== 0n : null,
+    effective,
+  };
+}
+
+/**
+ * True when the program runs with privilege its caller's environment must not
+ * steer: the exec raised it (AT_SECURE: file capabilities, setuid), or a
+ * caller other than root holds capabilities (ambient ones handed down).
+ * Then no library or other path is taken from the environment.
+ */
+export function isElevated(c: Credentials): boolean {
+  return c.secureExec === true || (c.uid !== 0 && c.effective !== 0n);
+}
+
+let elevatedCache: boolean | null = null;
+
+/** isElevated for this process (read once; true when the credentials cannot be read). */
+export function elevated(): boolean {
+  if (elevatedCache === null) {
+    try {
+      elevatedCache = isElevated(credentials());
+    } catch {
+      elevatedCache = true;
+    }
+  }
+  return elevatedCache;
+}
+
+/**
+ * Environment variables that name a library to load (SB_LIBPCAP,
+ * SB_LIBNFTABLES): honoured only when the process is not elevated.
+ */
+export const PATH_VARIABLES: readonly string[] = ["SB_LIBPCAP", "SB_LIBNFTABLES"];
+
+/**
+ * The value of a PATH_VARIABLES entry, or undefined when it is unset, cannot
+ * be read, or the process is elevated (a caller without root must not choose
+ * a library that runs with the program's capabilities).
+ */
+export function trustedPathVariable(name: string): string | undefined {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+  if (!v || elevated()) return undefined;
+  return v;
 }
 
 /** Writes one byte to `fd` (a wake-up pipe); errors are ignored. */

@@ -6,6 +6,7 @@
  * anything else comes with the error text nft would have printed. Pointers
  * never leave this module: callers get NftContext.
  */
+import { trustedPathVariable } from "./libc.ts";
 
 /** Library names tried after the `SB_LIBNFTABLES` environment override. */
 const NFT_NAMES = ["libnftables.so.1"];
@@ -42,16 +43,13 @@ function text(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** Opens libnftables once ($SB_LIBNFTABLES first); throws an Error listing every name tried. */
+/** Opens libnftables once ($SB_LIBNFTABLES first unless elevated); throws an Error listing every name tried. */
 export function loadLibnftables(): NftLib {
   if (lib) return lib;
   const names: string[] = [];
-  try {
-    const env = Deno.env.get("SB_LIBNFTABLES");
-    if (env) names.push(env);
-  } catch {
-    // no env permission: only the default names
-  }
+  // Not from the environment of a caller who gained privilege by running us.
+  const env = trustedPathVariable("SB_LIBNFTABLES");
+  if (env) names.push(env);
   names.push(...NFT_NAMES);
   const tried: string[] = [];
   for (const name of names) {

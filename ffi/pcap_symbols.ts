@@ -2,6 +2,7 @@
  * The libpcap symbols scanblocker uses, each with its C prototype, and the
  * loader that finds the library. Only `ffi/pcap.ts` uses this file.
  */
+import { trustedPathVariable } from "./libc.ts";
 
 /** libpcap symbols (libpcap >= 1.5 for pcap_set_immediate_mode). */
 export const pcapSymbols = {
@@ -67,17 +68,12 @@ export const LIBPCAP_NAMES: readonly string[] = ["libpcap.so.0.8", "libpcap.so.1
 let loaded: LoadedPcap | null = null;
 
 function envOverride(): string | undefined {
-  try {
-    const v = Deno.env.get("SB_LIBPCAP");
-    return v ? v : undefined;
-  } catch {
-    return undefined;
-  }
+  return trustedPathVariable("SB_LIBPCAP");
 }
 
 /**
  * Opens libpcap once. SB_LIBPCAP (a file name or path) is tried alone when
- * set, so a wrong override is reported instead of silently replaced;
+ * set and the process is not elevated (see trustedPathVariable), so a wrong override is reported instead of silently replaced;
  * otherwise the usual sonames are tried. The error lists every name tried
  * and the packages that provide the library.
  */
