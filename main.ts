@@ -22,7 +22,14 @@ import { createEngine, type Engine, engineSettings, publishCounters } from "./sr
 import { LiveCapture } from "./src/capture/live.ts";
 import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
-import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
+import {
+  type Config,
+  ConfigError,
+  DEFAULT_METRICS_ADDR,
+  parseConfig,
+  readEnv,
+  usage,
+} from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
@@ -32,6 +39,7 @@ import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
+import { quietSignals } from "./src/signals.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -44,6 +52,8 @@ const warn = (text: string) => writeAll(Deno.stderr, encoder.encode(`scanblocker
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // No signal may end the daemon or open a debugger (see src/signals.ts).
+  quietSignals();
   let cfg: Config;
   try {
     cfg = parseConfig(argv, readEnv());
@@ -180,7 +190,7 @@ async function daemon(cfg: Config): Promise<number> {
   // Metrics server (in -r mode only when asked for explicitly). prom-client
   // takes ~50 ms to load, a third of a whole offline run: load it only when
   // something will read the metrics.
-  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== ":8080"
+  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== DEFAULT_METRICS_ADDR
     ? cfg.metricsAddr
     : "off";
   const listen = parseListenAddress(metricsText);
@@ -327,7 +337,7 @@ async function daemon(cfg: Config): Promise<number> {
       allow,
       guarded,
       openPorts,
-      server: server ? metricsText : null,
+      server: server?.address ?? null,
       existing: existing.length,
       firewallPath: firewallPath(fw),
       tick: (n) => {

@@ -55,6 +55,8 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** sighandler_t signal(int signum, sighandler_t handler); */
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
@@ -209,4 +211,18 @@ export function setRealtimePriority(priority: number): string | null {
   const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
   const text = c.strerror?.(code);
   return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
+}
+
+/** SIG_IGN, as a handler pointer. */
+const SIG_IGN = Deno.UnsafePointer.create(1n);
+
+/**
+ * Sets signal `signum` to SIG_IGN for the whole process: the kernel then
+ * drops it without waking any thread, and no handler installed earlier (such
+ * as Deno's SIGUSR1 inspector trigger) runs. Returns false when libc refused.
+ */
+export function ignoreSignal(signum: number): boolean {
+  const prev = loadLibc().symbols.signal(signum, SIG_IGN);
+  // SIG_ERR is (void *)-1.
+  return prev === null || Deno.UnsafePointer.value(prev) !== 0xffffffffffffffffn;
 }

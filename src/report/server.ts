@@ -59,6 +59,8 @@ export function parseListenAddress(text: string): ListenAddress | null {
 export interface MetricsServer {
   /** The port actually bound (useful with port 0). */
   port: number;
+  /** The address actually bound, as HOST:PORT or [IPv6]:PORT (the chosen port with port 0). */
+  address: string;
   /** Stops listening and waits for open requests to finish. */
   close(): Promise<void>;
 }
@@ -143,6 +145,7 @@ export function startMetricsServer(
   }
   return {
     port: server.addr.port,
+    address: showAddress(server.addr.hostname, server.addr.port),
     close: () => server.shutdown(),
   };
 }
