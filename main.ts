@@ -15,7 +15,12 @@ import {
   missingCapabilities,
   raiseAmbientCapabilities,
 } from "./src/capabilities.ts";
-import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture/capture.ts";
+import {
+  DEFAULT_FILTER,
+  defaultInterface,
+  interfaceProblem,
+  runCapture,
+} from "./src/capture/capture.ts";
 import type { ScanNotice } from "./src/capture/protocol.ts";
 import { Slot } from "./src/detect/counters.ts";
 import { createEngine, type Engine, engineSettings, publishCounters } from "./src/detect/engine.ts";
@@ -148,8 +153,10 @@ async function daemon(cfg: Config): Promise<number> {
   }
 
   if (live) {
-    const missing = missingCapabilities();
-    for (const line of capabilityAdvice(missing, { firewall: cfg.firewall, live })) warn(line);
+    // Configuration (exit 2): it could not do its job, and a restart would not help.
+    const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
+    for (const line of advice) warn(line);
+    if (advice.length > 0) return 2;
   }
 
   // Listening sockets describe this machine, not the host of a capture file.
@@ -162,9 +169,21 @@ async function daemon(cfg: Config): Promise<number> {
   let pcap: Pcap | null = null;
   let capture: LiveCapture | null = null;
   let device = "";
+  if (live) {
+    try {
+      device = cfg.device ?? defaultInterface();
+    } catch (e) {
+      warn(e instanceof Error ? e.message : String(e));
+      return 2;
+    }
+    const problem = interfaceProblem(device);
+    if (problem !== null) {
+      warn(problem);
+      return 2;
+    }
+  }
   try {
     if (live) {
-      device = cfg.device ?? defaultInterface();
       capture = await LiveCapture.open({
         device,
         snaplen: cfg.snaplen,
@@ -230,7 +249,7 @@ async function daemon(cfg: Config): Promise<number> {
       warn(e instanceof Error ? e.message : String(e));
       pcap?.close();
       await capture?.stop();
-      return 1;
+      return 2; // the address given cannot be listened on: configuration
     }
   }
 

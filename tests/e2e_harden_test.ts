@@ -120,3 +120,119 @@ Deno.test({
       assert.notEqual(r.code, 0, "the scanner reached /metrics");
     }),
 });
+
+/** Runs `main.ts ARGS` to completion inside namespace `ns`, optionally under a prefix (setpriv). */
+async function runIn(
+  ns: string,
+  args: string[],
+  prefix: string[] = [],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return await run([
+    "ip",
+    "netns",
+    "exec",
+    ns,
+    ...prefix,
+    "timeout",
+    "60",
+    Deno.execPath(),
+    "run",
+    "-P",
+    "--quiet",
+    new URL("../main.ts", import.meta.url).pathname,
+    ...args,
+  ]);
+}
+
+/** The firewall state of a namespace, as both tools print it. */
+async function firewallText(lab: Lab, ns = lab.target): Promise<string> {
+  const nft = await lab.exec(ns, ["nft", "list", "ruleset"]);
+  const ipt = await lab.exec(ns, ["iptables-save"]);
+  const ip6 = await lab.exec(ns, ["ip6tables-save"]);
+  // Comments carry the time of the dump.
+  return [nft.stdout, ipt.stdout, ip6.stdout].join("\n").replace(/^#.*$/gm, "");
+}
+
+/** Asserts an exit 2 with exactly one stderr line (or `lines`) matching `re`, no stack trace. */
+function assertConfigError(
+  r: { code: number; stdout: string; stderr: string },
+  re: RegExp,
+  what: string,
+  lines = 1,
+): void {
+  const err = r.stderr.trim().split("\n").filter(Boolean);
+  assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stderr}`);
+  assert.equal(err.length, lines, `${what}: ${err.length} lines\n${r.stderr}`);
+  assert.match(r.stderr, re, what);
+  assert.doesNotMatch(r.stderr, /\n\s+at |Error:|Stack|panicked/, `${what}: stack trace`);
+}
+
+Deno.test({
+  name: "configuration errors exit 2 with one line, before the firewall is touched (item 8)",
+  ...opts,
+  fn: async () => {
+    const lab = await createLab("hard");
+    let holder: Deno.ChildProcess | null = null;
+    try {
+      const t = lab.target;
+      const base = ["--lockout-guard", "off", "--firewall", "nftables"];
+      const clean = await firewallText(lab);
+      await lab.exec(t, ["ip", "link", "add", "down0", "type", "veth", "peer", "name", "down1"]);
+      assertConfigError(
+        await runIn(t, ["-i", "nosuch0", ...base]),
+        /interface "nosuch0".*(no such|not found|does not exist)/i,
+        "unknown interface",
+      );
+      assertConfigError(
+        await runIn(t, ["-i", "down0", ...base]),
+        /interface "down0" is down/,
+        "down interface",
+      );
+      const m = ["-i", lab.targetIf, ...base, "--metrics-addr"];
+      assertConfigError(
+        await runIn(t, [...m, "192.0.2.77:9100"]),
+        /192\.0\.2\.77:9100.*not an address of this host/,
+        "non-local metrics address",
+      );
+      assertConfigError(
+        await runIn(t, [...m, "no-such-host.invalid:9100"]),
+        /no-such-host\.invalid:9100/,
+        "unresolvable metrics address",
+      );
+      holder = new Deno.Command("ip", {
+        args: [
+          ...["netns", "exec", t, Deno.execPath(), "eval"],
+          `Deno.listen({ hostname: "127.0.0.1", port: 9119 }); setTimeout(() => {}, 30000);`,
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await sleep(1500);
+      assertConfigError(
+        await runIn(t, [...m, "127.0.0.1:9119"]),
+        /127\.0\.0\.1:9119 is already in use/,
+        "port in use",
+      );
+      // Root without CAP_NET_RAW and CAP_NET_ADMIN (dropped from the bounding set).
+      if ((await run(["sh", "-c", "command -v setpriv"])).code === 0) {
+        const r = await runIn(t, ["-i", lab.targetIf, ...base, "--metrics-addr", "off"], [
+          "setpriv",
+          "--bounding-set",
+          "-net_raw,-net_admin",
+          "--inh-caps",
+          "-net_raw,-net_admin",
+          "--",
+        ]);
+        assertConfigError(r, /missing capability CAP_NET_RAW/, "no capabilities", 2);
+        assert.match(r.stderr, /missing capability CAP_NET_ADMIN/);
+      }
+      assert.equal(await firewallText(lab), clean, "the firewall changed");
+    } finally {
+      try {
+        holder?.kill("SIGKILL");
+        await holder?.status;
+      } catch { /* gone */ }
+      await lab.destroy();
+    }
+  },
+});
