@@ -45,6 +45,7 @@ import { type MetricsServer, parseListenAddress, startMetricsServer } from "./sr
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 import { quietSignals } from "./src/signals.ts";
+import { lockFirewall } from "./src/instance.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -157,6 +158,12 @@ async function daemon(cfg: Config): Promise<number> {
     const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
     for (const line of advice) warn(line);
     if (advice.length > 0) return 2;
+  }
+  // One daemon per firewall (the lock is released when the process ends).
+  const lock = cfg.firewall === "none" ? null : lockFirewall();
+  if (lock && !lock.held) {
+    warn("error" in lock ? lock.error : lock.warning);
+    if ("error" in lock) return 2;
   }
 
   // Listening sockets describe this machine, not the host of a capture file.

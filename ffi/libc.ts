@@ -55,6 +55,8 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** ssize_t readlink(const char *pathname, char *buf, size_t bufsiz); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** sighandler_t signal(int signum, sighandler_t handler); */
   signal: { parameters: ["i32", "pointer"], result: "pointer" },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
@@ -225,4 +227,13 @@ export function ignoreSignal(signum: number): boolean {
   const prev = loadLibc().symbols.signal(signum, SIG_IGN);
   // SIG_ERR is (void *)-1.
   return prev === null || Deno.UnsafePointer.value(prev) !== 0xffffffffffffffffn;
+}
+
+/** The target of a symbolic link such as /proc/self/ns/net; null when it cannot be read. */
+export function readSystemLink(path: string): string | null {
+  const buf = new Uint8Array(256);
+  const n = Number(
+    loadLibc().symbols.readlink(encoder.encode(path + "\0"), buf, BigInt(buf.length)),
+  );
+  return n < 0 ? null : decoder.decode(buf.subarray(0, n));
 }

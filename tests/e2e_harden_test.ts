@@ -236,3 +236,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "a second daemon on the same firewall exits 2 with one line; the lock dies with the first (item 3)",
+  ...opts,
+  fn: () =>
+    withDaemon(["--firewall", "nftables", "--metrics-addr", "off"], async (lab, d) => {
+      const before = await firewallText(lab);
+      for (const fw of ["nftables", "iptables"]) {
+        const r = await runIn(lab.target, [
+          ...["-i", lab.targetIf, "--lockout-guard", "off", "--metrics-addr", "off"],
+          ...["--firewall", fw],
+        ]);
+        assertConfigError(r, /another scanblocker .*already guards this firewall/, `second ${fw}`);
+      }
+      assert.equal(await firewallText(lab), before, "the second daemon changed the firewall");
+      // The lock is the first one's file descriptor: gone with it, even after SIGKILL.
+      await run(["kill", "-KILL", String(d.pid)]);
+      await d.status;
+      const next = startDaemon(lab.target, [
+        ...["-i", lab.targetIf, "--lockout-guard", "off", "--metrics-addr", "off"],
+        ...["--firewall", "nftables"],
+      ]);
+      try {
+        await next.waitFor(/Listening on: /, 30000);
+        await scanAndBan(lab, next);
+      } finally {
+        await next.stop();
+      }
+    }),
+});
