@@ -11,7 +11,11 @@ Deno.test({
   name: "from source, `deno task start` prints nothing but the program's own output (item 11)",
   sanitizeResources: false,
   fn: async () => {
-    const r = await run(["sh", "-c", `cd ${root} && NO_COLOR=1 timeout 60 deno task start --version`]);
+    const r = await run([
+      "sh",
+      "-c",
+      `cd ${root} && NO_COLOR=1 timeout 60 deno task start --version`,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^scanblocker \d/);
     assert.doesNotMatch(r.stderr, /experimental|Warning/i, r.stderr);
