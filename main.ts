@@ -6,7 +6,7 @@
  * usage or configuration, 1 any other fatal error.
  */
 import denoJson from "./deno.json" with { type: "json" };
-import { realtimeMs } from "./ffi/libc.ts";
+import { realtimeMs, writable } from "./ffi/libc.ts";
 import { Pcap } from "./ffi/pcap.ts";
 import { addressKey, formatAddress, parseAddress, parseCidr } from "./src/address.ts";
 import { AllowList, interfaceAddresses } from "./src/allowlist.ts";
@@ -45,6 +45,8 @@ import { type MetricsServer, parseListenAddress, startMetricsServer } from "./sr
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 import { quietSignals } from "./src/signals.ts";
+import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
+import { rxPackets, StallWatch } from "./src/capture/stall.ts";
 import { lockFirewall } from "./src/instance.ts";
 
 /** The program version, from deno.json. */
@@ -54,7 +56,9 @@ const encoder = new TextEncoder();
 /** Wall-clock epoch milliseconds with sub-millisecond resolution (pcap stamps have microseconds). */
 const preciseNow = realtimeMs;
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
-const warn = (text: string) => writeAll(Deno.stderr, encoder.encode(`scanblocker: ${text}\n`));
+/** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
+const stderrOut = new LineOutput(Deno.stderr);
+const warn = (text: string) => stderrOut.write(encoder.encode(`scanblocker: ${text}\n`));
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -223,7 +227,14 @@ async function daemon(cfg: Config): Promise<number> {
   const metrics: Metrics = listen !== null && listen !== "off"
     ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
-  const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite);
+  // A live daemon's log never waits for its reader (see src/report/output.ts).
+  const restoreStdio = live ? nonBlockingStdio() : () => {};
+  const stdoutOut = new LineOutput(Deno.stdout);
+  const log = new EventLog(
+    cfg.logFormat,
+    cfg.logRate,
+    live ? (t) => stdoutOut.write(encoder.encode(t)) : stdoutWrite,
+  );
 
   // The pipeline's counters: shared by the capture worker, or read from the
   // pipeline of an offline run.
@@ -241,12 +252,39 @@ async function daemon(cfg: Config): Promise<number> {
   let server: MetricsServer | null = null;
   let captureRunning = true;
   const syncMetrics = metricsSync(metrics, readCounters);
+  // Packets arriving but nobody processing them: /healthz answers 503.
+  const stall = new StallWatch();
+  const stalled = () =>
+    capture !== null &&
+    stall.update(Date.now(), capture.counter(Slot.Heartbeat), rxPackets(device));
+  // Log lines the outputs could not take: counted, one stderr line per episode.
+  const drops = { seen: 0, episodeFrom: -1 };
+  const checkDrops = () => {
+    const total = stdoutOut.dropped + stderrOut.dropped + readCounters()[Slot.LogDropped];
+    if (total > drops.seen) {
+      metrics.logDropped.inc(total - drops.seen);
+      if (drops.episodeFrom < 0) {
+        drops.episodeFrom = drops.seen;
+        warn(
+          "stdout is not being read: log lines are dropped until it is (scanblocker_log_lines_dropped_total); capture and bans go on",
+        );
+      }
+      drops.seen = total;
+    } else if (drops.episodeFrom >= 0 && !stdoutOut.blocked && writable(1)) {
+      const n = drops.seen - drops.episodeFrom;
+      drops.episodeFrom = -1;
+      log.note(Date.now(), "log_lines_dropped", `${n} log lines dropped: stdout was not read.`, {
+        lines: n,
+      });
+    }
+  };
   if (listen !== null && listen !== "off") {
     try {
       server = startMetricsServer(listen, metrics, () => {
         const c = readCounters();
         return {
           captureRunning,
+          stalled: captureRunning && stalled(),
           packetsSeen: c[Slot.Packets],
           firewall: `${cfg.firewall} ${firewallState}`,
           lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
@@ -367,6 +405,8 @@ async function daemon(cfg: Config): Promise<number> {
       existing: existing.length,
       firewallPath: firewallPath(fw),
       tick: (n) => {
+        checkDrops();
+        stalled();
         log.flush(Date.now());
         banned.prune(Date.now());
         metrics.activeBans.set(banned.size);
@@ -425,6 +465,7 @@ async function daemon(cfg: Config): Promise<number> {
   if (engine) stdoutWrite(summary(cfg, engine.pipeline));
   await fw.close();
   await server?.close();
+  restoreStdio();
   return code;
 }
 

@@ -55,6 +55,8 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg); (F_GETFL, F_SETFL) */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** ssize_t readlink(const char *pathname, char *buf, size_t bufsiz); */
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** sighandler_t signal(int signum, sighandler_t handler); */
@@ -236,4 +238,34 @@ export function readSystemLink(path: string): string | null {
     loadLibc().symbols.readlink(encoder.encode(path + "\0"), buf, BigInt(buf.length)),
   );
   return n < 0 ? null : decoder.decode(buf.subarray(0, n));
+}
+
+const F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0o4000;
+
+/**
+ * Turns O_NONBLOCK on or off for descriptor `fd` (it belongs to the open
+ * file, so every process sharing that pipe or socket sees it). Returns the
+ * previous state, or null when fcntl failed.
+ */
+export function setNonBlocking(fd: number, on: boolean): boolean | null {
+  const c = loadLibc().symbols;
+  const flags = c.fcntl(fd, F_GETFL, 0);
+  if (flags < 0) return null;
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags && c.fcntl(fd, F_SETFL, next) < 0) return null;
+  return (flags & O_NONBLOCK) !== 0;
+}
+
+const POLLOUT = 4;
+
+/** True when a write to `fd` would not block now (poll(2) with no wait); true also when poll fails. */
+export function writable(fd: number): boolean {
+  const c = loadLibc().symbols;
+  if (!c.pollSync) return true;
+  const pfd = new Int32Array(2);
+  pfd[0] = fd;
+  pfd[1] = POLLOUT; // short events, short revents (little-endian: events in the low half)
+  const n = c.pollSync(pfd, 1n, 0);
+  if (n < 0) return true;
+  return n > 0 && ((pfd[1] >>> 16) & POLLOUT) !== 0;
 }

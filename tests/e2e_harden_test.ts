@@ -267,3 +267,85 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name: "stdout that nobody reads: lines dropped and counted, capture and bans go on (item 5)",
+  ...opts,
+  fn: async () => {
+    const lab = await createLab("hard");
+    const fifo = await Deno.makeTempFile({ prefix: "sb-hard-fifo-" });
+    const daemonOut = await Deno.makeTempFile({ prefix: "sb-hard-err-" });
+    let reader: Deno.ChildProcess | null = null;
+    let daemon: Deno.ChildProcess | null = null;
+    try {
+      await Deno.remove(fifo);
+      await run(["mkfifo", fifo]);
+      // A reader that never reads: holds the fifo open and sleeps.
+      reader = new Deno.Command("sh", { args: ["-c", `exec sleep 120 < ${fifo}`] }).spawn();
+      daemon = new Deno.Command("sh", {
+        args: [
+          "-c",
+          `exec ip netns exec ${lab.target} ${Deno.execPath()} run -P --quiet ${
+            new URL("../main.ts", import.meta.url).pathname
+          } -i ${lab.targetIf} --firewall nftables --lockout-guard off --log-rate 0 ` +
+          `--metrics-addr 127.0.0.1:9118 > ${fifo} 2> ${daemonOut}`,
+        ],
+      }).spawn();
+      const health = async () => {
+        const r = await lab.exec(lab.target, ["curl", "-s", "-m", "3", "127.0.0.1:9118/healthz"]);
+        return r.stdout;
+      };
+      const metric = async (name: string) => {
+        const r = await lab.exec(lab.target, ["curl", "-s", "-m", "3", "127.0.0.1:9118/metrics"]);
+        return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(r.stdout)?.[1] ?? NaN);
+      };
+      for (let i = 0; i < 100 && !/"ok"/.test(await health()); i++) await sleep(200);
+      // 20,000 SYNs from random sources: far more "New connection" lines than a pipe holds.
+      const flood = await lab.exec(lab.scanner, [
+        ...["timeout", "30", "hping3", "-q", "-S", "--rand-source", "-p", "++1"],
+        ...["-i", "u100", "-c", "20000", lab.target4],
+      ]);
+      assert.ok(flood.code === 0 || flood.code === 1, flood.stderr);
+      await sleep(1500);
+      const packets = await metric("scanblocker_packets_captured_total");
+      assert.ok(packets >= 15000, `capture stopped after ${packets} packets`);
+      const dropped = await metric("scanblocker_log_lines_dropped_total");
+      assert.ok(dropped > 0, `no line counted as dropped (${dropped})`);
+      // A scanner after the flood is still banned.
+      const scan = await nmap(lab, ["-sS", "-p", "1-100", lab.target4]);
+      assert.equal(scan.code, 0, scan.stderr);
+      const nft = await lab.exec(lab.target, [
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "scanblocker",
+        "banned4",
+      ]);
+      assert.match(nft.stdout, new RegExp(esc(lab.scanner4)), "the scanner was not banned");
+      const h = await health();
+      assert.match(h, /"status":"ok"/, h);
+      const err = await Deno.readTextFile(daemonOut);
+      const episodes = err.split("\n").filter((l) => /stdout is not being read/.test(l));
+      assert.equal(episodes.length, 1, err);
+    } finally {
+      try {
+        daemon?.kill("SIGTERM");
+      } catch { /* gone */ }
+      const t = setTimeout(() => {
+        try {
+          daemon?.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
+      await daemon?.status;
+      clearTimeout(t);
+      try {
+        reader?.kill("SIGKILL");
+      } catch { /* gone */ }
+      await reader?.status;
+      await Deno.remove(fifo).catch(() => {});
+      await Deno.remove(daemonOut).catch(() => {});
+      await lab.destroy();
+    }
+  },
+});

@@ -9,6 +9,8 @@ import type { Metrics } from "./metrics.ts";
 /** What /healthz reports; main.ts builds it from the capture and firewall state. */
 export interface Health {
   captureRunning: boolean;
+  /** The capture runs but processes nothing while the interface receives packets. */
+  stalled?: boolean;
   packetsSeen: number;
   /** Backend and state, e.g. "iptables ok". */
   firewall: string;
@@ -75,7 +77,7 @@ function showAddress(hostname: string, port: number): string {
 
 /**
  * Starts Deno.serve with GET /metrics (text exposition, its content type),
- * GET /healthz (200 JSON; 503 when capture has stopped), 404 for other paths
+ * GET /healthz (200 JSON; 503 when capture has stopped or stalled), 404 for other paths
  * and 405 (with Allow) for other methods. Throws an Error naming the address
  * and how to choose another when it cannot listen (e.g. address in use).
  * `beforeScrape` runs before each /metrics answer (the caller copies the
@@ -104,15 +106,16 @@ export function startMetricsServer(
       return new Response(body, { headers: { "content-type": metrics.registry.contentType } });
     }
     const h = health();
+    const ok = h.captureRunning && !h.stalled;
     const body = {
-      status: h.captureRunning ? "ok" : "capture stopped",
+      status: !h.captureRunning ? "capture stopped" : h.stalled ? "capture stalled" : "ok",
       captureRunning: h.captureRunning,
       packetsSeen: h.packetsSeen,
       firewall: h.firewall,
       lastPacketTime: h.lastPacketTime === null ? null : new Date(h.lastPacketTime).toISOString(),
     };
     return Response.json(body, {
-      status: h.captureRunning ? 200 : 503,
+      status: ok ? 200 : 503,
       headers: { "cache-control": "no-store" },
     });
   };
