@@ -67,6 +67,12 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg); (F_GETFL, F_SETFL) */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** ssize_t readlink(const char *pathname, char *buf, size_t bufsiz); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  /** sighandler_t signal(int signum, sighandler_t handler); */
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
@@ -324,4 +330,57 @@ export function setRealtimePriority(priority: number): string | null {
   const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
   const text = c.strerror?.(code);
   return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
+}
+
+/** SIG_IGN, as a handler pointer. */
+const SIG_IGN = Deno.UnsafePointer.create(1n);
+
+/**
+ * Sets signal `signum` to SIG_IGN for the whole process: the kernel then
+ * drops it without waking any thread, and no handler installed earlier (such
+ * as Deno's SIGUSR1 inspector trigger) runs. Returns false when libc refused.
+ */
+export function ignoreSignal(signum: number): boolean {
+  const prev = loadLibc().symbols.signal(signum, SIG_IGN);
+  // SIG_ERR is (void *)-1.
+  return prev === null || Deno.UnsafePointer.value(prev) !== 0xffffffffffffffffn;
+}
+
+/** The target of a symbolic link such as /proc/self/ns/net; null when it cannot be read. */
+export function readSystemLink(path: string): string | null {
+  const buf = new Uint8Array(256);
+  const n = Number(
+    loadLibc().symbols.readlink(encoder.encode(path + "\0"), buf, BigInt(buf.length)),
+  );
+  return n < 0 ? null : decoder.decode(buf.subarray(0, n));
+}
+
+const F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0o4000;
+
+/**
+ * Turns O_NONBLOCK on or off for descriptor `fd` (it belongs to the open
+ * file, so every process sharing that pipe or socket sees it). Returns the
+ * previous state, or null when fcntl failed.
+ */
+export function setNonBlocking(fd: number, on: boolean): boolean | null {
+  const c = loadLibc().symbols;
+  const flags = c.fcntl(fd, F_GETFL, 0);
+  if (flags < 0) return null;
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags && c.fcntl(fd, F_SETFL, next) < 0) return null;
+  return (flags & O_NONBLOCK) !== 0;
+}
+
+const POLLOUT = 4;
+
+/** True when a write to `fd` would not block now (poll(2) with no wait); true also when poll fails. */
+export function writable(fd: number): boolean {
+  const c = loadLibc().symbols;
+  if (!c.pollSync) return true;
+  const pfd = new Int32Array(2);
+  pfd[0] = fd;
+  pfd[1] = POLLOUT; // short events, short revents (little-endian: events in the low half)
+  const n = c.pollSync(pfd, 1n, 0);
+  if (n < 0) return true;
+  return n > 0 && ((pfd[1] >>> 16) & POLLOUT) !== 0;
 }

@@ -9,6 +9,12 @@ import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
 
+/**
+ * Where /metrics and /healthz listen unless told: loopback, so the daemon
+ * adds no port every scanner sees (`:8080` opens it to every address).
+ */
+export const DEFAULT_METRICS_ADDR = "127.0.0.1:8080";
+
 /** A configuration or usage error: exit code 2, one line. */
 export class ConfigError extends Error {}
 
@@ -163,8 +169,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     long: "metrics-addr",
     env: "SB_METRICS_ADDR",
     arg: "HOST:PORT",
-    def: ":8080",
-    help: "Prometheus /metrics and /healthz listen address; `off` disables",
+    def: DEFAULT_METRICS_ADDR,
+    help:
+      "Prometheus /metrics and /healthz listen address (unauthenticated; `:8080` = every address); `off` disables",
   },
   {
     long: "log-format",
