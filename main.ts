@@ -22,7 +22,14 @@ import { createEngine, type Engine, engineSettings, publishCounters } from "./sr
 import { LiveCapture } from "./src/capture/live.ts";
 import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
-import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
+import {
+  type Config,
+  ConfigError,
+  formatSettings,
+  parseConfig,
+  readEnv,
+  usage,
+} from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
@@ -61,6 +68,12 @@ export async function main(argv: string[]): Promise<number> {
     case "version":
       stdoutWrite(`scanblocker ${VERSION} (deno ${Deno.version.deno}, v8 ${Deno.version.v8})\n`);
       return 0;
+    case "config":
+      stdoutWrite(formatSettings(cfg));
+      return 0;
+    case "status":
+      warn("status: not available in this build");
+      return 1;
     case "bans":
     case "unban":
     case "flush":
