@@ -33,7 +33,14 @@ import {
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { createFirewall, listBans } from "./src/firewall/firewall.ts";
-import { EventLog, localTimestamp, writeAll } from "./src/report/log.ts";
+import {
+  EventLog,
+  journalStreams,
+  localTimestamp,
+  Severity,
+  stderrLine,
+  writeAll,
+} from "./src/report/log.ts";
 import type { Metrics } from "./src/report/metrics.ts";
 import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
@@ -47,7 +54,14 @@ const encoder = new TextEncoder();
 /** Wall-clock epoch milliseconds with sub-millisecond resolution (pcap stamps have microseconds). */
 const preciseNow = realtimeMs;
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
-const warn = (text: string) => writeAll(Deno.stderr, encoder.encode(`scanblocker: ${text}\n`));
+/** Where stdout and stderr go: the journal gets severity prefixes and no timestamps. */
+const journal = journalStreams();
+const stderr = (text: string, severity: Severity) =>
+  writeAll(Deno.stderr, encoder.encode(stderrLine(text, severity, journal.stderr)));
+/** An error or warning on stderr (`<3>` in the journal). */
+const warn = (text: string) => stderr(text, Severity.Error);
+/** A start-up notice on stderr (`<6>` in the journal). */
+const notice = (text: string) => stderr(text, Severity.Info);
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -200,7 +214,7 @@ async function daemon(cfg: Config): Promise<number> {
   const metrics: Metrics = listen !== null && listen !== "off"
     ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
-  const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite);
+  const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite, { journal: journal.stdout });
 
   // The pipeline's counters: shared by the capture worker, or read from the
   // pipeline of an offline run.
@@ -435,26 +449,26 @@ async function runLive(
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  warn(
+  notice(
     `Listening on: ${o.device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}${
       o.firewallPath ? ` via ${o.firewallPath}` : ""
     }, ${o.existing} bans restored)`,
   );
-  warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
-  if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
+  notice(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
+  if (cfg.allow.length > 0) notice(`allow-list: ${allowListText(cfg)}`);
   if (o.guarded.length > 0) {
-    warn(`lockout guard (never banned; --lockout-guard off to disable): ${o.guarded.join(" ")}`);
+    notice(`lockout guard (never banned; --lockout-guard off to disable): ${o.guarded.join(" ")}`);
   }
   let openList = o.openPorts?.list() ?? [];
   if (o.openPorts) {
-    warn(
+    notice(
       `open ports (SYNs to them are not probes; --count-open-ports counts them): ${
         openList.join(" ") || "none"
       }`,
     );
   }
   if (cfg.realtime > 0) {
-    warn(
+    notice(
       `capture thread: ${capture.realtime}${
         capture.realtime.startsWith("off")
           ? " (grant CAP_SYS_NICE for the fastest bans; --realtime 0 to silence this)"
@@ -462,7 +476,7 @@ async function runLive(
       }`,
     );
   }
-  if (o.server) warn(`metrics: http://${o.server}/metrics`);
+  if (o.server) notice(`metrics: http://${o.server}/metrics`);
   o.start();
 
   let n = 0;

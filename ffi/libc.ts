@@ -55,6 +55,8 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** int fstat(int fd, struct stat *statbuf); (a symbol of its own since glibc 2.33; optional) */
+  fstat: { parameters: ["i32", "buffer"], result: "i32", optional: true },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
@@ -192,6 +194,20 @@ export function raiseAmbient(bits: readonly number[]): number[] {
 /** Writes one byte to `fd` (a wake-up pipe); errors are ignored. */
 export function wakeUp(fd: number): void {
   if (fd >= 0) loadLibc().symbols.write(fd, new Uint8Array(1), 1n);
+}
+
+/**
+ * "DEVICE:INODE" of an open descriptor, as systemd writes JOURNAL_STREAM
+ * (decimal st_dev and st_ino); null when fstat fails or is missing. st_dev
+ * and st_ino are the first two 64-bit fields of struct stat on x86_64 and
+ * on aarch64 alike. (Deno wants --allow-all to stat /proc/self/fd/N.)
+ */
+export function descriptorIdentity(fd: number): string | null {
+  const c = loadLibc();
+  if (!c.symbols.fstat) return null;
+  const buf = new BigUint64Array(32); // 256 bytes: more than either layout's 144/128
+  if (c.symbols.fstat(fd, buf) !== 0) return null;
+  return `${buf[0]}:${buf[1]}`;
 }
 
 const SCHED_FIFO = 1;
