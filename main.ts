@@ -44,6 +44,7 @@ import {
 import type { Metrics } from "./src/report/metrics.ts";
 import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
+import { offlineProgress } from "./src/report/progress.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 
@@ -214,7 +215,18 @@ async function daemon(cfg: Config): Promise<number> {
   const metrics: Metrics = listen !== null && listen !== "off"
     ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
-  const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite, { journal: journal.stdout });
+  // Offline on a terminal: a progress line on stderr, erased before each write to stdout.
+  const progress = live
+    ? null
+    : offlineProgress(cfg.read!, Deno.stderr.isTerminal(), (t) =>
+      writeAll(Deno.stderr, encoder.encode(t)));
+  const out = progress
+    ? (text: string) => {
+      progress.clear();
+      stdoutWrite(text);
+    }
+    : stdoutWrite;
+  const log = new EventLog(cfg.logFormat, cfg.logRate, out, { journal: journal.stdout });
 
   // The pipeline's counters: shared by the capture worker, or read from the
   // pipeline of an offline run.
@@ -401,6 +413,7 @@ async function daemon(cfg: Config): Promise<number> {
       await runCapture(pcap!, (batch) => {
         pl.processBatch(batch);
         log.flush();
+        progress?.update(pcap!.position(), pl.packets);
       }, new AbortController().signal);
     } catch (e) {
       // A damaged file: report it after everything read so far was processed.
@@ -408,6 +421,7 @@ async function daemon(cfg: Config): Promise<number> {
       code = 1;
     }
     captureRunning = false;
+    progress?.clear();
     pcap!.close();
   }
   await Promise.all([...pending]);
