@@ -269,9 +269,11 @@ export class Pcap {
       } else if (/is a directory/i.test(msg)) fix = "give a capture file, not a directory";
       else fix = "the file is not a pcap or pcapng capture file";
       if (path === "-") {
-        throw new Error(`cannot read a capture from standard input: ${msg} (${
-          /truncated/i.test(msg) ? "no capture header arrived" : fix.replace("file", "stream")
-        }; e.g. tcpdump -w - | scanblocker -r -)`);
+        throw new Error(
+          `cannot read a capture from standard input: ${msg} (${
+            /truncated/i.test(msg) ? "no capture header arrived" : fix.replace("file", "stream")
+          }; e.g. tcpdump -w - | scanblocker -r -)`,
+        );
       }
       throw new Error(`cannot read capture file "${path}": ${msg} (${fix})`);
     }
