@@ -50,7 +50,7 @@ Deno.test("progress: percent and packets/s on a terminal for a big file; never i
     // script(1) runs the program on a pseudo-terminal and copies what it printed.
     const tty = await run(["script", "-qfec", `${program} ${args}`, "/dev/null"]);
     assert.equal(tty.code, 0, tty.stdout + tty.stderr);
-    assert.match(tty.stdout, /\d+\.\d%  [\d,]+ packets  [\d,]+ packets\/s/);
+    assert.match(tty.stdout, /\d+\.\d% {2}[\d,]+ packets {2}[\d,]+ packets\/s/);
     assert.match(tty.stdout, /"event":"summary","packets":130000/);
     // The same run with stderr a pipe: no progress at all.
     const pipe = await sh(`${program} ${args} </dev/null`);
