@@ -129,7 +129,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: "SB_READ",
     arg: "FILE",
     def: "-",
-    help: "analyse a capture file (pcap or pcapng) and exit",
+    help: "analyse a capture file (pcap or pcapng; - = standard input) and exit",
   },
   {
     long: "ports",
@@ -300,20 +300,30 @@ export const OPTIONS: readonly OptionSpec[] = [
   { long: "version", boolean: true, def: "", help: "show the version", fileKey: false },
 ];
 
+/** The ways to run the program, as --help and the man page list them. */
+export const COMMANDS: readonly { usage: string; help: string }[] = [
+  {
+    usage: "scanblocker [options]",
+    help: "watch an interface, detect port scans, ban scanners",
+  },
+  { usage: "scanblocker -r FILE [options]", help: "analyse a capture file (- = standard input)" },
+  { usage: "scanblocker bans [--json]", help: "list active bans" },
+  { usage: "scanblocker unban ADDRESS", help: "remove one ban" },
+  { usage: "scanblocker flush", help: "remove everything scanblocker installed" },
+  { usage: "scanblocker status [--json]", help: "ask the running daemon what it sees" },
+  { usage: "scanblocker config", help: "print the effective settings and where each came from" },
+];
+
 /** The usage text printed by --help. */
 export function usage(): string {
-  const lines = [
-    "Usage: scanblocker [options]            watch an interface, detect port scans, ban scanners",
-    "       scanblocker -r FILE [options]    analyse a capture file",
-    "       scanblocker bans                 list active bans",
-    "       scanblocker unban ADDRESS        remove one ban",
-    "       scanblocker flush                remove everything scanblocker installed",
-    "       scanblocker status [--json]      ask the running daemon what it sees",
-    "       scanblocker config               print the effective settings and where each came from",
+  const lines = COMMANDS.map((c, i) =>
+    `${i === 0 ? "Usage: " : "       "}${c.usage.padEnd(33)}${c.help}`
+  );
+  lines.push(
     "",
     "Options (each also read from its environment variable and the config file;",
     "a flag wins over the variable, the variable over the file):",
-  ];
+  );
   for (const o of OPTIONS) {
     const flag = `${o.short ? `-${o.short}, ` : "    "}--${o.long}${o.arg ? ` ${o.arg}` : ""}`;
     const env = o.env ? ` [${o.env}]` : "";
