@@ -29,6 +29,7 @@ import {
   type Config,
   ConfigError,
   DEFAULT_METRICS_ADDR,
+  formatSettings,
   parseConfig,
   readEnv,
   usage,
@@ -38,7 +39,8 @@ import { createEngine, engineSettings, publishCounters } from "./src/detect/engi
 import { createFirewall } from "./src/firewall/firewall.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { counterSync, nullMetrics } from "./src/report/counters.ts";
-import { EventLog, writeAll } from "./src/report/log.ts";
+import { EventLog, journalStreams, Severity, stderrLine, writeAll } from "./src/report/log.ts";
+import { offlineProgress } from "./src/report/progress.ts";
 import type { Metrics } from "./src/report/metrics.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import { startupLines } from "./src/report/startup.ts";
@@ -56,9 +58,16 @@ export const VERSION: string = denoJson.version;
 
 const encoder = new TextEncoder();
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
+/** Where stdout and stderr go: the journal gets severity prefixes and no timestamps. */
+const journal = journalStreams();
 /** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
 const stderrOut = new LineOutput(Deno.stderr);
-const warn = (text: string) => stderrOut.write(encoder.encode(`scanblocker: ${text}\n`));
+const stderr = (text: string, severity: Severity) =>
+  stderrOut.write(encoder.encode(stderrLine(text, severity, journal.stderr)));
+/** An error or warning on stderr (`<3>` in the journal). */
+const warn = (text: string) => stderr(text, Severity.Error);
+/** A start-up notice on stderr (`<6>` in the journal). */
+const notice = (text: string) => stderr(text, Severity.Info);
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Runs the program with these arguments and returns its exit code. */
@@ -89,6 +98,12 @@ export async function main(argv: string[]): Promise<number> {
     case "version":
       stdoutWrite(`scanblocker ${VERSION} (deno ${Deno.version.deno}, v8 ${Deno.version.v8})\n`);
       return 0;
+    case "config":
+      stdoutWrite(formatSettings(cfg));
+      return 0;
+    case "status":
+      warn("status: not available in this build");
+      return 1;
     case "bans":
     case "unban":
     case "flush": {
@@ -192,11 +207,20 @@ async function daemon(cfg: Config): Promise<number> {
   // A live daemon's log never waits for its reader (see src/report/output.ts).
   const restoreStdio = live ? nonBlockingStdio() : () => {};
   const stdoutOut = new LineOutput(Deno.stdout);
-  const log = new EventLog(
-    cfg.logFormat,
-    cfg.logRate,
-    live ? (t) => stdoutOut.write(encoder.encode(t)) : stdoutWrite,
-  );
+  // Offline on a terminal: a progress line on stderr, erased before each write to stdout.
+  const progress = live
+    ? null
+    : offlineProgress(cfg.read!, Deno.stderr.isTerminal(), (t) =>
+      writeAll(Deno.stderr, encoder.encode(t)));
+  const out = live
+    ? (t: string) => stdoutOut.write(encoder.encode(t))
+    : progress
+    ? (text: string) => {
+      progress.clear();
+      stdoutWrite(text);
+    }
+    : stdoutWrite;
+  const log = new EventLog(cfg.logFormat, cfg.logRate, out, { journal: journal.stdout });
 
   // The engine's counters: shared by the capture worker, or read from an offline engine.
   const counters = new Float64Array(Slot.Count);
@@ -281,9 +305,9 @@ async function daemon(cfg: Config): Promise<number> {
         firewallPath: fw.describePath(),
         realtime: c.realtime,
       })
-    ) warn(line);
+    ) notice(line);
     const helpers = resolvedHelpers();
-    if (helpers.length > 0) warn(`helpers: ${helpers.join(" ")}`);
+    if (helpers.length > 0) notice(`helpers: ${helpers.join(" ")}`);
     const start = b.attachCapture(c);
     c.start(start.banned, start.fast);
     code = await untilStopped(c, () => {
@@ -314,12 +338,14 @@ async function daemon(cfg: Config): Promise<number> {
       await runCapture(pcap!, (batch) => {
         e.pipeline.processBatch(batch);
         log.flush();
+        progress?.update(pcap!.position(), e.pipeline.packets);
       }, new AbortController().signal);
     } catch (err) {
       // A damaged file: report it after everything read so far was processed.
       warn(errorText(err));
       code = 1;
     }
+    progress?.clear();
     pcap!.close();
   }
   captureRunning = false;

@@ -73,6 +73,8 @@ export const libcSymbols = {
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** sighandler_t signal(int signum, sighandler_t handler); */
   signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  /** int fstat(int fd, struct stat *statbuf); (a symbol of its own since glibc 2.33; optional) */
+  fstat: { parameters: ["i32", "buffer"], result: "i32", optional: true },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
@@ -311,6 +313,20 @@ export function wakeUp(fd: number): void {
   if (fd >= 0) loadLibc().symbols.write(fd, new Uint8Array(1), 1n);
 }
 
+/**
+ * "DEVICE:INODE" of an open descriptor, as systemd writes JOURNAL_STREAM
+ * (decimal st_dev and st_ino); null when fstat fails or is missing. st_dev
+ * and st_ino are the first two 64-bit fields of struct stat on x86_64 and
+ * on aarch64 alike. (Deno wants --allow-all to stat /proc/self/fd/N.)
+ */
+export function descriptorIdentity(fd: number): string | null {
+  const c = loadLibc();
+  if (!c.symbols.fstat) return null;
+  const buf = new BigUint64Array(32); // 256 bytes: more than either layout's 144/128
+  if (c.symbols.fstat(fd, buf) !== 0) return null;
+  return `${buf[0]}:${buf[1]}`;
+}
+
 const SCHED_FIFO = 1;
 const SCHED_OTHER = 0;
 
@@ -332,8 +348,8 @@ export function setRealtimePriority(priority: number): string | null {
   return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
 }
 
-/** SIG_IGN, as a handler pointer. */
-const SIG_IGN = Deno.UnsafePointer.create(1n);
+/** SIG_IGN, as a handler pointer (made on use: creating a pointer needs --allow-ffi). */
+const sigIgn = () => Deno.UnsafePointer.create(1n);
 
 /**
  * Sets signal `signum` to SIG_IGN for the whole process: the kernel then
@@ -341,7 +357,7 @@ const SIG_IGN = Deno.UnsafePointer.create(1n);
  * as Deno's SIGUSR1 inspector trigger) runs. Returns false when libc refused.
  */
 export function ignoreSignal(signum: number): boolean {
-  const prev = loadLibc().symbols.signal(signum, SIG_IGN);
+  const prev = loadLibc().symbols.signal(signum, sigIgn());
   // SIG_ERR is (void *)-1.
   return prev === null || Deno.UnsafePointer.value(prev) !== 0xffffffffffffffffn;
 }

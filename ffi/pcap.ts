@@ -253,7 +253,7 @@ export class Pcap {
     return new Pcap(pcap, p, true, opts.device, opts.filter);
   }
 
-  /** Opens a capture file (pcap or pcapng) and sets the filter. */
+  /** Opens a capture file (pcap or pcapng; "-" = standard input) and sets the filter. */
   static openOffline(path: string, filter: string): Pcap {
     const pcap = loadPcap();
     const errbuf = new Uint8Array(ERRBUF_SIZE);
@@ -268,6 +268,13 @@ export class Pcap {
         fix = "the file is truncated (shorter than a capture file header); it holds no packets";
       } else if (/is a directory/i.test(msg)) fix = "give a capture file, not a directory";
       else fix = "the file is not a pcap or pcapng capture file";
+      if (path === "-") {
+        throw new Error(
+          `cannot read a capture from standard input: ${msg} (${
+            /truncated/i.test(msg) ? "no capture header arrived" : fix.replace("file", "stream")
+          }; e.g. tcpdump -w - | scanblocker -r -)`,
+        );
+      }
       throw new Error(`cannot read capture file "${path}": ${msg} (${fix})`);
     }
     return new Pcap(pcap, p, false, path, filter);
@@ -431,6 +438,18 @@ export class Pcap {
    */
   get wakeDescriptor(): number {
     return this.#wakeW;
+  }
+
+  /**
+   * Bytes of a capture file read so far (libpcap's stream position, for
+   * progress); null for a live capture or a stream that cannot tell (a pipe).
+   */
+  position(): number | null {
+    if (this.live || !this.#p) return null;
+    const f = this.#pcap.lib.symbols.pcap_file(this.#p);
+    if (!f) return null;
+    const at = Number(loadLibc().symbols.ftell(f));
+    return at >= 0 ? at : null;
   }
 
   /** Makes a pending wait() return false now (used to stop a capture loop). */

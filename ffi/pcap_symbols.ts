@@ -38,6 +38,8 @@ export const pcapSymbols = {
   pcap_snapshot: { parameters: ["pointer"], result: "i32" },
   /** int pcap_dispatch(pcap_t *p, int cnt, pcap_handler callback, u_char *user); */
   pcap_dispatch: { parameters: ["pointer", "i32", "pointer", "pointer"], result: "i32" },
+  /** FILE *pcap_file(pcap_t *p); (the savefile's stream; NULL for a live capture) */
+  pcap_file: { parameters: ["pointer"], result: "pointer" },
   /** pcap_dumper_t *pcap_dump_fopen(pcap_t *p, FILE *fp); */
   pcap_dump_fopen: { parameters: ["pointer", "pointer"], result: "pointer" },
   /** void pcap_dump_close(pcap_dumper_t *p); (also closes the FILE) */

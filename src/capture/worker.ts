@@ -30,7 +30,7 @@ import { AllowList } from "../allowlist.ts";
 import { type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
 import { createEngine, publishCounters } from "../detect/engine.ts";
-import { EventLog } from "../report/log.ts";
+import { EventLog, journalStreams } from "../report/log.ts";
 import { LineOutput } from "../report/output.ts";
 import { warmUp } from "./warmup.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
@@ -178,7 +178,8 @@ const MESSAGES_MS = 200;
 async function run(): Promise<string | null> {
   const p = pcap!, m = openReq!, al = allow!;
   const counters = new Float64Array(m.counters);
-  const log = new EventLog(m.logFormat, m.logRate, stdout);
+  // The same lines as the main thread's, journald prefixes included.
+  const log = new EventLog(m.logFormat, m.logRate, stdout, { journal: journalStreams().stdout });
   let notices: ScanNotice[] = [];
   const banFirst = (scan: ScanReport) => {
     const detectedAt = realtimeMs();
