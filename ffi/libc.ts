@@ -4,6 +4,7 @@
  * every other permission boundary; FFI is granted anyway (libpcap), so reading
  * those kernel files goes through libc instead.
  */
+import { openLibrary } from "./loader.ts";
 
 const LIBC_NAMES = ["libc.so.6", "libc.so"];
 
@@ -94,17 +95,25 @@ let libc: Libc | null = null;
 
 /** Opens libc once; throws an Error listing every name tried. */
 export function loadLibc(): Libc {
-  if (libc) return libc;
-  const tried: string[] = [];
-  for (const name of LIBC_NAMES) {
-    try {
-      libc = Deno.dlopen(name, libcSymbols);
-      return libc;
-    } catch (e) {
-      tried.push(`${name} (${e instanceof Error ? e.message : String(e)})`);
-    }
-  }
-  throw new Error(`cannot load libc; tried: ${tried.join(", ")}`);
+  libc ??= openLibrary({
+    what: "libc",
+    names: LIBC_NAMES,
+    install: `the C library (glibc) is part of every Debian or Fedora system`,
+  }, libcSymbols).lib;
+  return libc;
+}
+
+/** errno of the calling thread, as the last failed libc call left it. */
+export function errno(): number {
+  const p = loadLibc().symbols.__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+/** The system's text for an errno value (the current errno by default), as strerror(3) gives it. */
+export function errnoText(code = errno()): string {
+  const c = loadLibc().symbols;
+  const p = c.strerror ? c.strerror(code) : null;
+  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
 const O_RDONLY = 0;
@@ -342,10 +351,7 @@ export function setRealtimePriority(priority: number): string | null {
   if (!c.sched_setscheduler) return "libc has no sched_setscheduler";
   const policy = priority > 0 ? SCHED_FIFO : SCHED_OTHER;
   if (c.sched_setscheduler(0, policy, new Int32Array([priority])) === 0) return null;
-  const p = c.__errno_location();
-  const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-  const text = c.strerror?.(code);
-  return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
+  return errnoText();
 }
 
 /** SIG_IGN, as a handler pointer (made on use: creating a pointer needs --allow-ffi). */
