@@ -42,6 +42,7 @@ export interface BanMetrics {
   firewallErrors: { inc(): void };
   firewallRepairs: { inc(n?: number): void };
   bansLost: { inc(n?: number): void };
+  bansEvicted: { inc(n?: number): void };
 }
 
 /** The capture side as the owner sees it: the detector's memory, the thread's copy of the book. */
@@ -87,6 +88,8 @@ export class Bans {
   #state = "starting";
   #reconcileAt = 0;
   #reconciling = false;
+  /** The table is full and the oldest bans make room (one stderr line per episode). */
+  #evicting = false;
 
   constructor(o: BansOptions) {
     this.#o = o;
@@ -164,6 +167,7 @@ export class Bans {
       reason,
     );
     const settle = (result: BanResult, at = o.now()) => this.#settle(scan, result, at, detectedAt);
+    if (!fast?.ok && this.#book.size > o.maxBans) return this.#evictThenBan(scan, settle);
     if (fast?.ok) {
       // The capture thread put it into the kernel already.
       o.fw.adopt(scan.src, o.banTime, fast.expiresAt);
@@ -183,6 +187,33 @@ export class Bans {
       settle(result);
       o.log.flush();
     });
+    this.#pending.add(p);
+    p.finally(() => this.#pending.delete(p));
+  }
+
+  /**
+   * A full table never stops a new ban (a spoofed flood would otherwise fill
+   * it and let every later scanner through for the ban time): the oldest ban
+   * is removed first. Said once per episode on stderr, counted always.
+   */
+  #evictThenBan(scan: ScanReport, settle: (r: BanResult) => void): void {
+    const o = this.#o;
+    const oldest = this.#book.oldest();
+    if (!oldest || oldest.address === scan.src) return settle("failed");
+    this.#book.delete(oldest.address);
+    o.metrics.bansEvicted.inc();
+    if (!this.#evicting) {
+      this.#evicting = true;
+      o.warn(
+        `ban table full (${o.maxBans} bans): the oldest bans make room for new ones (scanblocker_bans_evicted_total)`,
+      );
+    }
+    const p = o.fw.unban(oldest.address)
+      .then(() => o.fw.ban(scan.src, o.banTime))
+      .then((result) => {
+        settle(result);
+        o.log.flush();
+      });
     this.#pending.add(p);
     p.finally(() => this.#pending.delete(p));
   }
@@ -225,6 +256,7 @@ export class Bans {
   tick(now = Date.now()): void {
     this.#book.prune(now);
     this.#o.metrics.activeBans.set(this.#book.size);
+    if (this.#evicting && this.#book.size < this.#o.maxBans * 0.9) this.#evicting = false;
     if (this.#o.fw.kind !== "none" && !this.#reconciling && now >= this.#reconcileAt) {
       this.reconcile();
     }

@@ -50,6 +50,8 @@ export interface Metrics {
   firewallRepairs: Counter;
   /** Bans the kernel no longer held when it was re-read (removed from outside). */
   bansLost: Counter;
+  /** Bans removed early to make room for new ones when the table was full. */
+  bansEvicted: Counter;
   /** scanblocker_detection_to_ban_seconds: threshold packet's time to rule in place. */
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
@@ -158,6 +160,11 @@ export function createMetrics(version: string): Metrics {
     bansLost: new Counter({
       name: "scanblocker_bans_removed_outside_total",
       help: "Bans the kernel no longer held when re-read (removed by unban, a flush or by hand).",
+      registers,
+    }),
+    bansEvicted: new Counter({
+      name: "scanblocker_bans_evicted_total",
+      help: "Bans removed before their time to make room for new ones (the ban table was full).",
       registers,
     }),
     detectionToBan: new Histogram({
