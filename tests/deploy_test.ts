@@ -56,7 +56,7 @@ Deno.test("capabilities: advice names the capability, the failure and the fix, o
   assert.match(live[1], /CAP_NET_ADMIN/);
   assert.match(live[1], /iptables/);
   for (const line of live) {
-    assert.match(line, /setcap cap_net_raw,cap_net_admin\+ep \.\/scanblocker/);
+    assert.match(line, /setcap cap_net_raw,cap_net_admin,cap_sys_nice\+ep \.\/scanblocker/);
     assert.match(line, /root/);
     assert.match(line, /AmbientCapabilities/);
   }
@@ -152,22 +152,25 @@ Deno.test({
       const deno = `${dir}/deno`;
       await Deno.copyFile(Deno.execPath(), deno);
       await Deno.chmod(deno, 0o755);
-      const sc = await run(["setcap", "cap_net_raw,cap_net_admin+ep", deno]);
+      const sc = await run(["setcap", "cap_net_raw,cap_net_admin,cap_sys_nice+ep", deno]);
       if (sc.code !== 0) {
         console.log(`skipped: setcap failed here (${sc.stderr.trim()})`);
         return;
       }
       const mod = new URL("../src/capabilities.ts", import.meta.url).href;
+      const libc = new URL("../ffi/libc.ts", import.meta.url).href;
       const script = `${dir}/probe.ts`;
       await Deno.writeTextFile(
         script,
         `import { missingCapabilities, raiseAmbientCapabilities } from ${JSON.stringify(mod)};\n` +
+          `import { setRealtimePriority } from ${JSON.stringify(libc)};\n` +
           `const child = async () => new TextDecoder().decode((await new Deno.Command("cat", ` +
           `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
           `const before = await child();\n` +
           `const missing = missingCapabilities().map((m) => m.name);\n` +
           `const raised = raiseAmbientCapabilities();\n` +
-          `console.log(JSON.stringify({ missing, before, raised, after: await child() }));\n`,
+          `const fifo = setRealtimePriority(10);\n` +
+          `console.log(JSON.stringify({ missing, before, raised, after: await child(), fifo }));\n`,
       );
       await Deno.chmod(script, 0o644);
       await Deno.mkdir(`${dir}/deno-dir`, { mode: 0o777 });
@@ -197,6 +200,8 @@ Deno.test({
       // … with it, iptables/nft get CAP_NET_ADMIN, and not CAP_NET_RAW (capture is the daemon's).
       assert.deepEqual(out.raised, ["CAP_NET_ADMIN"]);
       assert.equal(eff(out.after), 0x1000n);
+      // The documented setcap grants what the ban-latency figures need: SCHED_FIFO.
+      assert.equal(out.fifo, null, `SCHED_FIFO refused: ${out.fifo}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -520,4 +525,16 @@ Deno.test("compile task: every worker module is --include'd (deno compile does n
   for (const dir of ["src", "ffi"]) await walk(dir);
   assert.ok(workers.includes("src/capture/worker.ts"), workers.join(" "));
   for (const w of workers) assert.ok(task.includes(`--include ${w}`), `${w} missing in: ${task}`);
+});
+
+Deno.test("every documented deployment grants CAP_SYS_NICE (the ban-latency figures need SCHED_FIFO)", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const setcaps = readme.split("\n").filter((l) => /^sudo setcap /.test(l));
+  assert.ok(setcaps.length > 0, "README shows a setcap install");
+  for (const l of setcaps) assert.match(l, /cap_sys_nice/, l);
+  const daemons = readme.split(/\n(?=docker run)/).filter((b) => /^docker run -d /.test(b));
+  assert.ok(daemons.length > 0, "README shows docker run for the daemon");
+  for (const b of daemons) assert.match(b.split("\n\n")[0], /--cap-add SYS_NICE/);
+  const unit = await Deno.readTextFile(new URL("../deploy/scanblocker.service", import.meta.url));
+  assert.match(unit, /^AmbientCapabilities=.*CAP_SYS_NICE/m);
 });
