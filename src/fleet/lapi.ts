@@ -176,14 +176,18 @@ function serverMessage(text: string): string {
   return text.trim().slice(0, 120);
 }
 
-/** One line for a failed connection (refused, timed out, TLS). */
+/** One line for a failed connection (refused, timed out, DNS, TLS), from the error and its causes. */
 function unreachable(e: unknown): string {
   if (e instanceof DOMException && e.name === "TimeoutError") return "no answer (timed out)";
-  const m = e instanceof Error ? e.message : String(e);
-  const cause = /Connection refused|connection refused/.test(m)
-    ? "connection refused"
-    : /certificate|tls|TLS|handshake/.test(m)
-    ? `TLS: ${m.split("\n")[0]}`
-    : m.split("\n")[0];
-  return cause;
+  const parts: string[] = [];
+  for (let x: unknown = e; x instanceof Error && parts.length < 4; x = x.cause) {
+    parts.push(x.message);
+  }
+  const m = parts.join(": ");
+  if (/connection refused/i.test(m)) return "connection refused";
+  if (/dns error|lookup address/i.test(m)) {
+    return `cannot resolve the host (${m.split(": ").pop()})`;
+  }
+  if (/certificate|tls|handshake/i.test(m)) return `TLS: ${m.replace(/^fetch failed: /, "")}`;
+  return m.replace(/^fetch failed: /, "").split("\n")[0];
 }
