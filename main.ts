@@ -32,6 +32,7 @@ import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
+import { type RunningFleet, startFleet } from "./src/fleet/wire.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -202,6 +203,10 @@ async function daemon(cfg: Config): Promise<number> {
   // The metrics server first: a port in use ends the run before anything
   // touches the firewall.
   let firewallState = "starting";
+  // The CrowdSec LAPI link (--lapi-url), started with the live capture; never with -r.
+  let fleet: RunningFleet | null = null;
+  const stopFleet = () => fleet?.stop();
+  if (!live && cfg.fleet) warn("fleet: --lapi-url is ignored with -r (nothing is shared offline)");
   let server: MetricsServer | null = null;
   let captureRunning = true;
   const syncMetrics = metricsSync(metrics, readCounters);
@@ -214,8 +219,12 @@ async function daemon(cfg: Config): Promise<number> {
           packetsSeen: c[Slot.Packets],
           firewall: `${cfg.firewall} ${firewallState}`,
           lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
+          ...(fleet ? { fleet: fleet.status() } : {}),
         };
-      }, syncMetrics);
+      }, () => {
+        syncMetrics();
+        fleet?.sync();
+      });
     } catch (e) {
       warn(e instanceof Error ? e.message : String(e));
       pcap?.close();
@@ -271,6 +280,13 @@ async function daemon(cfg: Config): Promise<number> {
           live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
         );
         capture?.bans({ add: [scan.src], room: room() });
+        fleet?.fleet.push({
+          target: scan.src,
+          seconds: cfg.banTime,
+          ports: scan.ports.length,
+          windowSeconds: scan.slow ? cfg.slowWindowSeconds : cfg.windowSeconds,
+          at: Date.now(),
+        });
       } else if (result === "already") {
         log.alreadyBanned(when, scan.src, false);
       } else {
@@ -314,6 +330,34 @@ async function daemon(cfg: Config): Promise<number> {
     p.finally(() => pending.delete(p));
   };
 
+  /** Joins the LAPI: bans from the fleet go through the same guarded firewall as local ones. */
+  const joinFleet = (c: LiveCapture) =>
+    cfg.fleet && startFleet(cfg.fleet, {
+        version: VERSION,
+        metrics,
+        daemon: {
+          ban: (t, seconds) => fw.ban(t, seconds),
+          unban: (t) => fw.unban(t),
+          banned: (t) => banned.has(t, Date.now()),
+          isProtectedAddress: (t) => allow.isProtectedText(t),
+          local: () => allow.local,
+          allowed: () => allow.allowed,
+          ranges: false, // the backends ban single addresses today
+          changed: (added, removed) => {
+            for (const a of added) banned.add(a.target, a.end);
+            c.bans({ add: added.map((a) => a.target), room: room() });
+            if (removed.length > 0) {
+              fw.list().then((list) => {
+                banned.replace(list);
+                c.bans({ replace: list.map((b) => b.address), room: room() });
+              });
+            }
+            metrics.activeBans.set(banned.size);
+          },
+          warn,
+        },
+      }) || null;
+
   let code = 0;
   if (capture) {
     const c = capture;
@@ -335,6 +379,7 @@ async function daemon(cfg: Config): Promise<number> {
         banned.prune(Date.now());
         metrics.activeBans.set(banned.size);
         syncMetrics();
+        fleet?.sync();
         // The firewall is the source of truth: re-read it now and then.
         if (n % 30 === 0 && cfg.firewall !== "none") {
           fw.list().then((list) => {
@@ -353,6 +398,7 @@ async function daemon(cfg: Config): Promise<number> {
           ? { rules, banTimeMs, room: room() }
           : null;
         c.start(existing.map((b) => b.address), fast);
+        fleet = joinFleet(c);
       },
     });
     captureRunning = false;
@@ -384,6 +430,7 @@ async function daemon(cfg: Config): Promise<number> {
     pcap!.close();
   }
   await Promise.all([...pending]);
+  await stopFleet();
   syncMetrics();
   log.flush(engine?.pipeline.lastPacketMs || Date.now());
   if (engine) stdoutWrite(summary(cfg, engine.pipeline));

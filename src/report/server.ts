@@ -14,6 +14,8 @@ export interface Health {
   firewall: string;
   /** Epoch milliseconds of the last captured packet, null before the first. */
   lastPacketTime: number | null;
+  /** The CrowdSec LAPI link (src/fleet), when the host joined one. */
+  fleet?: unknown;
 }
 
 /** Where the metrics server listens, or "off" for no server at all. */
@@ -108,6 +110,7 @@ export function startMetricsServer(
       packetsSeen: h.packetsSeen,
       firewall: h.firewall,
       lastPacketTime: h.lastPacketTime === null ? null : new Date(h.lastPacketTime).toISOString(),
+      ...(h.fleet !== undefined ? { fleet: h.fleet } : {}),
     };
     return Response.json(body, {
       status: h.captureRunning ? 200 : 503,
