@@ -239,3 +239,87 @@ prometheus:
   }
   return lapi;
 }
+
+/** A running crowdsec-firewall-bouncer. */
+export interface FirewallBouncer {
+  stop(): Promise<void>;
+  log(): Promise<string>;
+}
+
+/**
+ * Starts Debian's crowdsec-firewall-bouncer (nftables mode, not daemonized,
+ * so stopping it leaves its table) inside `ns`, polling `url` with `apiKey`
+ * every `frequency` (a Go duration such as "200ms"); files go to `dir`.
+ */
+export async function startFirewallBouncer(
+  ns: string,
+  o: { url: string; apiKey: string; frequency: string; dir: string },
+): Promise<FirewallBouncer> {
+  const cfg = `${o.dir}/bouncer-${ns}.yaml`;
+  await Deno.writeTextFile(
+    cfg,
+    `mode: nftables
+pid_dir: ${o.dir}/
+update_frequency: ${o.frequency}
+daemonize: false
+log_mode: file
+log_dir: ${o.dir}/
+log_level: info
+api_url: ${o.url}/
+api_key: ${o.apiKey}
+insecure_skip_verify: false
+disable_ipv6: false
+deny_action: DROP
+deny_log: false
+supported_decisions_types:
+  - ban
+blacklists_ipv4: crowdsec-blacklists
+blacklists_ipv6: crowdsec6-blacklists
+nftables:
+  ipv4:
+    enabled: true
+    set-only: false
+    table: crowdsec
+    chain: crowdsec-chain
+  ipv6:
+    enabled: true
+    set-only: false
+    table: crowdsec6
+    chain: crowdsec6-chain
+prometheus:
+  enabled: false
+  listen_addr: 127.0.0.1
+  listen_port: 60601
+`,
+  );
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", ns, "crowdsec-firewall-bouncer", "-c", cfg],
+    stdout: "null",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
+  const log = () =>
+    Deno.readTextFile(`${o.dir}/crowdsec-firewall-bouncer.log`).catch(() => "(no log)");
+  // Ready once its table exists.
+  const until = Date.now() + 20_000;
+  while (Date.now() < until) {
+    const r = await run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "crowdsec"]);
+    if (r.code === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    log,
+    stop: async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      const t = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
+      await child.status;
+      clearTimeout(t);
+    },
+  };
+}

@@ -95,6 +95,8 @@ export class Fleet {
   readonly #queueMax: number;
   #queue: FleetBan[] = [];
   #sending = false;
+  /** The machine's credentials were accepted once (a login at start checks them). */
+  #verified = false;
   #pushTimer: ReturnType<typeof setTimeout> | undefined;
   #pushDelay = RETRY_MIN_MS;
   #pullTimer: ReturnType<typeof setTimeout> | undefined;
@@ -260,6 +262,19 @@ export class Fleet {
     if (this.#sending) return;
     this.#sending = true;
     try {
+      // At start, log in with nothing to send: wrong credentials show at once.
+      if (!this.#verified) {
+        try {
+          await this.#lapi.ensureToken();
+          this.#verified = true;
+          this.#reached(true);
+          this.#auth("push", true);
+        } catch (e) {
+          if (!(e instanceof LapiError)) throw e;
+          this.#pushFailed(e);
+          return;
+        }
+      }
       while (this.#queue.length > 0) {
         const now = Date.now();
         // A ban that ended while it waited is not worth a decision.
@@ -285,13 +300,7 @@ export class Fleet {
             this.#count("rejected", batch.length);
             this.#o.warn(`fleet: LAPI refused ${batch.length} alert(s): ${e.message}`);
           } else {
-            if (e.kind === "down") this.#reached(false, e.message);
-            else {
-              this.#reached(true);
-              this.#auth("push", false, e.message);
-            }
-            this.#kickPush(this.#pushDelay);
-            this.#pushDelay = Math.min(RETRY_MAX_MS, this.#pushDelay * 2);
+            this.#pushFailed(e);
             return;
           }
         }
@@ -305,6 +314,17 @@ export class Fleet {
     } finally {
       this.#sending = false;
     }
+  }
+
+  /** The LAPI is down or refused the machine: say so once, try again later. */
+  #pushFailed(e: LapiError): void {
+    if (e.kind === "down") this.#reached(false, e.message);
+    else {
+      this.#reached(true);
+      this.#auth("push", false, e.message);
+    }
+    this.#kickPush(this.#pushDelay);
+    this.#pushDelay = Math.min(RETRY_MAX_MS, this.#pushDelay * 2);
   }
 
   #schedulePull(delayMs: number): void {

@@ -70,6 +70,11 @@ export class LapiClient {
     this.#token = null;
   }
 
+  /** Logs in unless a JWT with more than the renewal margin left is held. */
+  async ensureToken(): Promise<void> {
+    if (this.#token === null || Date.now() > this.#tokenEnd - RENEW_BEFORE_MS) await this.login();
+  }
+
   /** POST /v1/watchers/login; keeps the JWT and its end. */
   async login(): Promise<void> {
     if (this.#o.password === null) throw new LapiError("auth", 0, "no machine password given");
@@ -90,7 +95,7 @@ export class LapiClient {
    * about to end; once more after a 401). Returns the new alert ids.
    */
   async pushAlerts(alerts: AlertBody[]): Promise<string[]> {
-    if (this.#token === null || Date.now() > this.#tokenEnd - RENEW_BEFORE_MS) await this.login();
+    await this.ensureToken();
     try {
       return await this.#postAlerts(alerts);
     } catch (e) {
@@ -188,6 +193,6 @@ function unreachable(e: unknown): string {
   if (/dns error|lookup address/i.test(m)) {
     return `cannot resolve the host (${m.split(": ").pop()})`;
   }
-  if (/certificate|tls|handshake/i.test(m)) return `TLS: ${m.replace(/^fetch failed: /, "")}`;
-  return m.replace(/^fetch failed: /, "").split("\n")[0];
+  if (/certificate|tls|handshake/i.test(m)) return `TLS: ${m.replace(/^fetch failed: /i, "")}`;
+  return m.replace(/^fetch failed: /i, "").split("\n")[0];
 }
