@@ -33,8 +33,13 @@ import { parseAddress } from "../address.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
-/** Elements per transaction (netlink refuses much larger batches). */
-const CHUNK = 4096;
+/**
+ * Elements per transaction. The element list is one netlink attribute whose
+ * length is 16 bits: past 64 KiB (about 1,500 IPv6 elements with timeouts,
+ * 2,000 IPv4 ones) it wraps and the kernel never answers. 1,024 stays under
+ * it for every family, with or without timeouts.
+ */
+const CHUNK = 1024;
 /** How long stderr must stay quiet before an error is complete. */
 const ERR_SETTLE_MS = 15;
 /** Longest wait for a transaction's confirmation before nft is restarted. */
@@ -361,8 +366,9 @@ export class NftablesFirewall extends BaseFirewall {
     const adds = ops.filter((o) => o.add);
     const dels = ops.filter((o) => !o.add);
     for (let i = 0; i < adds.length; i += CHUNK) await this.#run(adds.slice(i, i + CHUNK), true);
-    if (dels.length > 0) {
-      const failed = await this.#run(dels, false, dels.length > 1);
+    for (let i = 0; i < dels.length; i += CHUNK) {
+      const chunk = dels.slice(i, i + CHUNK);
+      const failed = await this.#run(chunk, false, chunk.length > 1);
       // One missing element fails a whole delete; retry the others one by one.
       for (const op of failed) await this.#run([op], false);
     }
