@@ -106,3 +106,42 @@ Deno.test("fleet: secrets from files; flags and variables; defaults", () => {
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "fleet: -r never talks to a LAPI, even with --lapi-url set",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const { runMain } = await import("./daemon.ts");
+    const dir = Deno.makeTempDirSync();
+    // A listener standing in for the LAPI: it only counts connections.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let connections = 0;
+    (async () => {
+      for await (const c of listener) {
+        connections++;
+        c.close();
+      }
+    })();
+    try {
+      Deno.writeTextFileSync(`${dir}/pw`, "x\n");
+      const r = await runMain([
+        "-r",
+        new URL("./fixtures/eth.pcap", import.meta.url).pathname,
+        "--lapi-url",
+        `http://127.0.0.1:${listener.addr.port}`,
+        "--lapi-password-file",
+        `${dir}/pw`,
+        "--lapi-key-file",
+        `${dir}/pw`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /fleet: --lapi-url is ignored with -r/);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(connections, 0);
+    } finally {
+      listener.close();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
