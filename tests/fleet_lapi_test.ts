@@ -358,3 +358,42 @@ Deno.test({
       c.close();
     }),
 });
+
+Deno.test({
+  name: "fleet/LAPI: https with --lapi-ca works; without the CA, one TLS line",
+  ...opts,
+  fn: async () => {
+    const l = await startLapi({ tls: true });
+    try {
+      const password = await l.addMachine("sb-a");
+      const apiKey = await l.addBouncer("sb-a");
+      await l.cscliOk(["decisions", "add", "--ip", "198.51.100.3", "--duration", "1h"]);
+      const caPem = await Deno.readTextFile(`${l.dir}/ca.pem`);
+      const lines: string[] = [];
+      const { counts, sink } = sinkCounts();
+      const rec = new Recorder();
+      const f = new Fleet(
+        fleetOptions(l, { machine: "sb-a", password, apiKey, caPem, lines, sink }),
+        rec,
+      );
+      f.start();
+      f.push({ target: "203.0.113.9", seconds: 600, ports: 4, windowSeconds: 60, at: Date.now() });
+      await until("push over https", () => counts.get("sent") === 1);
+      await until("pull over https", () => rec.adds.some((a) => a.target === "198.51.100.3"));
+      await f.stop();
+      assert.ok(l.url.startsWith("https://"));
+      assert.ok((await l.decisions()).some((d) => d.value === "203.0.113.9"));
+
+      const lines2: string[] = [];
+      const g = new Fleet(fleetOptions(l, { password, apiKey, lines: lines2 }), new Recorder());
+      g.start();
+      await new Promise((r) => setTimeout(r, 1500));
+      await g.stop(0);
+      const bad = lines2.filter((x) => /unreachable/.test(x));
+      assert.equal(bad.length, 1, lines2.join("\n"));
+      assert.match(bad[0], /unreachable \(TLS: .*(certificate|Unknown|issuer)/i);
+    } finally {
+      await l.destroy();
+    }
+  },
+});

@@ -65,12 +65,13 @@ let seq = 0;
  * 20000-59999), inside namespace `ns` when given.
  */
 export async function startLapi(
-  opts: { ns?: string; host?: string; port?: number } = {},
+  opts: { ns?: string; host?: string; port?: number; tls?: boolean } = {},
 ): Promise<Lapi> {
   const host = opts.host ?? "127.0.0.1";
   const port = opts.port || 20000 + ((Deno.pid * 7 + seq++ * 131 + Date.now()) % 40000);
   const dir = await Deno.makeTempDir({ prefix: "sb-lapi-" });
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const url = `${opts.tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (opts.tls) await makeCertificates(dir, host);
   const cfg = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     cfg,
@@ -104,13 +105,17 @@ plugin_config:
   group: nogroup
 api:
   client:
-    insecure_skip_verify: false
+    insecure_skip_verify: ${opts.tls ? "true" : "false"}
     credentials_path: ${dir}/local_api_credentials.yaml
   server:
     log_level: info
     listen_uri: ${host.includes(":") ? `[${host}]` : host}:${port}
     profiles_path: /etc/crowdsec/profiles.yaml
-    trusted_ips:
+${
+      opts.tls
+        ? `    tls:\n      cert_file: ${dir}/server.pem\n      key_file: ${dir}/server.key\n`
+        : ""
+    }    trusted_ips:
       - 127.0.0.1
       - ::1
 prometheus:
@@ -141,6 +146,7 @@ prometheus:
       const r = await run(inNs([
         "curl",
         "-s",
+        "-k",
         "-o",
         "/dev/null",
         "-w",
@@ -238,6 +244,66 @@ prometheus:
     throw e;
   }
   return lapi;
+}
+
+/**
+ * A test CA (dir/ca.pem) and a server certificate for `host` signed by it
+ * (dir/server.pem, dir/server.key), made with openssl.
+ */
+async function makeCertificates(dir: string, host: string): Promise<void> {
+  const ssl = async (args: string[]) => {
+    const r = await run(["openssl", ...args]);
+    if (r.code !== 0) throw new Error(`openssl ${args[0]} failed: ${r.stderr}`);
+  };
+  await ssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    `${dir}/ca.key`,
+    "-out",
+    `${dir}/ca.pem`,
+    "-days",
+    "1",
+    "-subj",
+    "/CN=sb test CA",
+  ]);
+  await ssl([
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    `${dir}/server.key`,
+    "-out",
+    `${dir}/server.csr`,
+    "-subj",
+    `/CN=${host}`,
+  ]);
+  await Deno.writeTextFile(`${dir}/ext.cnf`, `subjectAltName=IP:${host}\n`);
+  await ssl([
+    "x509",
+    "-req",
+    "-in",
+    `${dir}/server.csr`,
+    "-CA",
+    `${dir}/ca.pem`,
+    "-CAkey",
+    `${dir}/ca.key`,
+    "-CAcreateserial",
+    "-out",
+    `${dir}/server.pem`,
+    "-days",
+    "1",
+    "-extfile",
+    `${dir}/ext.cnf`,
+  ]);
 }
 
 /** A running crowdsec-firewall-bouncer. */
