@@ -397,3 +397,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "fleet/LAPI: after a gap the pull asks for the whole set; what vanished meanwhile is removed",
+  ...opts,
+  fn: () =>
+    withLapi(async (l) => {
+      const apiKey = await l.addBouncer("sb-b");
+      await l.cscliOk(["decisions", "add", "--ip", "198.51.100.21", "--duration", "1h"]);
+      await l.cscliOk(["decisions", "add", "--ip", "198.51.100.22", "--duration", "1h"]);
+      const lines: string[] = [];
+      const { counts, sink } = sinkCounts();
+      const rec = new Recorder();
+      // Pulls only when the test asks (pullNow), after the first.
+      const f = new Fleet(fleetOptions(l, { apiKey, lines, sink, pollMs: 600_000 }), rec);
+      f.start();
+      await until("startup", () => rec.adds.length === 2);
+      await l.stop();
+      await f.pullNow(); // fails: the next pull must be a startup pull
+      assert.equal(f.status().lapi, "down");
+      await l.start();
+      await l.cscliOk(["decisions", "delete", "--ip", "198.51.100.21"]);
+      await f.pullNow();
+      assert.deepEqual(rec.removes, ["198.51.100.21"]);
+      assert.equal(counts.get("removed cscli"), 1);
+      assert.equal(rec.adds.length, 2, "198.51.100.22 is not applied again");
+      await f.stop();
+    }),
+});

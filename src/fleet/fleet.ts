@@ -84,6 +84,8 @@ export interface FleetStatus {
 const BATCH = 100;
 /** Retry delays after a failure, ms. */
 const RETRY_MIN_MS = 250, RETRY_MAX_MS = 5000;
+/** Own bans remembered before the expired ones are swept (a pull sweeps them too). */
+const OWN_MAX = 100_000;
 /** Targets remembered as refused (logged once each) at most. */
 const REFUSED_LOG_MAX = 10_000;
 
@@ -113,6 +115,8 @@ export class Fleet {
   #own = new Map<string, number>();
   /** Decisions applied: target → decision id → end (epoch ms). */
   #applied = new Map<string, Map<number, number>>();
+  /** Origin of the latest decision applied per target (for the removed count). */
+  #originOf = new Map<string, string>();
   /** Decision ids refused (protected targets) or recognised as this host's own. */
   #skipped = new Set<number>();
   #refusedLogged = new Set<string>();
@@ -149,6 +153,10 @@ export class Fleet {
    */
   push(ban: FleetBan): void {
     if (this.#stopped || this.#o.password === null) return;
+    if (this.#own.size >= OWN_MAX) {
+      const now = Date.now();
+      for (const [t, end] of this.#own) if (end <= now) this.#own.delete(t);
+    }
     if (ban.seconds > 0) this.#own.set(ban.target, ban.at + ban.seconds * 1000);
     else this.#own.set(ban.target, Infinity);
     if (this.#queue.length >= this.#queueMax) {
@@ -393,7 +401,8 @@ export class Fleet {
         for (const id of ids.keys()) if (!live.has(id)) ids.delete(id);
         if (ids.size === 0) {
           this.#applied.delete(target);
-          removes.set(target, "");
+          removes.set(target, this.#originOf.get(target) ?? "unknown");
+          this.#originOf.delete(target);
         }
       }
     }
@@ -404,6 +413,7 @@ export class Fleet {
       for (const [id, end] of ids) if (end <= now) ids.delete(id);
       if (ids.size === 0) {
         this.#applied.delete(d.target);
+        this.#originOf.delete(d.target);
         removes.set(d.target, d.origin);
         adds.delete(d.target);
       }
@@ -427,6 +437,7 @@ export class Fleet {
       else {
         // Not in the kernel: forget it, so a later startup pull tries again.
         this.#applied.delete(target);
+        this.#originOf.delete(target);
         count("failed", origin);
       }
     }
@@ -475,6 +486,7 @@ export class Fleet {
     const before = ids ? Math.max(...ids.values()) : -Infinity;
     if (ids) ids.set(d.id, end);
     else this.#applied.set(d.target, new Map([[d.id, end]]));
+    this.#originOf.set(d.target, d.origin);
     // A longer decision for a target already banned extends the ban.
     if (end > before + 1000) {
       adds.set(d.target, {

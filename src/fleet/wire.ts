@@ -79,7 +79,8 @@ export function firewallFleetBans(d: FleetDaemon): FleetBans {
           added.push({ target: a.target, end });
         } else failed.push(a.target);
       });
-      d.changed(added, gone.filter((t, i) => removed[i] && !adds.some((a) => a.target === t)));
+      const readded = new Set(adds.map((a) => a.target));
+      d.changed(added, gone.filter((t, i) => removed[i] && !readded.has(t)));
       return failed;
     },
   };
