@@ -90,6 +90,11 @@ export class Bans {
   #reconciling = false;
   /** The table is full and the oldest bans make room (one stderr line per episode). */
   #evicting = false;
+  /** Bans to tell the capture thread about, sent together (a fleet batch is thousands). */
+  #toCapture: string[] = [];
+  #replacing = false;
+  /** Called for every ban this host made itself (the fleet pushes them). */
+  onLocalBan: (scan: ScanReport) => void = () => {};
 
   constructor(o: BansOptions) {
     this.#o = o;
@@ -231,7 +236,8 @@ export class Bans {
         scan.src,
         o.live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
       );
-      this.#capture?.bans({ add: [scan.src], room: this.room() });
+      this.#tellCapture(scan.src);
+      this.onLocalBan(scan);
     } else if (result === "already") {
       o.log.alreadyBanned(when, scan.src, false);
     } else {
@@ -242,6 +248,59 @@ export class Bans {
     }
     o.metrics.bans.inc({ backend: o.fw.kind, result: result === "refused" ? "failed" : result });
     o.metrics.activeBans.set(this.#book.size);
+  }
+
+  /** True when `target` is banned now. */
+  has(target: string): boolean {
+    return this.#book.has(target, this.#o.now());
+  }
+
+  /**
+   * A ban decided elsewhere (another host, through the fleet): through the
+   * same guard, cap and firewall as a local one, booked with its origin.
+   */
+  async banFrom(origin: "fleet", target: string, seconds: number, reason = ""): Promise<BanResult> {
+    const o = this.#o;
+    const result = await o.fw.ban(target, seconds);
+    if (result === "banned") {
+      this.#book.add(target, banExpiry(seconds, Date.now()), origin, reason);
+      this.#tellCapture(target);
+      o.metrics.activeBans.set(this.#book.size);
+    }
+    o.metrics.bans.inc({ backend: o.fw.kind, result: result === "refused" ? "failed" : result });
+    return result;
+  }
+
+  /** Lifts a ban (a fleet deletion); true when it existed and is gone. */
+  async unban(target: string): Promise<boolean> {
+    const ok = await this.#o.fw.unban(target);
+    if (ok) {
+      this.#book.delete(target);
+      this.#o.metrics.activeBans.set(this.#book.size);
+      if (this.#capture && !this.#replacing) {
+        // One whole list for every unban of this turn.
+        this.#replacing = true;
+        queueMicrotask(() => {
+          this.#replacing = false;
+          const replace = this.#book.entries().map((e) => e.address);
+          this.#capture?.bans({ replace, room: this.room() });
+        });
+      }
+    }
+    return ok;
+  }
+
+  /** Tells the capture thread of new bans, all those of this turn in one message. */
+  #tellCapture(address: string): void {
+    if (!this.#capture) return;
+    if (this.#toCapture.length === 0) {
+      queueMicrotask(() => {
+        const add = this.#toCapture;
+        this.#toCapture = [];
+        this.#capture?.bans({ add, room: this.room() });
+      });
+    }
+    this.#toCapture.push(address);
   }
 
   /** A source seen again after its scan (offline summary): "already" if it is banned. */
