@@ -41,6 +41,18 @@ export const libcSymbols = {
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
   /** ssize_t recv(int sockfd, void *buf, size_t len, int flags); */
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
+  /** int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32", optional: true },
+  /** int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen); */
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32", optional: true },
+  /** int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen); */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32", optional: true },
+  /** int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen); */
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+    optional: true,
+  },
   /** char *strerror(int errnum); */
   strerror: { parameters: ["i32"], result: "pointer", optional: true },
   /** int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param); */
@@ -319,16 +331,20 @@ export function wakeUp(fd: number): void {
 }
 
 const SCHED_FIFO = 1;
+const SCHED_OTHER = 0;
 
 /**
  * Puts the calling thread under SCHED_FIFO at `priority` (1–99): it runs as
- * soon as it is woken, ahead of every normally scheduled thread. Returns null
- * on success, else the reason (EPERM without CAP_SYS_NICE or RLIMIT_RTPRIO).
+ * soon as it is woken, ahead of every normally scheduled thread; 0 puts it
+ * back under normal scheduling. Returns null on success, else the reason
+ * (EPERM without CAP_SYS_NICE or RLIMIT_RTPRIO).
  */
+
 export function setRealtimePriority(priority: number): string | null {
   const c = loadLibc().symbols;
   if (!c.sched_setscheduler) return "libc has no sched_setscheduler";
-  if (c.sched_setscheduler(0, SCHED_FIFO, new Int32Array([priority])) === 0) return null;
+  const policy = priority > 0 ? SCHED_FIFO : SCHED_OTHER;
+  if (c.sched_setscheduler(0, policy, new Int32Array([priority])) === 0) return null;
   const p = c.__errno_location();
   const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
   const text = c.strerror?.(code);

@@ -29,6 +29,8 @@ export interface Config {
   /** …from one source within this many seconds. */
   windowSeconds: number;
   firewall: FirewallKind;
+  /** --firewall or SB_FIREWALL was given (subcommands otherwise look where the bans are). */
+  firewallGiven: boolean;
   /** Ban duration in seconds; 0 = until removed. */
   banTime: number;
   /** Never-ban blocks, as given and parsed. */
@@ -515,6 +517,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     ports,
     windowSeconds,
     firewall,
+    firewallGiven: fwText !== undefined,
     banTime,
     allow,
     local,

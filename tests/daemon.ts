@@ -8,6 +8,8 @@ const dec = new TextDecoder();
 
 /** A running daemon and what it printed so far. */
 export interface Daemon {
+  /** Process id (with `ip netns exec … env …` the same process becomes the daemon). */
+  pid: number;
   stdout(): string;
   stderr(): string;
   /** Resolves once stdout+stderr match `re`; rejects after `ms` with what was printed. */
@@ -48,6 +50,7 @@ export function spawnDaemon(
   let ended = false;
   status.then(() => (ended = true));
   return {
+    pid: child.pid,
     stdout: () => out,
     stderr: () => err,
     status,

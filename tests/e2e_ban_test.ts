@@ -63,7 +63,7 @@ for (const firewall of ["nftables", "iptables"]) {
         assert.equal(un.code, 0, un.stderr);
         assert.match(
           un.stdout,
-          new RegExp(`IP ${lab.scanner4.replaceAll(".", "\\.")} unbanned\\.`),
+          new RegExp(`IP ${lab.scanner4.replaceAll(".", "\\.")} unbanned \\(${firewall}\\)\\.`),
         );
         const again = await cli(lab, ["unban", lab.scanner4, "--firewall", firewall]);
         assert.equal(again.code, 1);

@@ -46,6 +46,10 @@ export interface Metrics {
   trackedSources: Gauge;
   /** scanblocker_firewall_errors_total */
   firewallErrors: Counter;
+  /** Chains, sets or hooks removed from outside and put back. */
+  firewallRepairs: Counter;
+  /** Bans the kernel no longer held when it was re-read (removed from outside). */
+  bansLost: Counter;
   /** scanblocker_detection_to_ban_seconds: threshold packet's time to rule in place. */
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
@@ -56,6 +60,8 @@ export interface Metrics {
   openPortSyns: Counter;
   /** scanblocker_outbound_scans_total: this host scanning a remote host (never banned) */
   outboundScans: Counter;
+  /** scanblocker_metrics_server_problems_total{kind}: connections the metrics server turned away, failed accepts */
+  serverProblems: Counter<"kind">;
 }
 
 /** Buckets for detection-to-ban latency: 50 µs (a library call) up to 1 s (something is wrong). */
@@ -142,6 +148,16 @@ export function createMetrics(version: string): Metrics {
       help: "Firewall commands that failed.",
       registers,
     }),
+    firewallRepairs: new Counter({
+      name: "scanblocker_firewall_repairs_total",
+      help: "Chains, sets or hook jumps found removed from outside and put back.",
+      registers,
+    }),
+    bansLost: new Counter({
+      name: "scanblocker_bans_removed_outside_total",
+      help: "Bans the kernel no longer held when re-read (removed by unban, a flush or by hand).",
+      registers,
+    }),
     detectionToBan: new Histogram({
       name: "scanblocker_detection_to_ban_seconds",
       help: "Time from the packet that crossed the scan threshold to the ban rule being in place.",
@@ -166,6 +182,13 @@ export function createMetrics(version: string): Metrics {
     outboundScans: new Counter({
       name: "scanblocker_outbound_scans_total",
       help: "Port scans made by this host of a remote host (a sign of compromise; never banned).",
+      registers,
+    }),
+    serverProblems: new Counter({
+      name: "scanblocker_metrics_server_problems_total",
+      help:
+        "Metrics server connections closed unserved (kind: over_capacity, timeout, bad_request) and failed accepts (accept_error).",
+      labelNames: ["kind"],
       registers,
     }),
   };
