@@ -17,33 +17,63 @@ import {
   missingCapabilities,
   raiseAmbientCapabilities,
 } from "./src/capabilities.ts";
-import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture/capture.ts";
+import {
+  DEFAULT_FILTER,
+  defaultInterface,
+  interfaceProblem,
+  runCapture,
+} from "./src/capture/capture.ts";
 import { HostWatch } from "./src/capture/host.ts";
 import { LiveCapture } from "./src/capture/live.ts";
-import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
+import {
+  type Config,
+  ConfigError,
+  DEFAULT_METRICS_ADDR,
+  formatSettings,
+  parseConfig,
+  readEnv,
+  usage,
+} from "./src/config.ts";
 import { Slot } from "./src/detect/counters.ts";
 import { createEngine, engineSettings, publishCounters } from "./src/detect/engine.ts";
 import { createFirewall } from "./src/firewall/firewall.ts";
 import { OpenPorts } from "./src/openports.ts";
 import { counterSync, nullMetrics } from "./src/report/counters.ts";
-import { EventLog, writeAll } from "./src/report/log.ts";
+import { EventLog, journalStreams, Severity, stderrLine, writeAll } from "./src/report/log.ts";
+import { offlineProgress } from "./src/report/progress.ts";
 import type { Metrics } from "./src/report/metrics.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import { startupLines } from "./src/report/startup.ts";
 import { offlineSummary } from "./src/report/summary.ts";
 import { resolvedHelpers } from "./src/firewall/helpers.ts";
 import { callerRefusal, ignoredPathVariables } from "./src/privilege.ts";
+import { quietSignals } from "./src/signals.ts";
+import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
+import { logDropWatch } from "./src/report/drops.ts";
+import { rxPackets, StallWatch } from "./src/capture/stall.ts";
+import { lockFirewall } from "./src/instance.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
 
 const encoder = new TextEncoder();
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
-const warn = (text: string) => writeAll(Deno.stderr, encoder.encode(`scanblocker: ${text}\n`));
+/** Where stdout and stderr go: the journal gets severity prefixes and no timestamps. */
+const journal = journalStreams();
+/** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
+const stderrOut = new LineOutput(Deno.stderr);
+const stderr = (text: string, severity: Severity) =>
+  stderrOut.write(encoder.encode(stderrLine(text, severity, journal.stderr)));
+/** An error or warning on stderr (`<3>` in the journal). */
+const warn = (text: string) => stderr(text, Severity.Error);
+/** A start-up notice on stderr (`<6>` in the journal). */
+const notice = (text: string) => stderr(text, Severity.Info);
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // No signal may end the daemon or open a debugger (see src/signals.ts).
+  quietSignals();
   let cfg: Config;
   try {
     cfg = parseConfig(argv, readEnv());
@@ -68,6 +98,12 @@ export async function main(argv: string[]): Promise<number> {
     case "version":
       stdoutWrite(`scanblocker ${VERSION} (deno ${Deno.version.deno}, v8 ${Deno.version.v8})\n`);
       return 0;
+    case "config":
+      stdoutWrite(formatSettings(cfg));
+      return 0;
+    case "status":
+      warn("status: not available in this build");
+      return 1;
     case "bans":
     case "unban":
     case "flush": {
@@ -103,8 +139,16 @@ async function daemon(cfg: Config): Promise<number> {
     );
   }
   if (live) {
+    // Configuration (exit 2): it could not do its job, and a restart would not help.
     const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
     for (const line of advice) warn(line);
+    if (advice.length > 0) return 2;
+  }
+  // One daemon per firewall (the lock is released when the process ends).
+  const lock = cfg.firewall === "none" ? null : lockFirewall();
+  if (lock && !lock.held) {
+    warn("error" in lock ? lock.error : lock.warning);
+    if ("error" in lock) return 2;
   }
   // Listening sockets describe this machine, not the host of a capture file.
   const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
@@ -114,7 +158,20 @@ async function daemon(cfg: Config): Promise<number> {
   // Capture first: without it there is nothing to do.
   let pcap: Pcap | null = null;
   let capture: LiveCapture | null = null;
-  const device = live ? cfg.device ?? defaultInterface() : "";
+  let device = "";
+  if (live) {
+    try {
+      device = cfg.device ?? defaultInterface();
+    } catch (e) {
+      warn(errorText(e));
+      return 2;
+    }
+    const problem = interfaceProblem(device);
+    if (problem !== null) {
+      warn(problem);
+      return 2;
+    }
+  }
   try {
     if (live) {
       capture = await LiveCapture.open({
@@ -139,7 +196,7 @@ async function daemon(cfg: Config): Promise<number> {
 
   // Metrics (in -r mode only when asked for explicitly): prom-client takes
   // ~50 ms to load, a third of a whole offline run.
-  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== ":8080"
+  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== DEFAULT_METRICS_ADDR
     ? cfg.metricsAddr
     : "off";
   const listen = parseListenAddress(metricsText);
@@ -147,7 +204,23 @@ async function daemon(cfg: Config): Promise<number> {
   const metrics: Metrics = serve
     ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
-  const log = new EventLog(cfg.logFormat, cfg.logRate, stdoutWrite);
+  // A live daemon's log never waits for its reader (see src/report/output.ts).
+  const restoreStdio = live ? nonBlockingStdio() : () => {};
+  const stdoutOut = new LineOutput(Deno.stdout);
+  // Offline on a terminal: a progress line on stderr, erased before each write to stdout.
+  const progress = live
+    ? null
+    : offlineProgress(cfg.read!, Deno.stderr.isTerminal(), (t) =>
+      writeAll(Deno.stderr, encoder.encode(t)));
+  const out = live
+    ? (t: string) => stdoutOut.write(encoder.encode(t))
+    : progress
+    ? (text: string) => {
+      progress.clear();
+      stdoutWrite(text);
+    }
+    : stdoutWrite;
+  const log = new EventLog(cfg.logFormat, cfg.logRate, out, { journal: journal.stdout });
 
   // The engine's counters: shared by the capture worker, or read from an offline engine.
   const counters = new Float64Array(Slot.Count);
@@ -159,6 +232,16 @@ async function daemon(cfg: Config): Promise<number> {
   };
   const syncMetrics = counterSync(metrics, readCounters);
   let bans: Bans | null = null;
+  // Packets arriving but nobody processing them: /healthz answers 503.
+  const stall = new StallWatch();
+  const stalled = () =>
+    capture !== null &&
+    stall.update(Date.now(), capture.counter(Slot.Heartbeat), rxPackets(device));
+  const checkDrops = logDropWatch([stdoutOut, stderrOut], () => readCounters()[Slot.LogDropped], {
+    metrics,
+    warn,
+    log,
+  });
   let captureRunning = true;
 
   // The metrics server before the firewall: a port in use ends the run first.
@@ -169,6 +252,7 @@ async function daemon(cfg: Config): Promise<number> {
         const c = readCounters();
         return {
           captureRunning,
+          stalled: captureRunning && stalled(),
           packetsSeen: c[Slot.Packets],
           firewall: `${cfg.firewall} ${bans?.state ?? "starting"}`,
           lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
@@ -178,7 +262,7 @@ async function daemon(cfg: Config): Promise<number> {
       warn(errorText(e));
       pcap?.close();
       await capture?.stop();
-      return 1;
+      return 2; // the address given cannot be listened on: configuration
     }
   }
 
@@ -211,7 +295,7 @@ async function daemon(cfg: Config): Promise<number> {
     // The lockout guard, kept current (guard.reload() on SIGHUP).
     guard?.attach(c);
     const host = new HostWatch(c, allow, openPorts, cfg.local !== null, warn);
-    const url = server ? metricsUrl(serve!.hostname, server.port) : null;
+    const url = server ? `http://${server.address}/metrics` : null;
     for (
       const line of startupLines(cfg, {
         device,
@@ -223,12 +307,14 @@ async function daemon(cfg: Config): Promise<number> {
         firewallPath: fw.describePath(),
         realtime: c.realtime,
       })
-    ) warn(line);
+    ) notice(line);
     const helpers = resolvedHelpers();
-    if (helpers.length > 0) warn(`helpers: ${helpers.join(" ")}`);
+    if (helpers.length > 0) notice(`helpers: ${helpers.join(" ")}`);
     const start = b.attachCapture(c);
     c.start(start.banned, start.fast);
     code = await untilStopped(c, () => {
+      checkDrops();
+      stalled();
       log.flush(Date.now());
       host.tick();
       guard?.tick();
@@ -255,12 +341,14 @@ async function daemon(cfg: Config): Promise<number> {
       await runCapture(pcap!, (batch) => {
         e.pipeline.processBatch(batch);
         log.flush();
+        progress?.update(pcap!.position(), e.pipeline.packets);
       }, new AbortController().signal);
     } catch (err) {
       // A damaged file: report it after everything read so far was processed.
       warn(errorText(err));
       code = 1;
     }
+    progress?.clear();
     pcap!.close();
   }
   captureRunning = false;
@@ -270,12 +358,8 @@ async function daemon(cfg: Config): Promise<number> {
   if (engine) stdoutWrite(offlineSummary(cfg.logFormat, engine.pipeline));
   await bans.close();
   await server?.close();
+  restoreStdio();
   return code;
-}
-
-/** The URL the metrics server really listens on (the port it got, IPv6 in brackets). */
-function metricsUrl(host: string, port: number): string {
-  return `http://${host.includes(":") ? `[${host}]` : host}:${port}/metrics`;
 }
 
 /**

@@ -4,6 +4,7 @@
  * every other permission boundary; FFI is granted anyway (libpcap), so reading
  * those kernel files goes through libc instead.
  */
+import { openLibrary } from "./loader.ts";
 
 const LIBC_NAMES = ["libc.so.6", "libc.so"];
 
@@ -67,6 +68,14 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg); (F_GETFL, F_SETFL) */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** ssize_t readlink(const char *pathname, char *buf, size_t bufsiz); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  /** sighandler_t signal(int signum, sighandler_t handler); */
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  /** int fstat(int fd, struct stat *statbuf); (a symbol of its own since glibc 2.33; optional) */
+  fstat: { parameters: ["i32", "buffer"], result: "i32", optional: true },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
@@ -86,17 +95,25 @@ let libc: Libc | null = null;
 
 /** Opens libc once; throws an Error listing every name tried. */
 export function loadLibc(): Libc {
-  if (libc) return libc;
-  const tried: string[] = [];
-  for (const name of LIBC_NAMES) {
-    try {
-      libc = Deno.dlopen(name, libcSymbols);
-      return libc;
-    } catch (e) {
-      tried.push(`${name} (${e instanceof Error ? e.message : String(e)})`);
-    }
-  }
-  throw new Error(`cannot load libc; tried: ${tried.join(", ")}`);
+  libc ??= openLibrary({
+    what: "libc",
+    names: LIBC_NAMES,
+    install: `the C library (glibc) is part of every Debian or Fedora system`,
+  }, libcSymbols).lib;
+  return libc;
+}
+
+/** errno of the calling thread, as the last failed libc call left it. */
+export function errno(): number {
+  const p = loadLibc().symbols.__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+/** The system's text for an errno value (the current errno by default), as strerror(3) gives it. */
+export function errnoText(code = errno()): string {
+  const c = loadLibc().symbols;
+  const p = c.strerror ? c.strerror(code) : null;
+  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
 const O_RDONLY = 0;
@@ -330,6 +347,20 @@ export function wakeUp(fd: number): void {
   if (fd >= 0) loadLibc().symbols.write(fd, new Uint8Array(1), 1n);
 }
 
+/**
+ * "DEVICE:INODE" of an open descriptor, as systemd writes JOURNAL_STREAM
+ * (decimal st_dev and st_ino); null when fstat fails or is missing. st_dev
+ * and st_ino are the first two 64-bit fields of struct stat on x86_64 and
+ * on aarch64 alike. (Deno wants --allow-all to stat /proc/self/fd/N.)
+ */
+export function descriptorIdentity(fd: number): string | null {
+  const c = loadLibc();
+  if (!c.symbols.fstat) return null;
+  const buf = new BigUint64Array(32); // 256 bytes: more than either layout's 144/128
+  if (c.symbols.fstat(fd, buf) !== 0) return null;
+  return `${buf[0]}:${buf[1]}`;
+}
+
 const SCHED_FIFO = 1;
 const SCHED_OTHER = 0;
 
@@ -345,8 +376,58 @@ export function setRealtimePriority(priority: number): string | null {
   if (!c.sched_setscheduler) return "libc has no sched_setscheduler";
   const policy = priority > 0 ? SCHED_FIFO : SCHED_OTHER;
   if (c.sched_setscheduler(0, policy, new Int32Array([priority])) === 0) return null;
-  const p = c.__errno_location();
-  const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-  const text = c.strerror?.(code);
-  return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
+  return errnoText();
+}
+
+/** SIG_IGN, as a handler pointer (made on use: creating a pointer needs --allow-ffi). */
+const sigIgn = () => Deno.UnsafePointer.create(1n);
+
+/**
+ * Sets signal `signum` to SIG_IGN for the whole process: the kernel then
+ * drops it without waking any thread, and no handler installed earlier (such
+ * as Deno's SIGUSR1 inspector trigger) runs. Returns false when libc refused.
+ */
+export function ignoreSignal(signum: number): boolean {
+  const prev = loadLibc().symbols.signal(signum, sigIgn());
+  // SIG_ERR is (void *)-1.
+  return prev === null || Deno.UnsafePointer.value(prev) !== 0xffffffffffffffffn;
+}
+
+/** The target of a symbolic link such as /proc/self/ns/net; null when it cannot be read. */
+export function readSystemLink(path: string): string | null {
+  const buf = new Uint8Array(256);
+  const n = Number(
+    loadLibc().symbols.readlink(encoder.encode(path + "\0"), buf, BigInt(buf.length)),
+  );
+  return n < 0 ? null : decoder.decode(buf.subarray(0, n));
+}
+
+const F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0o4000;
+
+/**
+ * Turns O_NONBLOCK on or off for descriptor `fd` (it belongs to the open
+ * file, so every process sharing that pipe or socket sees it). Returns the
+ * previous state, or null when fcntl failed.
+ */
+export function setNonBlocking(fd: number, on: boolean): boolean | null {
+  const c = loadLibc().symbols;
+  const flags = c.fcntl(fd, F_GETFL, 0);
+  if (flags < 0) return null;
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags && c.fcntl(fd, F_SETFL, next) < 0) return null;
+  return (flags & O_NONBLOCK) !== 0;
+}
+
+const POLLOUT = 4;
+
+/** True when a write to `fd` would not block now (poll(2) with no wait); true also when poll fails. */
+export function writable(fd: number): boolean {
+  const c = loadLibc().symbols;
+  if (!c.pollSync) return true;
+  const pfd = new Int32Array(2);
+  pfd[0] = fd;
+  pfd[1] = POLLOUT; // short events, short revents (little-endian: events in the low half)
+  const n = c.pollSync(pfd, 1n, 0);
+  if (n < 0) return true;
+  return n > 0 && ((pfd[1] >>> 16) & POLLOUT) !== 0;
 }

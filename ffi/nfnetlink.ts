@@ -26,7 +26,8 @@
  * buffer is large enough for one that does anyway.
  */
 
-import { loadLibc } from "./libc.ts";
+import { cstr } from "./cstring.ts";
+import { errno, errnoText, loadLibc } from "./libc.ts";
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
@@ -239,7 +240,6 @@ class Writer {
 }
 
 const enc = new TextEncoder();
-const cstr = (s: string) => enc.encode(s + "\0");
 
 /**
  * A netlink socket to nf_tables for the changes on the ban path: elements of
@@ -752,18 +752,6 @@ function parseRule(attrs: Uint8Array): KernelRule {
     at += (len + 3) & ~3;
   }
   return rule;
-}
-
-function errno(): number {
-  const p = loadLibc().symbols.__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
-
-/** The system's text for an errno value (the current errno by default), as `nft` would print it. */
-function errnoText(code = errno()): string {
-  const c = loadLibc().symbols;
-  const p = c.strerror ? c.strerror(code) : null;
-  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
 const pfd = new Uint8Array(8);

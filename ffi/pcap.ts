@@ -16,6 +16,7 @@
  * buffer (a record is 16 header bytes plus at most snaplen bytes), and the
  * stream is rewound after each batch so every batch starts at offset 0.
  */
+import { bufferText, cstr, readCString } from "./cstring.ts";
 import { loadLibc } from "./libc.ts";
 import { type LoadedPcap, loadPcap } from "./pcap_symbols.ts";
 
@@ -73,22 +74,6 @@ const OFFLINE_BATCH_MAX = 64 << 20;
 /** Upper bound of packets per dispatch (keeps one batch's work short). */
 const MAX_BATCH_PACKETS = 65536;
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-function cstr(s: string): Uint8Array<ArrayBuffer> {
-  return enc.encode(s + "\0");
-}
-
-function fromErrbuf(buf: Uint8Array): string {
-  const end = buf.indexOf(0);
-  return dec.decode(buf.subarray(0, end < 0 ? buf.length : end)).trim();
-}
-
-function readCString(p: Deno.PointerValue): string {
-  return p ? Deno.UnsafePointerView.getCString(p) : "";
-}
-
 let dumpFn: Deno.PointerValue = null;
 
 /** Address of libpcap's `pcap_dump`, the C callback handed to pcap_dispatch. */
@@ -122,7 +107,7 @@ export function listDevices(): string[] {
   const errbuf = new Uint8Array(ERRBUF_SIZE);
   const out = new BigUint64Array(1);
   if (lib.symbols.pcap_findalldevs(out, errbuf) !== 0) {
-    throw new Error(`cannot list capture devices: ${fromErrbuf(errbuf)}`);
+    throw new Error(`cannot list capture devices: ${bufferText(errbuf)}`);
   }
   const names: string[] = [];
   const head = Deno.UnsafePointer.create(out[0]);
@@ -215,7 +200,7 @@ export class Pcap {
     const s = pcap.lib.symbols;
     const errbuf = new Uint8Array(ERRBUF_SIZE);
     const p = s.pcap_create(cstr(opts.device), errbuf);
-    if (!p) throw new Error(`cannot capture on "${opts.device}": ${fromErrbuf(errbuf)}`);
+    if (!p) throw new Error(`cannot capture on "${opts.device}": ${bufferText(errbuf)}`);
     let ok = false;
     try {
       s.pcap_set_snaplen(p, opts.snaplen);
@@ -243,7 +228,7 @@ export class Pcap {
       }
       if (s.pcap_setnonblock(p, 1, errbuf) < 0) {
         throw new Error(
-          `cannot make the capture on "${opts.device}" non-blocking: ${fromErrbuf(errbuf)}`,
+          `cannot make the capture on "${opts.device}" non-blocking: ${bufferText(errbuf)}`,
         );
       }
       ok = true;
@@ -253,13 +238,13 @@ export class Pcap {
     return new Pcap(pcap, p, true, opts.device, opts.filter);
   }
 
-  /** Opens a capture file (pcap or pcapng) and sets the filter. */
+  /** Opens a capture file (pcap or pcapng; "-" = standard input) and sets the filter. */
   static openOffline(path: string, filter: string): Pcap {
     const pcap = loadPcap();
     const errbuf = new Uint8Array(ERRBUF_SIZE);
     const p = pcap.lib.symbols.pcap_open_offline(cstr(path), errbuf);
     if (!p) {
-      const msg = fromErrbuf(errbuf);
+      const msg = bufferText(errbuf);
       let fix = "";
       if (/no such file/i.test(msg)) fix = "the capture file does not exist; check the path";
       else if (/permission denied/i.test(msg)) {
@@ -268,6 +253,13 @@ export class Pcap {
         fix = "the file is truncated (shorter than a capture file header); it holds no packets";
       } else if (/is a directory/i.test(msg)) fix = "give a capture file, not a directory";
       else fix = "the file is not a pcap or pcapng capture file";
+      if (path === "-") {
+        throw new Error(
+          `cannot read a capture from standard input: ${msg} (${
+            /truncated/i.test(msg) ? "no capture header arrived" : fix.replace("file", "stream")
+          }; e.g. tcpdump -w - | scanblocker -r -)`,
+        );
+      }
       throw new Error(`cannot read capture file "${path}": ${msg} (${fix})`);
     }
     return new Pcap(pcap, p, false, path, filter);
@@ -431,6 +423,18 @@ export class Pcap {
    */
   get wakeDescriptor(): number {
     return this.#wakeW;
+  }
+
+  /**
+   * Bytes of a capture file read so far (libpcap's stream position, for
+   * progress); null for a live capture or a stream that cannot tell (a pipe).
+   */
+  position(): number | null {
+    if (this.live || !this.#p) return null;
+    const f = this.#pcap.lib.symbols.pcap_file(this.#p);
+    if (!f) return null;
+    const at = Number(loadLibc().symbols.ftell(f));
+    return at >= 0 ? at : null;
   }
 
   /** Makes a pending wait() return false now (used to stop a capture loop). */

@@ -3,6 +3,7 @@
  * loader that finds the library. Only `ffi/pcap.ts` uses this file.
  */
 import { trustedPathVariable } from "./libc.ts";
+import { openLibrary } from "./loader.ts";
 
 /** libpcap symbols (libpcap >= 1.5 for pcap_set_immediate_mode). */
 export const pcapSymbols = {
@@ -38,6 +39,8 @@ export const pcapSymbols = {
   pcap_snapshot: { parameters: ["pointer"], result: "i32" },
   /** int pcap_dispatch(pcap_t *p, int cnt, pcap_handler callback, u_char *user); */
   pcap_dispatch: { parameters: ["pointer", "i32", "pointer", "pointer"], result: "i32" },
+  /** FILE *pcap_file(pcap_t *p); (the savefile's stream; NULL for a live capture) */
+  pcap_file: { parameters: ["pointer"], result: "pointer" },
   /** pcap_dumper_t *pcap_dump_fopen(pcap_t *p, FILE *fp); */
   pcap_dump_fopen: { parameters: ["pointer", "pointer"], result: "pointer" },
   /** void pcap_dump_close(pcap_dumper_t *p); (also closes the FILE) */
@@ -67,36 +70,17 @@ export const LIBPCAP_NAMES: readonly string[] = ["libpcap.so.0.8", "libpcap.so.1
 
 let loaded: LoadedPcap | null = null;
 
-function envOverride(): string | undefined {
-  return trustedPathVariable("SB_LIBPCAP");
-}
-
 /**
- * Opens libpcap once. SB_LIBPCAP (a file name or path) is tried alone when
- * set and the process is not elevated (see trustedPathVariable), so a wrong override is reported instead of silently replaced;
- * otherwise the usual sonames are tried. The error lists every name tried
- * and the packages that provide the library.
+ * Opens libpcap once: SB_LIBPCAP (a file name or path) alone when set and the
+ * process is not elevated (see trustedPathVariable), else the usual sonames;
+ * the error lists every name tried and the packages that provide it.
  */
 export function loadPcap(): LoadedPcap {
-  if (loaded) return loaded;
-  const override = envOverride();
-  const names = override ? [override] : LIBPCAP_NAMES;
-  const tried: string[] = [];
-  for (const name of names) {
-    try {
-      loaded = { lib: Deno.dlopen(name, pcapSymbols), name };
-      return loaded;
-    } catch (e) {
-      tried.push(`${name} (${e instanceof Error ? e.message : String(e)})`);
-    }
-  }
-  const hint = override
-    ? `; SB_LIBPCAP is set to "${override}": correct it, or unset it to try ${
-      LIBPCAP_NAMES.join(", ")
-    }`
-    : "";
-  throw new Error(
-    `cannot load libpcap; tried: ${tried.join("; ")}${hint}. ` +
-      `Install it: Debian/Ubuntu "apt-get install libpcap0.8", Fedora/RHEL "dnf install libpcap"`,
-  );
+  loaded ??= openLibrary({
+    what: "libpcap",
+    names: LIBPCAP_NAMES,
+    override: { variable: "SB_LIBPCAP", value: trustedPathVariable("SB_LIBPCAP") },
+    install: `Debian/Ubuntu "apt-get install libpcap0.8", Fedora/RHEL "dnf install libpcap"`,
+  }, pcapSymbols);
+  return loaded;
 }

@@ -8,12 +8,44 @@ import { parseArgs } from "node:util";
 import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
+import { DEFAULT_CONFIG_FILE, type FileValues, readConfigFile } from "./configfile.ts";
+
+/**
+ * Where /metrics and /healthz listen unless told: loopback, so the daemon
+ * adds no port every scanner sees (`:8080` opens it to every address).
+ */
+export const DEFAULT_METRICS_ADDR = "127.0.0.1:8080";
 
 /** A configuration or usage error: exit code 2, one line. */
 export class ConfigError extends Error {}
 
+/** A bad value of one option; parseConfig says where it came from (flag, variable or file). */
+class BadValue extends ConfigError {
+  constructor(readonly option: string, readonly value: string, readonly why: string) {
+    super(`invalid --${option} "${value}": ${why}`);
+  }
+}
+
 /** What the program was asked to do. */
-export type Command = "run" | "bans" | "unban" | "flush" | "help" | "version";
+export type Command =
+  | "run"
+  | "bans"
+  | "unban"
+  | "flush"
+  | "status"
+  | "config"
+  | "help"
+  | "version";
+
+/** Where the value of an option came from, for `scanblocker config`. */
+export interface Setting {
+  /** Long option name, also the config file's key. */
+  key: string;
+  /** The text in force (a list for repeatable options); null = the default, described in `def`. */
+  value: string | string[] | null;
+  /** "--key", the SB_* variable, the config file's path, or "default". */
+  source: string;
+}
 
 /** The validated configuration. */
 export interface Config {
@@ -62,10 +94,21 @@ export interface Config {
   lockoutGuard: boolean;
   /** SCHED_FIFO priority of the capture thread; 0 = normal scheduling. */
   realtime: number;
+  /** The config file read; null when there was none. */
+  configFile: string | null;
+  /** Every option's value and where it came from (in option-table order). */
+  settings: Setting[];
+  /** `bans`, `status`: print one JSON document. */
+  json: boolean;
+  /** The daemon's control socket (status, bans). */
+  controlSocket: string;
 }
 
+/** Where `scanblocker status` and `bans` find the running daemon. */
+export const DEFAULT_CONTROL_SOCKET = "/run/scanblocker/control.sock";
+
 /** One option: flag names, env variable, default, help text. */
-interface OptionSpec {
+export interface OptionSpec {
   long: string;
   short?: string;
   env?: string;
@@ -74,6 +117,8 @@ interface OptionSpec {
   boolean?: boolean;
   def: string;
   help: string;
+  /** false: the config file may not set it (help, version, the file itself, --json). */
+  fileKey?: false;
 }
 
 /** Every option, in the order --help prints them (the README table mirrors this). */
@@ -92,7 +137,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: "SB_READ",
     arg: "FILE",
     def: "-",
-    help: "analyse a capture file (pcap or pcapng) and exit",
+    help: "analyse a capture file (pcap or pcapng; - = standard input) and exit",
   },
   {
     long: "ports",
@@ -163,8 +208,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     long: "metrics-addr",
     env: "SB_METRICS_ADDR",
     arg: "HOST:PORT",
-    def: ":8080",
-    help: "Prometheus /metrics and /healthz listen address; `off` disables",
+    def: DEFAULT_METRICS_ADDR,
+    help:
+      "Prometheus /metrics and /healthz listen address (unauthenticated; `:8080` = every address); `off` disables",
   },
   {
     long: "log-format",
@@ -237,21 +283,56 @@ export const OPTIONS: readonly OptionSpec[] = [
     def: "10",
     help: "SCHED_FIFO priority (1-99) of the capture thread, for bans within a burst; 0 = normal",
   },
-  { long: "help", short: "h", boolean: true, def: "", help: "show this help" },
-  { long: "version", boolean: true, def: "", help: "show the version" },
+  {
+    long: "config",
+    env: "SB_CONFIG",
+    arg: "FILE",
+    def: DEFAULT_CONFIG_FILE,
+    help: "TOML file with the same keys as these options; options and SB_* variables win",
+    fileKey: false,
+  },
+  {
+    long: "control-socket",
+    env: "SB_CONTROL_SOCKET",
+    arg: "PATH",
+    def: DEFAULT_CONTROL_SOCKET,
+    help: "unix socket where the daemon answers `status` (change it only for tests)",
+  },
+  {
+    long: "json",
+    boolean: true,
+    def: "",
+    help: "bans, status: print one JSON document",
+    fileKey: false,
+  },
+  { long: "help", short: "h", boolean: true, def: "", help: "show this help", fileKey: false },
+  { long: "version", boolean: true, def: "", help: "show the version", fileKey: false },
+];
+
+/** The ways to run the program, as --help and the man page list them. */
+export const COMMANDS: readonly { usage: string; help: string }[] = [
+  {
+    usage: "scanblocker [options]",
+    help: "watch an interface, detect port scans, ban scanners",
+  },
+  { usage: "scanblocker -r FILE [options]", help: "analyse a capture file (- = standard input)" },
+  { usage: "scanblocker bans [--json]", help: "list active bans" },
+  { usage: "scanblocker unban ADDRESS", help: "remove one ban" },
+  { usage: "scanblocker flush", help: "remove everything scanblocker installed" },
+  { usage: "scanblocker status [--json]", help: "ask the running daemon what it sees" },
+  { usage: "scanblocker config", help: "print the effective settings and where each came from" },
 ];
 
 /** The usage text printed by --help. */
 export function usage(): string {
-  const lines = [
-    "Usage: scanblocker [options]            watch an interface, detect port scans, ban scanners",
-    "       scanblocker -r FILE [options]    analyse a capture file",
-    "       scanblocker bans                 list active bans",
-    "       scanblocker unban ADDRESS        remove one ban",
-    "       scanblocker flush                remove everything scanblocker installed",
+  const lines = COMMANDS.map((c, i) =>
+    `${i === 0 ? "Usage: " : "       "}${c.usage.padEnd(33)}${c.help}`
+  );
+  lines.push(
     "",
-    "Options (each also read from its environment variable; a flag wins):",
-  ];
+    "Options (each also read from its environment variable and the config file;",
+    "a flag wins over the variable, the variable over the file):",
+  );
   for (const o of OPTIONS) {
     const flag = `${o.short ? `-${o.short}, ` : "    "}--${o.long}${o.arg ? ` ${o.arg}` : ""}`;
     const env = o.env ? ` [${o.env}]` : "";
@@ -262,12 +343,10 @@ export function usage(): string {
 }
 
 function intOption(name: string, text: string, min: number, max: number, form: string): number {
-  if (!/^\d+$/.test(text.trim())) {
-    throw new ConfigError(`invalid --${name} "${text}": expected ${form}`);
-  }
+  if (!/^\d+$/.test(text.trim())) throw new BadValue(name, text, `expected ${form}`);
   const n = Number(text.trim());
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new ConfigError(`invalid --${name} "${text}": expected ${form}`);
+    throw new BadValue(name, text, `expected ${form}`);
   }
   return n;
 }
@@ -275,16 +354,14 @@ function intOption(name: string, text: string, min: number, max: number, form: s
 function numberOption(name: string, text: string, form: string): number {
   const t = text.trim();
   const n = /^\d+(\.\d+)?$/.test(t) ? Number(t) : NaN;
-  if (!(n > 0) || !Number.isFinite(n)) {
-    throw new ConfigError(`invalid --${name} "${text}": expected ${form}`);
-  }
+  if (!(n > 0) || !Number.isFinite(n)) throw new BadValue(name, text, `expected ${form}`);
   return n;
 }
 
 function oneOf<T extends string>(name: string, text: string, allowed: readonly T[]): T {
   const t = text.trim() as T;
   if (!allowed.includes(t)) {
-    throw new ConfigError(`invalid --${name} "${text}": expected one of ${allowed.join(", ")}`);
+    throw new BadValue(name, text, `expected one of ${allowed.join(", ")}`);
   }
   return t;
 }
@@ -326,35 +403,13 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const v = parsed.values as Record<string, string | string[] | boolean | undefined>;
   const pos = parsed.positionals;
 
-  // A flag wins over its variable; lists come from a comma-separated variable.
-  const get = (long: string): string | undefined => {
-    const f = v[long];
-    if (typeof f === "string") return f;
-    const spec = OPTIONS.find((o) => o.long === long);
-    const e = spec?.env ? env[spec.env] : undefined;
-    return e === undefined || e === "" ? undefined : e;
-  };
-  const getList = (long: string): string[] | undefined => {
-    const f = v[long];
-    if (Array.isArray(f)) {
-      return f.flatMap((x) => x.split(",")).map((x) => x.trim()).filter(Boolean);
-    }
-    const spec = OPTIONS.find((o) => o.long === long);
-    const e = spec?.env ? env[spec.env] : undefined;
-    if (e === undefined || e.trim() === "") return undefined;
-    return e.split(",").map((x) => x.trim()).filter(Boolean);
-  };
-
-  // The value in force: the flag, else the variable, else the default that --help shows.
-  const value = (long: string): string => get(long) ?? OPTIONS.find((o) => o.long === long)!.def;
-
   let command: Command = "run";
   let unbanAddress: string | null = null;
   if (v.help) command = "help";
   else if (v.version) command = "version";
   else if (pos.length > 0) {
     const sub = pos[0];
-    if (sub === "bans" || sub === "flush") {
+    if (sub === "bans" || sub === "flush" || sub === "status" || sub === "config") {
       if (pos.length > 1) throw new ConfigError(`"${sub}" takes no argument, got "${pos[1]}"`);
       command = sub;
     } else if (sub === "unban") {
@@ -365,20 +420,103 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       unbanAddress = pos[1];
     } else {
       throw new ConfigError(
-        `unknown command "${sub}": expected bans, unban ADDRESS, flush, or options (see --help)`,
+        `unknown command "${sub}": expected bans, unban ADDRESS, flush, status, config, or options (see --help)`,
       );
     }
   }
+
+  // The file: --config, else SB_CONFIG, else the default path (which need not exist).
+  const explicitFile = typeof v.config === "string"
+    ? v.config
+    : env.SB_CONFIG !== undefined && env.SB_CONFIG !== ""
+    ? env.SB_CONFIG
+    : undefined;
+  const configPath = explicitFile ?? DEFAULT_CONFIG_FILE;
+  const file: FileValues | null = command === "help" || command === "version"
+    ? null
+    : readConfigFile(configPath, explicitFile !== undefined, OPTIONS);
+  const layers = { flags: v, env, file, filePath: configPath };
+  try {
+    return validate(command, unbanAddress, layers);
+  } catch (e) {
+    if (e instanceof BadValue && file && sourceOf(e.option, layers) === configPath) {
+      throw new ConfigError(
+        `config file ${configPath}: key "${e.option}": invalid value "${e.value}": ${e.why}`,
+      );
+    }
+    throw e;
+  }
+}
+
+/** The three places a value can come from, strongest first, and the file's path. */
+interface Layers {
+  flags: Record<string, string | string[] | boolean | undefined>;
+  env: Record<string, string | undefined>;
+  file: FileValues | null;
+  filePath: string;
+}
+
+function specOf(long: string): OptionSpec {
+  return OPTIONS.find((o) => o.long === long)!;
+}
+
+/** Where `long`'s value comes from: "--long", its SB_* variable, the file's path, or "default". */
+function sourceOf(long: string, l: Layers): string {
+  const spec = specOf(long);
+  const f = l.flags[long];
+  if (f !== undefined && f !== false && !(Array.isArray(f) && f.length === 0)) return `--${long}`;
+  const e = spec.env ? l.env[spec.env] : undefined;
+  if (e !== undefined && e.trim() !== "") return spec.env!;
+  if (l.file?.has(long)) return l.filePath;
+  return "default";
+}
+
+/** The text of `long` from the strongest layer that has it (lists joined with commas). */
+function rawValue(long: string, l: Layers): string | string[] | undefined {
+  const source = sourceOf(long, l);
+  if (source === `--${long}`) {
+    const f = l.flags[long];
+    return typeof f === "boolean" ? String(f) : f as string | string[];
+  }
+  if (source === "default") return undefined;
+  if (source === l.filePath) return l.file!.get(long);
+  return l.env[specOf(long).env!];
+}
+
+/** Every option's value and source, in option-table order (help, version, json left out). */
+function settingsOf(l: Layers): Setting[] {
+  return OPTIONS.filter((o) => !["help", "version", "json"].includes(o.long)).map((o) => {
+    const source = sourceOf(o.long, l);
+    return { key: o.long, value: rawValue(o.long, l) ?? null, source };
+  });
+}
+
+/** Checks every value (the strongest layer's) and builds the Config. */
+function validate(command: Command, unbanAddress: string | null, l: Layers): Config {
+  const v = l.flags, env = l.env;
+  // The value of a single-valued option; lists come comma-separated from a variable.
+  const get = (long: string): string | undefined => {
+    const r = rawValue(long, l);
+    return Array.isArray(r) ? r.join(",") : r;
+  };
+  const getList = (long: string): string[] | undefined => {
+    const r = rawValue(long, l);
+    if (r === undefined) return undefined;
+    return (Array.isArray(r) ? r : [r]).flatMap((x) => x.split(",")).map((x) => x.trim())
+      .filter(Boolean);
+  };
+  // The value in force: the flag, else the variable, else the file, else the default --help shows.
+  const value = (long: string): string => get(long) ?? specOf(long).def;
 
   const read = get("read") ?? null;
   const device = get("interface") ?? null;
   if (read !== null && v.interface !== undefined) {
     throw new ConfigError(`--read and --interface exclude each other: give one`);
   }
-  if (read !== null) {
+  if (read !== null && read !== "-") {
     try {
       const st = Deno.statSync(read);
-      if (!st.isFile) throw new ConfigError(`invalid --read "${read}": not a regular file`);
+      if (!st.isFile) throw new BadValue("read", read, "not a regular file");
     } catch (e) {
       if (e instanceof ConfigError) throw e;
       const why = e instanceof Deno.errors.NotFound
@@ -388,12 +526,14 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
         : e instanceof Error
         ? e.message
         : String(e);
-      throw new ConfigError(`invalid --read "${read}": ${why}; expected a readable capture file`);
+      throw new BadValue("read", read, `${why}; expected a readable capture file`);
     }
   }
   if (device !== null && !/^[A-Za-z0-9_.:@-]{1,15}$/.test(device)) {
-    throw new ConfigError(
-      `invalid --interface "${device}": expected an interface name (1-15 characters) or "any"`,
+    throw new BadValue(
+      "interface",
+      device,
+      `expected an interface name (1-15 characters) or "any"`,
     );
   }
 
@@ -418,8 +558,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   for (const t of getList("allow") ?? []) {
     const c = parseCidr(t);
     if (!c) {
-      throw new ConfigError(
-        `invalid --allow "${t}": expected an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8 or fd00::/8`,
+      throw new BadValue(
+        "allow",
+        t,
+        "expected an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8 or fd00::/8",
       );
     }
     allow.push(c);
@@ -430,7 +572,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     local = [];
     for (const t of localList) {
       const a = parseAddress(t);
-      if (!a) throw new ConfigError(`invalid --local "${t}": expected an IPv4 or IPv6 address`);
+      if (!a) throw new BadValue("local", t, "expected an IPv4 or IPv6 address");
       local.push(a);
     }
   }
@@ -457,8 +599,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   );
   const metricsAddr = value("metrics-addr").trim();
   if (!validListenAddress(metricsAddr)) {
-    throw new ConfigError(
-      `invalid --metrics-addr "${metricsAddr}": expected HOST:PORT, :PORT, [IPv6]:PORT or off`,
+    throw new BadValue(
+      "metrics-addr",
+      metricsAddr,
+      "expected HOST:PORT, :PORT, [IPv6]:PORT or off",
     );
   }
   const logFormat = oneOf("log-format", value("log-format"), ["text", "json"] as const);
@@ -490,19 +634,23 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     "a number of seconds greater than 0",
   );
   let countOpenPorts = v["count-open-ports"] === true;
-  if (!countOpenPorts && env.SB_COUNT_OPEN_PORTS !== undefined && env.SB_COUNT_OPEN_PORTS !== "") {
-    const t = env.SB_COUNT_OPEN_PORTS.trim().toLowerCase();
+  const countText = countOpenPorts ? undefined : get("count-open-ports");
+  if (countText !== undefined) {
+    const t = countText.trim().toLowerCase();
     if (["1", "true", "yes", "on"].includes(t)) countOpenPorts = true;
     else if (!["0", "false", "no", "off"].includes(t)) {
-      throw new ConfigError(
-        `invalid SB_COUNT_OPEN_PORTS "${env.SB_COUNT_OPEN_PORTS}": expected true or false`,
-      );
+      if (env.SB_COUNT_OPEN_PORTS) {
+        throw new ConfigError(
+          `invalid SB_COUNT_OPEN_PORTS "${env.SB_COUNT_OPEN_PORTS}": expected true or false`,
+        );
+      }
+      throw new BadValue("count-open-ports", countText, "expected true or false");
     }
   }
   const hookText = value("hook").replace(/\s+/g, "");
   const hookSet = new Set(hookText.split(","));
   if (![...hookSet].every((h) => h === "input" || h === "forward") || !hookSet.has("input")) {
-    throw new ConfigError(`invalid --hook "${hookText}": expected input or input,forward`);
+    throw new BadValue("hook", hookText, "expected input or input,forward");
   }
   const hooks = [...hookSet] as ("input" | "forward")[];
   const lockoutGuard =
@@ -535,6 +683,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     hooks,
     lockoutGuard,
     realtime,
+    configFile: l.file ? l.filePath : null,
+    settings: settingsOf(l),
+    json: v.json === true,
+    controlSocket: value("control-socket"),
   };
 }
 
@@ -546,4 +698,41 @@ function validListenAddress(text: string): boolean {
   if (Number(m[3]) > 65535) return false;
   if (m[1] !== undefined && !parseAddress(m[1])) return false;
   return true;
+}
+
+/** A value written as TOML: numbers bare, lists as arrays, the rest quoted. */
+function tomlValue(spec: OptionSpec, v: string | string[]): string {
+  if (Array.isArray(v)) return `[${v.map((x) => JSON.stringify(x)).join(", ")}]`;
+  if (spec.boolean) {
+    return ["1", "true", "yes", "on"].includes(v.trim().toLowerCase()) ? "true" : "false";
+  }
+  return /^\d+(\.\d+)?$/.test(v.trim()) ? v.trim() : JSON.stringify(v);
+}
+
+/**
+ * `scanblocker config`: the effective settings as a TOML file one could
+ * install, each line ending in a comment saying where the value came from;
+ * defaults that depend on the run (interface, firewall, local) are comments.
+ */
+export function formatSettings(cfg: Config): string {
+  const src = cfg.settings.find((s) => s.key === "config");
+  const lines = [
+    `# scanblocker effective settings; precedence: option > SB_* variable > config file > default`,
+    `# config file: ${cfg.configFile ?? `none (${src?.value ?? DEFAULT_CONFIG_FILE} not found)`}${
+      cfg.configFile && src ? ` (from ${src.source})` : ""
+    }`,
+  ];
+  const rows: [string, string][] = [];
+  for (const s of cfg.settings) {
+    const spec = OPTIONS.find((o) => o.long === s.key)!;
+    if (spec.fileKey === false) continue;
+    if (s.value !== null) rows.push([`${s.key} = ${tomlValue(spec, s.value)}`, s.source]);
+    else if (spec.boolean) rows.push([`${s.key} = false`, "default"]);
+    else if (spec.def && spec.def !== "-" && !/\s/.test(spec.def)) {
+      rows.push([`${s.key} = ${tomlValue(spec, spec.def)}`, "default"]);
+    } else rows.push([`# ${s.key}: ${spec.def === "-" ? "not set" : spec.def}`, "default"]);
+  }
+  const width = Math.min(48, rows.reduce((w, [t]) => Math.max(w, t.length), 0));
+  for (const [text, source] of rows) lines.push(`${text.padEnd(width)}  # ${source}`);
+  return lines.join("\n") + "\n";
 }

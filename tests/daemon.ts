@@ -8,8 +8,6 @@ const dec = new TextDecoder();
 
 /** A running daemon and what it printed so far. */
 export interface Daemon {
-  /** Process id (with `ip netns exec … env …` the same process becomes the daemon). */
-  pid: number;
   stdout(): string;
   stderr(): string;
   /** Resolves once stdout+stderr match `re`; rejects after `ms` with what was printed. */
@@ -20,6 +18,8 @@ export interface Daemon {
   stop(): Promise<number>;
   /** Exit status, once it has ended. */
   status: Promise<Deno.CommandStatus>;
+  /** Process id (`ip netns exec` and `env` exec, so this is the daemon itself). */
+  pid: number;
 }
 
 /** Starts `argv` and collects its output (for any way of starting the daemon). */

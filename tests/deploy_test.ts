@@ -400,15 +400,21 @@ Deno.test("environment file: every value it shows is accepted and is the default
   const text = await Deno.readTextFile(`${root}deploy/scanblocker.env`);
   const env: Record<string, string> = {};
   for (const m of text.matchAll(/^#?(SB_[A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2];
+  // Naming a config file makes it required; the default one does not exist here.
+  assert.equal(env.SB_CONFIG, "/etc/scanblocker/scanblocker.toml");
+  delete env.SB_CONFIG;
   // Examples, not defaults.
   const examples = ["SB_DEVICE", "SB_ALLOW", "SB_READ", "SB_LOCAL"];
   const defaults = Object.fromEntries(
     Object.entries(env).filter(([k]) => !examples.includes(k)),
   );
   assert.ok(Object.keys(defaults).length >= 10);
+  // `settings` records where each value came from (here: variables, not defaults).
   const drop = (c: Record<string, unknown>) =>
     Object.fromEntries(
-      Object.entries(c).filter(([k]) => !["device", "allow", "firewallGiven"].includes(k)),
+      Object.entries(c).filter(([k]) =>
+        !["device", "allow", "firewallGiven", "settings"].includes(k)
+      ),
     );
   assert.deepEqual(drop({ ...parseConfig([], defaults) }), drop({ ...parseConfig([], {}) }));
   // The examples parse too.

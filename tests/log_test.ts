@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { parseAddress } from "../src/address.ts";
-import { EventLog, localTimestamp } from "../src/report/log.ts";
+import { EventLog, journalStreams, localTimestamp, stderrLine } from "../src/report/log.ts";
 
 const b = (t: string) => parseAddress(t)!.bytes;
-const capture = (format: "text" | "json", rate: number) => {
+const capture = (format: "text" | "json", rate: number, journal = false) => {
   const out: string[] = [];
-  const log = new EventLog(format, rate, (t) => out.push(t));
+  const log = new EventLog(format, rate, (t) => out.push(t), { journal });
   return { log, lines: () => out.join("").split("\n").filter(Boolean) };
 };
 const T = new Date(2022, 2, 23, 23, 56, 6).getTime(); // local time, as the original prints
@@ -75,6 +75,7 @@ Deno.test("JSON lines carry the same events", () => {
   const [a, s, x, y] = lines().map((l) => JSON.parse(l));
   assert.deepEqual(a, {
     time: new Date(T).toISOString(),
+    level: "info",
     event: "new_connection",
     family: "ipv6",
     src: "fd77::1",
@@ -83,11 +84,55 @@ Deno.test("JSON lines carry the same events", () => {
     dport: 22,
   });
   assert.equal(s.event, "scan_detected");
+  assert.equal(s.level, "warning");
   assert.equal(s.scan_type, "syn");
   assert.equal(x.event, "banned");
+  assert.equal(x.level, "warning");
   assert.equal(y.event, "already_banned");
+  assert.equal(y.level, "notice");
 });
 
 Deno.test("local timestamps are zero-padded", () => {
   assert.equal(localTimestamp(new Date(2024, 0, 2, 3, 4, 5).getTime()), "2024-01-02 03:04:05");
+});
+
+Deno.test("journal: severity prefixes and no timestamps; the text after them is the original's", () => {
+  const { log, lines } = capture("text", 2, true);
+  for (let i = 0; i < 3; i++) {
+    log.newConnection(T, 4, b("10.128.0.2"), 40772 + i, b("10.128.0.3"), 28214);
+  }
+  log.scanDetected(T, 4, b("10.128.0.2"), b("10.128.0.3"));
+  log.banned(T, "10.128.0.2");
+  log.alreadyBanned(T + 1000, "10.128.0.2", false);
+  log.flush(T + 2000);
+  assert.deepEqual(lines(), [
+    "<6>New connection: 10.128.0.2:40772 -> 10.128.0.3:28214",
+    "<6>New connection: 10.128.0.2:40773 -> 10.128.0.3:28214",
+    "<4>Port scan detected: 10.128.0.2 -> 10.128.0.3",
+    "<4>IP 10.128.0.2 banned.",
+    "<5>IP to ban: 10.128.0.2 is already in disallowed list.",
+    "<5>1 New connection lines suppressed (limit 2/s).",
+  ]);
+  assert.equal(stderrLine("x failed", 3, true), "<3>scanblocker: x failed\n");
+  assert.equal(stderrLine("x failed", 3, false), "scanblocker: x failed\n");
+});
+
+Deno.test("journal: JSON lines get the prefix too, and keep level", () => {
+  const { log, lines } = capture("json", 100, true);
+  log.banned(T, "10.0.0.1");
+  log.flush();
+  const [l] = lines();
+  assert.ok(l.startsWith("<4>{"), l);
+  assert.equal(JSON.parse(l.slice(3)).level, "warning");
+});
+
+Deno.test("journal: JOURNAL_STREAM counts only when it names this process's stdout/stderr", () => {
+  const st = Deno.statSync("/proc/self/fd/1"); // the test runs with -A
+  const own = `${st.dev}:${st.ino}`;
+  assert.equal(journalStreams(own).stdout, true);
+  assert.equal(journalStreams(`${st.dev}:${st.ino! + 1}`).stdout, false);
+  const err = Deno.statSync("/proc/self/fd/2");
+  assert.equal(journalStreams(`${err.dev}:${err.ino}`).stderr, true);
+  assert.equal(journalStreams("nonsense").stdout, false);
+  assert.deepEqual(journalStreams(undefined), { stdout: false, stderr: false });
 });

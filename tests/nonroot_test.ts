@@ -242,7 +242,7 @@ Deno.test({
         err,
         /missing capability CAP_NET_ADMIN: .*iptables.*setcap cap_net_raw,cap_net_admin\+ep/,
       );
-      assert.equal(code, 1, `exit ${code}\n${err}`);
+      assert.equal(code, 2, `exit ${code}\n${err}`);
     } finally {
       if (d) await d.stop();
       if (lab) await lab.destroy();

@@ -117,6 +117,26 @@ export function defaultInterface(): string {
   );
 }
 
+/**
+ * Why the daemon cannot capture on `name`, as a configuration error (exit 2),
+ * or null when it exists and is up. `any` is always fine; when
+ * /sys/class/net cannot be read, null too (libpcap says what is wrong then).
+ */
+export function interfaceProblem(name: string): string | null {
+  if (name === "any") return null;
+  const names = listSystemDirectory("/sys/class/net");
+  if (names === null) return null;
+  const how = "choose one with -i/--interface or SB_DEVICE";
+  if (!names.includes(name)) {
+    return `interface "${name}" does not exist (this host has: ${names.sort().join(" ")}); ${how}`;
+  }
+  const flags = parseInt(readSystemFile(`/sys/class/net/${name}/flags`) ?? "", 16);
+  if (Number.isFinite(flags) && !(flags & IFF_UP)) {
+    return `interface "${name}" is down: bring it up (ip link set ${name} up) or ${how}`;
+  }
+  return null;
+}
+
 /** Longest wait for packets before the loop looks at the abort signal again (it is woken at once anyway). */
 const WAIT_MS = 1000;
 

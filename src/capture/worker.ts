@@ -30,7 +30,8 @@ import { AllowList } from "../allowlist.ts";
 import { type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
 import { createEngine, publishCounters } from "../detect/engine.ts";
-import { EventLog, writeLines } from "../report/log.ts";
+import { EventLog, journalStreams } from "../report/log.ts";
+import { LineOutput } from "../report/output.ts";
 import { warmUp } from "./warmup.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
 
@@ -42,7 +43,9 @@ const scope = globalThis as unknown as {
 
 const post = (m: WorkerReply) => scope.postMessage(m);
 const enc = new TextEncoder();
-const stdout = (text: string) => writeLines(Deno.stdout, enc.encode(text));
+/** stdout that never blocks this thread (main.ts makes it O_NONBLOCK): lines it cannot take are counted. */
+const out = new LineOutput(Deno.stdout);
+const stdout = (text: string) => out.write(enc.encode(text));
 
 /** Longest sleep in poll(2): the log's suppression notes are written at least this often. */
 const WAIT_MS = 1000;
@@ -178,7 +181,8 @@ const MESSAGES_MS = 200;
 async function run(): Promise<string | null> {
   const p = pcap!, m = openReq!, al = allow!;
   const counters = new Float64Array(m.counters);
-  const log = new EventLog(m.logFormat, m.logRate, stdout);
+  // The same lines as the main thread's, journald prefixes included.
+  const log = new EventLog(m.logFormat, m.logRate, stdout, { journal: journalStreams().stdout });
   let notices: ScanNotice[] = [];
   const banFirst = (scan: ScanReport) => {
     const detectedAt = realtimeMs();
@@ -208,7 +212,10 @@ async function run(): Promise<string | null> {
     },
   });
   const pl = engine.pipeline;
-  const publish = () => publishCounters(engine, log, counters);
+  const publish = () => {
+    publishCounters(engine, log, counters);
+    counters[Slot.LogDropped] = out.dropped;
+  };
   let statsAt = 0;
   const publishStats = (now: number) => {
     statsAt = now;
@@ -270,6 +277,8 @@ async function run(): Promise<string | null> {
         }
       }
       const now = Date.now();
+      counters[Slot.Heartbeat] = now;
+      counters[Slot.LogDropped] = out.dropped;
       if (now - statsAt >= 500) publishStats(now);
       const posted = Atomics.load(mailbox, 0);
       if (posted !== read || now - takenAt >= MESSAGES_MS) {

@@ -4,12 +4,70 @@
  * connection" lines are rate-limited per second of packet time with one line
  * saying how many were suppressed; detections and bans are never suppressed.
  * Lines are buffered and written once per batch, not once per packet.
+ *
+ * Under systemd, when stdout is the journal (JOURNAL_STREAM names its
+ * device:inode), a text line carries no timestamp of its own (journald stamps
+ * every line) and starts with a syslog severity, `<4>` for scans and bans,
+ * `<6>` for connections, so `journalctl -p warning` shows the bans. JSON
+ * lines always carry `level`. The live capture worker and the main thread
+ * format through this one class.
  */
+import { descriptorIdentity } from "../../ffi/libc.ts";
 import { formatAddress, formatEndpoint } from "../address.ts";
 import type { Family } from "../types.ts";
 
 /** Output format of the event lines. */
 export type LogFormat = "text" | "json";
+
+/** Syslog severities the program writes (RFC 5424 numbers, as journald reads `<N>`). */
+export const Severity = {
+  Error: 3,
+  Warning: 4,
+  Notice: 5,
+  Info: 6,
+} as const;
+/** One of the syslog severities in Severity. */
+export type Severity = typeof Severity[keyof typeof Severity];
+
+/** The `level` word of a JSON line, per severity. */
+const LEVEL: Record<Severity, string> = { 3: "error", 4: "warning", 5: "notice", 6: "info" };
+
+/**
+ * Whether stdout and stderr are connected to the journal: systemd sets
+ * JOURNAL_STREAM to "DEVICE:INODE" of the stream it connected, and a program
+ * must compare it with its own descriptors (the variable is inherited by
+ * children whose output goes elsewhere); fstat(2) gives the descriptors' own.
+ */
+export function journalStreams(
+  env: string | undefined = readJournalEnv(),
+): { stdout: boolean; stderr: boolean } {
+  const want = env?.trim();
+  const is = (fd: number) => {
+    if (!want || !/^\d+:\d+$/.test(want)) return false;
+    try {
+      return descriptorIdentity(fd) === want;
+    } catch {
+      return false; // no libc: no journal prefixes
+    }
+  };
+  return { stdout: is(1), stderr: is(2) };
+}
+
+function readJournalEnv(): string | undefined {
+  try {
+    return Deno.env.get("JOURNAL_STREAM");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A line for stderr: `scanblocker: TEXT`, with the syslog prefix when stderr
+ * is the journal (errors `<3>`, start-up notices `<6>`).
+ */
+export function stderrLine(text: string, severity: Severity, journal: boolean): string {
+  return `${journal ? `<${severity}>` : ""}scanblocker: ${text}\n`;
+}
 
 const pad2 = (n: number) => (n < 10 ? "0" : "") + n;
 
@@ -52,6 +110,7 @@ export class EventLog {
   readonly #format: LogFormat;
   readonly #rate: number;
   readonly #out: (text: string) => void;
+  readonly #journal: boolean;
   #lines: string[] = [];
   #second = -1;
   #stamp = "";
@@ -60,10 +119,22 @@ export class EventLog {
   /** Lines suppressed so far (for the metric). */
   suppressedTotal = 0;
 
-  constructor(format: LogFormat, ratePerSecond: number, out: (text: string) => void) {
+  /** `journal`: stdout is the journal (see journalStreams): severity prefixes, no timestamps. */
+  constructor(
+    format: LogFormat,
+    ratePerSecond: number,
+    out: (text: string) => void,
+    opts: { journal?: boolean } = {},
+  ) {
     this.#format = format;
     this.#rate = ratePerSecond;
     this.#out = out;
+    this.#journal = opts.journal === true;
+  }
+
+  /** A text line: the original's `TIME: TEXT`, or `<N>TEXT` for the journal. */
+  #text(ms: number, severity: Severity, text: string): void {
+    this.#lines.push(this.#journal ? `<${severity}>${text}` : `${this.#time(ms)}: ${text}`);
   }
 
   #time(ms: number): string {
@@ -75,8 +146,14 @@ export class EventLog {
     return this.#stamp;
   }
 
-  #json(ms: number, event: string, fields: Record<string, unknown>): void {
-    this.#lines.push(JSON.stringify({ time: new Date(ms).toISOString(), event, ...fields }));
+  #json(ms: number, severity: Severity, event: string, fields: Record<string, unknown>): void {
+    const line = JSON.stringify({
+      time: new Date(ms).toISOString(),
+      level: LEVEL[severity],
+      event,
+      ...fields,
+    });
+    this.#lines.push(this.#journal ? `<${severity}>${line}` : line);
   }
 
   /** Rate limiter: true when one more limited line may go out in this packet-time second. */
@@ -103,10 +180,12 @@ export class EventLog {
     const n = this.#suppressed;
     this.#suppressed = 0;
     if (this.#format === "json") {
-      this.#json(ms, "suppressed", { lines: n, limit: this.#rate });
+      this.#json(ms, Severity.Notice, "suppressed", { lines: n, limit: this.#rate });
     } else {
-      this.#lines.push(
-        `${this.#time(ms)}: ${n} New connection lines suppressed (limit ${this.#rate}/s).`,
+      this.#text(
+        ms,
+        Severity.Notice,
+        `${n} New connection lines suppressed (limit ${this.#rate}/s).`,
       );
     }
   }
@@ -122,7 +201,7 @@ export class EventLog {
   ): void {
     if (!this.#admit(ms)) return;
     if (this.#format === "json") {
-      this.#json(ms, "new_connection", {
+      this.#json(ms, Severity.Info, "new_connection", {
         family: family === 4 ? "ipv4" : "ipv6",
         src: formatAddress(family, src),
         sport,
@@ -130,8 +209,10 @@ export class EventLog {
         dport,
       });
     } else {
-      this.#lines.push(
-        `${this.#time(ms)}: New connection: ${formatEndpoint(family, src, sport)} -> ${
+      this.#text(
+        ms,
+        Severity.Info,
+        `New connection: ${formatEndpoint(family, src, sport)} -> ${
           formatEndpoint(family, dst, dport)
         }`,
       );
@@ -148,17 +229,22 @@ export class EventLog {
   ): void {
     const s = formatAddress(family, src), d = formatAddress(family, dst);
     if (this.#format === "json") {
-      this.#json(ms, extra.outbound ? "outbound_scan_detected" : "scan_detected", {
-        family: family === 4 ? "ipv4" : "ipv6",
-        src: s,
-        dst: d,
-        ...(extra.ports ? { ports: extra.ports } : {}),
-        ...(extra.scanType ? { scan_type: extra.scanType } : {}),
-        ...(extra.rule ? { rule: extra.rule } : {}),
-      });
+      this.#json(
+        ms,
+        Severity.Warning,
+        extra.outbound ? "outbound_scan_detected" : "scan_detected",
+        {
+          family: family === 4 ? "ipv4" : "ipv6",
+          src: s,
+          dst: d,
+          ...(extra.ports ? { ports: extra.ports } : {}),
+          ...(extra.scanType ? { scan_type: extra.scanType } : {}),
+          ...(extra.rule ? { rule: extra.rule } : {}),
+        },
+      );
     } else {
       const what = extra.outbound ? "Outbound port scan detected" : "Port scan detected";
-      this.#lines.push(`${this.#time(ms)}: ${what}: ${s} -> ${d}`);
+      this.#text(ms, Severity.Warning, `${what}: ${s} -> ${d}`);
     }
   }
 
@@ -170,8 +256,8 @@ export class EventLog {
         capture_to_detection_ms: timing.detectMs,
         detection_to_ban_ms: timing.latencyMs,
       };
-      this.#json(ms, "banned", { address, ...extra });
-    } else this.#lines.push(`${this.#time(ms)}: IP ${address} banned.`);
+      this.#json(ms, Severity.Warning, "banned", { address, ...extra });
+    } else this.#text(ms, Severity.Warning, `IP ${address} banned.`);
   }
 
   /**
@@ -181,16 +267,20 @@ export class EventLog {
    */
   alreadyBanned(ms: number, address: string, limited: boolean): void {
     if (limited && !this.#admit(ms)) return;
-    if (this.#format === "json") this.#json(ms, "already_banned", { address });
-    else {this.#lines.push(
-        `${this.#time(ms)}: IP to ban: ${address} is already in disallowed list.`,
-      );}
+    if (this.#format === "json") this.#json(ms, Severity.Notice, "already_banned", { address });
+    else this.#text(ms, Severity.Notice, `IP to ban: ${address} is already in disallowed list.`);
   }
 
   /** Any other event for JSON consumers and a free-form text line. */
-  note(ms: number, event: string, text: string, fields: Record<string, unknown> = {}): void {
-    if (this.#format === "json") this.#json(ms, event, fields);
-    else this.#lines.push(`${this.#time(ms)}: ${text}`);
+  note(
+    ms: number,
+    event: string,
+    text: string,
+    fields: Record<string, unknown> = {},
+    severity: Severity = Severity.Info,
+  ): void {
+    if (this.#format === "json") this.#json(ms, severity, event, fields);
+    else this.#text(ms, severity, text);
   }
 
   /** Writes the buffered lines; `endMs` reports pending suppression at the end of a run. */

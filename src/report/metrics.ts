@@ -54,6 +54,8 @@ export interface Metrics {
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
   logSuppressed: Counter;
+  /** scanblocker_log_lines_dropped_total: lines stdout/stderr could not take (nobody reading) */
+  logDropped: Counter;
   /** scanblocker_stealth_probes_total: NULL, FIN and Xmas probes arriving at this host */
   stealthProbes: Counter;
   /** scanblocker_open_port_syns_total: SYNs to listening ports, not counted toward scans */
@@ -167,6 +169,12 @@ export function createMetrics(version: string): Metrics {
     logSuppressed: new Counter({
       name: "scanblocker_log_lines_suppressed_total",
       help: "Connection log lines not written because of the log rate limit.",
+      registers,
+    }),
+    logDropped: new Counter({
+      name: "scanblocker_log_lines_dropped_total",
+      help:
+        "Log lines dropped because stdout or stderr could not take them (a reader that does not read).",
       registers,
     }),
     stealthProbes: new Counter({

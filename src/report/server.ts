@@ -41,6 +41,8 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
 /** What /healthz reports; main.ts builds it from the capture and firewall state. */
 export interface Health {
   captureRunning: boolean;
+  /** The capture runs but processes nothing while the interface receives packets. */
+  stalled?: boolean;
   packetsSeen: number;
   /** Backend and state, e.g. "iptables ok". */
   firewall: string;
@@ -91,6 +93,8 @@ export function parseListenAddress(text: string): ListenAddress | null {
 export interface MetricsServer {
   /** The port actually bound (useful with port 0). */
   port: number;
+  /** The address actually bound, as HOST:PORT or [IPv6]:PORT (the chosen port with port 0). */
+  address: string;
   /** Stops listening, closes open connections and waits for the accept loop to end. */
   close(): Promise<void>;
 }
@@ -168,14 +172,14 @@ export function startMetricsServer(
     }
     const h = health();
     const body = {
-      status: h.captureRunning ? "ok" : "capture stopped",
+      status: !h.captureRunning ? "capture stopped" : h.stalled ? "capture stalled" : "ok",
       captureRunning: h.captureRunning,
       packetsSeen: h.packetsSeen,
       firewall: h.firewall,
       lastPacketTime: h.lastPacketTime === null ? null : new Date(h.lastPacketTime).toISOString(),
     };
     return {
-      status: h.captureRunning ? 200 : 503,
+      status: h.captureRunning && !h.stalled ? 200 : 503,
       type: "application/json",
       body: JSON.stringify(body),
       headers: { "cache-control": "no-store" },
@@ -185,6 +189,7 @@ export function startMetricsServer(
   const server = new TinyServer(listener, limits, route, metrics, options.onProblem ?? toStderr);
   return {
     port: listener.addr.port,
+    address: showAddress(listener.addr.hostname, listener.addr.port),
     close: () => server.close(),
   };
 }
