@@ -3,7 +3,7 @@
 #
 #   docker build -t scanblocker .          # BuildKit (the default since Docker 23)
 #   docker run -d --name scanblocker --net=host \
-#     --cap-drop ALL --cap-add NET_RAW --cap-add NET_ADMIN \
+#     --cap-drop ALL --cap-add NET_RAW --cap-add NET_ADMIN --cap-add SYS_NICE \
 #     -e SB_DEVICE=eth0 scanblocker
 #
 # Stage 1 compiles the one executable (permissions from deno.json, -P).
@@ -52,12 +52,13 @@ RUN set -eu; \
       | while read -r lib; do cp -L "$lib" "/out$libdir/$(basename "$lib")"; done; \
     ls -l /out/usr/sbin "/out$libdir"
 
-# The executable, as the unit's user holds them: CAP_NET_RAW (capture) and
-# CAP_NET_ADMIN (firewall), here as file capabilities because Docker gives a
-# non-root user no ambient ones. Permitted only (+p, no effective bit), so the
-# file still starts when --cap-add grants just one of them (`bans` needs only
-# NET_ADMIN); the program makes them effective itself and passes only
-# CAP_NET_ADMIN on to iptables/nft. Owned by root and the group of the user
+# The executable, as the unit's user holds them: CAP_NET_RAW (capture),
+# CAP_NET_ADMIN (firewall) and CAP_SYS_NICE (SCHED_FIFO capture thread), here
+# as file capabilities because Docker gives a non-root user no ambient ones.
+# Permitted only (+p, no effective bit), so the file still starts when
+# --cap-add grants only some of them (`bans` needs only NET_ADMIN); the
+# program makes them effective itself and passes only CAP_NET_ADMIN on to
+# iptables/nft. Owned by root and the group of the user
 # the image runs as, mode 0750: only that group may execute it, and only that
 # group may make it change the firewall (src/privilege.ts). chown clears file
 # capabilities, so setcap comes last; COPY keeps them (BuildKit keeps xattrs).
@@ -65,14 +66,14 @@ COPY --from=build /src/scanblocker /out/usr/local/bin/scanblocker
 RUN set -eu; \
     chown 0:65532 /out/usr/local/bin/scanblocker; \
     chmod 0750 /out/usr/local/bin/scanblocker; \
-    setcap cap_net_raw,cap_net_admin+p /out/usr/local/bin/scanblocker; \
+    setcap cap_net_raw,cap_net_admin,cap_sys_nice+p /out/usr/local/bin/scanblocker; \
     getcap /out/usr/local/bin/scanblocker
 
 FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 COPY --from=runtime-libs /out/ /
-# Not root: the user nonroot of the distroless base, with the two file
-# capabilities above; --cap-add NET_RAW --cap-add NET_ADMIN puts them in the
-# container's bounding set.
+# Not root: the user nonroot of the distroless base, with the file
+# capabilities above; --cap-add NET_RAW --cap-add NET_ADMIN --cap-add SYS_NICE
+# puts them in the container's bounding set.
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/scanblocker"]

@@ -52,6 +52,7 @@ import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
 import { logDropWatch } from "./src/report/drops.ts";
 import { rxPackets, StallWatch } from "./src/capture/stall.ts";
 import { lockFirewall } from "./src/instance.ts";
+import { type RunningFleet, startFleet } from "./src/fleet/wire.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -232,6 +233,9 @@ async function daemon(cfg: Config): Promise<number> {
   };
   const syncMetrics = counterSync(metrics, readCounters);
   let bans: Bans | null = null;
+  // The CrowdSec LAPI link (--lapi-url), started with the live capture; never with -r.
+  let fleet: RunningFleet | null = null;
+  if (!live && cfg.fleet) warn("fleet: --lapi-url is ignored with -r (nothing is shared offline)");
   // Packets arriving but nobody processing them: /healthz answers 503.
   const stall = new StallWatch();
   const stalled = () =>
@@ -256,8 +260,12 @@ async function daemon(cfg: Config): Promise<number> {
           packetsSeen: c[Slot.Packets],
           firewall: `${cfg.firewall} ${bans?.state ?? "starting"}`,
           lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
+          ...(fleet ? { fleet: fleet.status() } : {}),
         };
-      }, syncMetrics);
+      }, () => {
+        syncMetrics();
+        fleet?.sync();
+      });
     } catch (e) {
       warn(errorText(e));
       pcap?.close();
@@ -312,6 +320,30 @@ async function daemon(cfg: Config): Promise<number> {
     if (helpers.length > 0) notice(`helpers: ${helpers.join(" ")}`);
     const start = b.attachCapture(c);
     c.start(start.banned, start.fast);
+    // Bans from the fleet go through the same owner, guard and firewall as local ones.
+    fleet = cfg.fleet && startFleet(cfg.fleet, {
+          version: VERSION,
+          metrics,
+          daemon: {
+            ban: (t, seconds) => b.banFrom("fleet", t, seconds),
+            unban: (t) => b.unban(t),
+            banned: (t) => b.has(t),
+            isProtectedAddress: (t) => allow.isProtectedText(t),
+            local: () => allow.local,
+            allowed: () => allow.allowed,
+            ranges: false, // the backends ban single addresses today
+            changed: () => {}, // the owner tells the capture thread itself
+            warn,
+          },
+        }) || null;
+    b.onLocalBan = (scan) =>
+      fleet?.fleet.push({
+        target: scan.src,
+        seconds: cfg.banTime,
+        ports: scan.ports.length,
+        windowSeconds: scan.slow ? cfg.slowWindowSeconds : cfg.windowSeconds,
+        at: Date.now(),
+      });
     code = await untilStopped(c, () => {
       checkDrops();
       stalled();
@@ -320,6 +352,7 @@ async function daemon(cfg: Config): Promise<number> {
       guard?.tick();
       b.tick();
       syncMetrics();
+      fleet?.sync();
     });
   } else {
     engine = createEngine(cfg, {
@@ -353,6 +386,7 @@ async function daemon(cfg: Config): Promise<number> {
   }
   captureRunning = false;
   await bans.settled();
+  await fleet?.stop();
   syncMetrics();
   log.flush(engine?.pipeline.lastPacketMs || Date.now());
   if (engine) stdoutWrite(offlineSummary(cfg.logFormat, engine.pipeline));

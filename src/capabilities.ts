@@ -97,7 +97,8 @@ export function raiseAmbientCapabilities(): string[] {
   return CAPABILITIES.filter((c) => raised.includes(c.bit)).map((c) => c.name);
 }
 
-const GRANT = "grant it with `sudo setcap cap_net_raw,cap_net_admin+ep ./scanblocker`, " +
+const GRANT =
+  "grant it with `sudo setcap cap_net_raw,cap_net_admin,cap_sys_nice+ep ./scanblocker`, " +
   "run as root, or run the systemd unit deploy/scanblocker.service " +
   "(AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN); in a container add " +
   "`--cap-add NET_RAW --cap-add NET_ADMIN`";

@@ -56,7 +56,7 @@ Deno.test("capabilities: advice names the capability, the failure and the fix, o
   assert.match(live[1], /CAP_NET_ADMIN/);
   assert.match(live[1], /iptables/);
   for (const line of live) {
-    assert.match(line, /setcap cap_net_raw,cap_net_admin\+ep \.\/scanblocker/);
+    assert.match(line, /setcap cap_net_raw,cap_net_admin,cap_sys_nice\+ep \.\/scanblocker/);
     assert.match(line, /root/);
     assert.match(line, /AmbientCapabilities/);
   }
@@ -153,12 +153,13 @@ for (const flags of ["+ep", "+p"]) {
         const deno = `${dir}/deno`;
         await Deno.copyFile(Deno.execPath(), deno);
         await Deno.chmod(deno, 0o755);
-        const sc = await run(["setcap", `cap_net_raw,cap_net_admin${flags}`, deno]);
+        const sc = await run(["setcap", `cap_net_raw,cap_net_admin,cap_sys_nice${flags}`, deno]);
         if (sc.code !== 0) {
           console.log(`skipped: setcap failed here (${sc.stderr.trim()})`);
           return;
         }
         const mod = new URL("../src/capabilities.ts", import.meta.url).href;
+        const libc = new URL("../ffi/libc.ts", import.meta.url).href;
         const script = `${dir}/probe.ts`;
         await Deno.writeTextFile(
           script,
@@ -169,8 +170,10 @@ for (const flags of ["+ep", "+p"]) {
             `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
             `const before = await child();\n` +
             `const missing = missingCapabilities().map((m) => m.name);\n` +
+            `import { setRealtimePriority } from ${JSON.stringify(libc)};\n` +
             `const raised = raiseAmbientCapabilities();\n` +
-            `console.log(JSON.stringify({ missing, before, raised, after: await child() }));\n`,
+            `const fifo = setRealtimePriority(10);\n` +
+            `console.log(JSON.stringify({ missing, before, raised, after: await child(), fifo }));\n`,
         );
         await Deno.chmod(script, 0o644);
         await Deno.mkdir(`${dir}/deno-dir`, { mode: 0o777 });
@@ -200,6 +203,8 @@ for (const flags of ["+ep", "+p"]) {
         // … with it, iptables/nft get CAP_NET_ADMIN, and not CAP_NET_RAW (capture is the daemon's).
         assert.deepEqual(out.raised, ["CAP_NET_ADMIN"]);
         assert.equal(eff(out.after), 0x1000n);
+        // The documented setcap grants what the ban-latency figures need: SCHED_FIFO.
+        assert.equal(out.fifo, null, `SCHED_FIFO refused: ${out.fifo}`);
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
@@ -540,7 +545,7 @@ Deno.test("Dockerfile: every base image pinned by digest; the image runs as a no
   assert.match(dockerfile, /chmod 0750 \/out\/usr\/local\/bin\/scanblocker/);
   assert.match(
     dockerfile,
-    /setcap cap_net_raw,cap_net_admin\+p \/out\/usr\/local\/bin\/scanblocker/,
+    /setcap cap_net_raw,cap_net_admin,cap_sys_nice\+p \/out\/usr\/local\/bin\/scanblocker/,
   );
 });
 
@@ -561,7 +566,7 @@ function executableScript(dockerfile: string): string {
 
 Deno.test({
   name:
-    "Dockerfile: its executable, run as the image's user with --cap-add NET_RAW/NET_ADMIN, holds both; with one it still starts",
+    "Dockerfile: its executable, run as the image's user with --cap-add NET_RAW/NET_ADMIN/SYS_NICE, holds them; with one it still starts",
   ignore: !haveSetcap,
   fn: async () => {
     const dockerfile = await Deno.readTextFile(`${root}Dockerfile`);
@@ -589,14 +594,17 @@ Deno.test({
 
       const mod = new URL("../src/capabilities.ts", import.meta.url).href;
       const priv = new URL("../src/privilege.ts", import.meta.url).href;
+      const libc = new URL("../ffi/libc.ts", import.meta.url).href;
       await Deno.writeTextFile(
         `${dir}/probe.ts`,
         `import { missingCapabilities } from ${JSON.stringify(mod)};\n` +
           `import { callerRefusal } from ${JSON.stringify(priv)};\n` +
+          `import { setRealtimePriority } from ${JSON.stringify(libc)};\n` +
           `const missing = missingCapabilities().map((m) => m.name);\n` +
           `const child = new TextDecoder().decode((await new Deno.Command("cat", ` +
           `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
-          `console.log(JSON.stringify({ missing, child, refusal: callerRefusal("scanblocker flush") }));\n`,
+          `const fifo = setRealtimePriority(10);\n` +
+          `console.log(JSON.stringify({ missing, child, fifo, refusal: callerRefusal("scanblocker flush") }));\n`,
       );
       await Deno.chmod(`${dir}/probe.ts`, 0o644);
       await Deno.mkdir(`${dir}/deno-dir`, { mode: 0o777 });
@@ -628,7 +636,7 @@ Deno.test({
         assert.equal(r.code, 0, r.stderr);
         return JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}");
       };
-      const both = await probe("+net_raw,+net_admin");
+      const both = await probe("+net_raw,+net_admin,+sys_nice");
       assert.deepEqual(both.missing, []);
       assert.equal(
         parseEffectiveCapabilities(both.child),
@@ -636,6 +644,7 @@ Deno.test({
         "helpers get CAP_NET_ADMIN only",
       );
       assert.equal(both.refusal, null, "the image's user may change the firewall");
+      assert.equal(both.fifo, null, "--cap-add SYS_NICE: the capture thread may use SCHED_FIFO");
       // `docker run --cap-add NET_ADMIN … bans`: +p lets it start with one of the two.
       const one = await probe("+net_admin");
       assert.deepEqual(one.missing, ["CAP_NET_RAW"]);
@@ -643,4 +652,16 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("every documented deployment grants CAP_SYS_NICE (the ban-latency figures need SCHED_FIFO)", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const setcaps = readme.split("\n").filter((l) => /^sudo setcap /.test(l));
+  assert.ok(setcaps.length > 0, "README shows a setcap install");
+  for (const l of setcaps) assert.match(l, /cap_sys_nice/, l);
+  const daemons = readme.split(/\n(?=docker run)/).filter((b) => /^docker run -d /.test(b));
+  assert.ok(daemons.length > 0, "README shows docker run for the daemon");
+  for (const b of daemons) assert.match(b.split("\n\n")[0], /--cap-add SYS_NICE/);
+  const unit = await Deno.readTextFile(new URL("../deploy/scanblocker.service", import.meta.url));
+  assert.match(unit, /^AmbientCapabilities=.*CAP_SYS_NICE/m);
 });

@@ -82,6 +82,7 @@ Deno.test("Bans: a firewall failing every ban writes a few lines and a count, no
       firewallErrors: noop,
       firewallRepairs: noop,
       bansLost: noop,
+      bansEvicted: noop,
     },
     warn: (l) => lines.push(l),
     now: c.now,

@@ -43,6 +43,7 @@ export interface BanMetrics {
   firewallErrors: { inc(): void };
   firewallRepairs: { inc(n?: number): void };
   bansLost: { inc(n?: number): void };
+  bansEvicted: { inc(n?: number): void };
 }
 
 /** The capture side as the owner sees it: the detector's memory, the thread's copy of the book. */
@@ -88,6 +89,13 @@ export class Bans {
   #state = "starting";
   #reconcileAt = 0;
   #reconciling = false;
+  /** The table is full and the oldest bans make room (one stderr line per episode). */
+  #evicting = false;
+  /** Bans to tell the capture thread about, sent together (a fleet batch is thousands). */
+  #toCapture: string[] = [];
+  #replacing = false;
+  /** Called for every ban this host made itself (the fleet pushes them). */
+  onLocalBan: (scan: ScanReport) => void = () => {};
 
   /** Failed-ban and firewall-error lines: a few per 10 s of each, then a count (ban cap, dead firewall). */
   readonly #lines: LineLimiter;
@@ -169,6 +177,7 @@ export class Bans {
       reason,
     );
     const settle = (result: BanResult, at = o.now()) => this.#settle(scan, result, at, detectedAt);
+    if (!fast?.ok && this.#book.size > o.maxBans) return this.#evictThenBan(scan, settle);
     if (fast?.ok) {
       // The capture thread put it into the kernel already.
       o.fw.adopt(scan.src, o.banTime, fast.expiresAt);
@@ -192,6 +201,33 @@ export class Bans {
     p.finally(() => this.#pending.delete(p));
   }
 
+  /**
+   * A full table never stops a new ban (a spoofed flood would otherwise fill
+   * it and let every later scanner through for the ban time): the oldest ban
+   * is removed first. Said once per episode on stderr, counted always.
+   */
+  #evictThenBan(scan: ScanReport, settle: (r: BanResult) => void): void {
+    const o = this.#o;
+    const oldest = this.#book.oldest();
+    if (!oldest || oldest.address === scan.src) return settle("failed");
+    this.#book.delete(oldest.address);
+    o.metrics.bansEvicted.inc();
+    if (!this.#evicting) {
+      this.#evicting = true;
+      o.warn(
+        `ban table full (${o.maxBans} bans): the oldest bans make room for new ones (scanblocker_bans_evicted_total)`,
+      );
+    }
+    const p = o.fw.unban(oldest.address)
+      .then(() => o.fw.ban(scan.src, o.banTime))
+      .then((result) => {
+        settle(result);
+        o.log.flush();
+      });
+    this.#pending.add(p);
+    p.finally(() => this.#pending.delete(p));
+  }
+
   #settle(scan: ScanReport, result: BanResult, at: number, detectedAt: number): void {
     const o = this.#o;
     const when = o.live ? Date.now() : scan.ms;
@@ -205,7 +241,8 @@ export class Bans {
         scan.src,
         o.live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
       );
-      this.#capture?.bans({ add: [scan.src], room: this.room() });
+      this.#tellCapture(scan.src);
+      this.onLocalBan(scan);
     } else if (result === "already") {
       o.log.alreadyBanned(when, scan.src, false);
     } else {
@@ -222,6 +259,59 @@ export class Bans {
     o.metrics.activeBans.set(this.#book.size);
   }
 
+  /** True when `target` is banned now. */
+  has(target: string): boolean {
+    return this.#book.has(target, this.#o.now());
+  }
+
+  /**
+   * A ban decided elsewhere (another host, through the fleet): through the
+   * same guard, cap and firewall as a local one, booked with its origin.
+   */
+  async banFrom(origin: "fleet", target: string, seconds: number, reason = ""): Promise<BanResult> {
+    const o = this.#o;
+    const result = await o.fw.ban(target, seconds);
+    if (result === "banned") {
+      this.#book.add(target, banExpiry(seconds, Date.now()), origin, reason);
+      this.#tellCapture(target);
+      o.metrics.activeBans.set(this.#book.size);
+    }
+    o.metrics.bans.inc({ backend: o.fw.kind, result: result === "refused" ? "failed" : result });
+    return result;
+  }
+
+  /** Lifts a ban (a fleet deletion); true when it existed and is gone. */
+  async unban(target: string): Promise<boolean> {
+    const ok = await this.#o.fw.unban(target);
+    if (ok) {
+      this.#book.delete(target);
+      this.#o.metrics.activeBans.set(this.#book.size);
+      if (this.#capture && !this.#replacing) {
+        // One whole list for every unban of this turn.
+        this.#replacing = true;
+        queueMicrotask(() => {
+          this.#replacing = false;
+          const replace = this.#book.entries().map((e) => e.address);
+          this.#capture?.bans({ replace, room: this.room() });
+        });
+      }
+    }
+    return ok;
+  }
+
+  /** Tells the capture thread of new bans, all those of this turn in one message. */
+  #tellCapture(address: string): void {
+    if (!this.#capture) return;
+    if (this.#toCapture.length === 0) {
+      queueMicrotask(() => {
+        const add = this.#toCapture;
+        this.#toCapture = [];
+        this.#capture?.bans({ add, room: this.room() });
+      });
+    }
+    this.#toCapture.push(address);
+  }
+
   /** A source seen again after its scan (offline summary): "already" if it is banned. */
   repeat(ms: number, src: string): void {
     if (this.#book.has(src, this.#o.now())) this.#o.log.alreadyBanned(ms, src, true);
@@ -235,6 +325,7 @@ export class Bans {
     this.#lines.flush();
     this.#book.prune(now);
     this.#o.metrics.activeBans.set(this.#book.size);
+    if (this.#evicting && this.#book.size < this.#o.maxBans * 0.9) this.#evicting = false;
     if (this.#o.fw.kind !== "none" && !this.#reconciling && now >= this.#reconcileAt) {
       this.reconcile();
     }

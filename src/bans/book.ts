@@ -98,7 +98,13 @@ export class BanBook {
     return lost;
   }
 
-  /** Every entry, in no particular order. */
+  /** The entry taken longest ago (the first a full table gives up), if any. */
+  oldest(): BookEntry | undefined {
+    for (const e of this.#entries.values()) return e;
+    return undefined;
+  }
+
+  /** Every entry, oldest first (as the book took them). */
   entries(): BookEntry[] {
     return [...this.#entries.values()];
   }

@@ -448,8 +448,9 @@ export class NftablesFirewall extends BaseFirewall {
     const adds = ops.filter((o) => o.add);
     const dels = ops.filter((o) => !o.add);
     for (let i = 0; i < adds.length; i += CHUNK) await this.#run(adds.slice(i, i + CHUNK), true);
-    if (dels.length > 0) {
-      const failed = await this.#run(dels, false, dels.length > 1);
+    for (let i = 0; i < dels.length; i += CHUNK) {
+      const chunk = dels.slice(i, i + CHUNK);
+      const failed = await this.#run(chunk, false, chunk.length > 1);
       // One missing element fails a whole delete; retry the others one by one.
       for (const op of failed) await this.#run([op], false);
     }

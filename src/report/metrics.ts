@@ -50,6 +50,8 @@ export interface Metrics {
   firewallRepairs: Counter;
   /** Bans the kernel no longer held when it was re-read (removed from outside). */
   bansLost: Counter;
+  /** Bans removed early to make room for new ones when the table was full. */
+  bansEvicted: Counter;
   /** scanblocker_detection_to_ban_seconds: threshold packet's time to rule in place. */
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
@@ -64,6 +66,16 @@ export interface Metrics {
   outboundScans: Counter;
   /** scanblocker_metrics_server_problems_total{kind}: connections the metrics server turned away, failed accepts */
   serverProblems: Counter<"kind">;
+  /** scanblocker_fleet_pushes_total{result="sent"|"rejected"|"dropped"|"expired"}: bans pushed to the CrowdSec LAPI */
+  fleetPushes: Counter<"result">;
+  /** scanblocker_fleet_decisions_total{action,origin}: LAPI decisions applied, removed, refused, failed, own */
+  fleetDecisions: Counter<"action" | "origin">;
+  /** scanblocker_fleet_lapi_up: 1 when the last LAPI call got an answer (0 also without a fleet) */
+  fleetLapiUp: Gauge;
+  /** scanblocker_fleet_last_pull_age_seconds: since the last successful pull (-1 before the first) */
+  fleetLastPullAge: Gauge;
+  /** scanblocker_fleet_push_queue: alerts waiting for the LAPI */
+  fleetQueue: Gauge;
 }
 
 /** Buckets for detection-to-ban latency: 50 µs (a library call) up to 1 s (something is wrong). */
@@ -160,6 +172,11 @@ export function createMetrics(version: string): Metrics {
       help: "Bans the kernel no longer held when re-read (removed by unban, a flush or by hand).",
       registers,
     }),
+    bansEvicted: new Counter({
+      name: "scanblocker_bans_evicted_total",
+      help: "Bans removed before their time to make room for new ones (the ban table was full).",
+      registers,
+    }),
     detectionToBan: new Histogram({
       name: "scanblocker_detection_to_ban_seconds",
       help: "Time from the packet that crossed the scan threshold to the ban rule being in place.",
@@ -197,6 +214,34 @@ export function createMetrics(version: string): Metrics {
       help:
         "Metrics server connections closed unserved (kind: over_capacity, timeout, bad_request) and failed accepts (accept_error).",
       labelNames: ["kind"],
+      registers,
+    }),
+    fleetPushes: new Counter({
+      name: "scanblocker_fleet_pushes_total",
+      help: "Bans pushed to the CrowdSec LAPI, by result (sent, rejected, dropped, expired).",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    fleetDecisions: new Counter({
+      name: "scanblocker_fleet_decisions_total",
+      help:
+        "CrowdSec LAPI ban decisions by action (applied, removed, refused, failed, own) and origin.",
+      labelNames: ["action", "origin"] as const,
+      registers,
+    }),
+    fleetLapiUp: new Gauge({
+      name: "scanblocker_fleet_lapi_up",
+      help: "1 when the last call to the CrowdSec LAPI got an answer; 0 when down or no fleet.",
+      registers,
+    }),
+    fleetLastPullAge: new Gauge({
+      name: "scanblocker_fleet_last_pull_age_seconds",
+      help: "Seconds since the last successful pull of LAPI decisions; -1 before the first.",
+      registers,
+    }),
+    fleetQueue: new Gauge({
+      name: "scanblocker_fleet_push_queue",
+      help: "Alerts waiting to be pushed to the CrowdSec LAPI.",
       registers,
     }),
   };

@@ -48,6 +48,8 @@ export interface Health {
   firewall: string;
   /** Epoch milliseconds of the last captured packet, null before the first. */
   lastPacketTime: number | null;
+  /** The CrowdSec LAPI link (src/fleet), when the host joined one. */
+  fleet?: unknown;
 }
 
 /** Where the metrics server listens, or "off" for no server at all. */
@@ -177,6 +179,7 @@ export function startMetricsServer(
       packetsSeen: h.packetsSeen,
       firewall: h.firewall,
       lastPacketTime: h.lastPacketTime === null ? null : new Date(h.lastPacketTime).toISOString(),
+      ...(h.fleet !== undefined ? { fleet: h.fleet } : {}),
     };
     return {
       status: h.captureRunning && !h.stalled ? 200 : 503,
