@@ -436,7 +436,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "setcap install: `flush` by uid 65534 is refused and the rules stay; the file's group may",
+  name:
+    "setcap install: flush, unban and the daemon by uid 65534 are refused and the rules stay; the file's group may",
   ...opts,
   fn: async () => {
     const open = await setcapDeno("deno-setcap-open", 0);
@@ -464,6 +465,21 @@ Deno.test({
         assert.match(r.stderr, /refused: `scanblocker (flush|unban)` changes the firewall/);
         assert.equal(await rules(), before, `${args[0]} changed the rules`);
       }
+      // The daemon with a firewall changes it too: refused before it touches anything.
+      const daemon = await runAsNobody(lab, open, [
+        "-i",
+        lab.targetIf,
+        "--firewall",
+        "nftables",
+        "--metrics-addr",
+        "off",
+      ]);
+      assert.equal(daemon.code, 2, daemon.stderr);
+      assert.match(daemon.stderr, /refused: `scanblocker` changes the firewall/);
+      assert.doesNotMatch(daemon.stderr, /Listening on/);
+      const nft = await lab.exec(lab.target, ["nft", "list", "tables"]);
+      assert.doesNotMatch(nft.stdout, /scanblocker/, "no table created");
+      assert.equal(await rules(), before);
       // The operator's chgrp lets that group flush: the capabilities do work.
       const ok = await runAsNobody(lab, grouped, ["flush", "--firewall", "iptables"]);
       assert.equal(ok.code, 0, ok.stderr);
