@@ -133,7 +133,7 @@ function firewallCaller(cfg: Config): string | null {
 /** Live capture or offline analysis. */
 async function daemon(cfg: Config): Promise<number> {
   const live = cfg.read === null;
-  const { allow, guarded } = protectedAddresses(cfg, live, warn);
+  const { allow, guarded, guard } = protectedAddresses(cfg, live, warn);
   for (const name of ignoredPathVariables()) {
     warn(
       `${name} ignored: the program runs with capabilities its caller does not hold (run as root to use it)`,
@@ -300,6 +300,8 @@ async function daemon(cfg: Config): Promise<number> {
       log.flush();
     };
     c.onWarning = warn;
+    // The lockout guard, kept current (guard.reload() on SIGHUP).
+    guard?.attach(c);
     const host = new HostWatch(c, allow, openPorts, cfg.local !== null, warn);
     const url = server ? `http://${server.address}/metrics` : null;
     for (
@@ -347,6 +349,7 @@ async function daemon(cfg: Config): Promise<number> {
       stalled();
       log.flush(Date.now());
       host.tick();
+      guard?.tick();
       b.tick();
       syncMetrics();
       fleet?.sync();

@@ -300,7 +300,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: "SB_LOCKOUT_GUARD",
     arg: "on|off",
     def: "on",
-    help: "never ban the default gateways and the resolvers of /etc/resolv.conf",
+    help: "never ban the gateways, resolvers, DHCP and NTP servers and cloud metadata address",
   },
   {
     long: "realtime",
