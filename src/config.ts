@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
+import { ConfigError } from "./config_error.ts";
 import { DEFAULT_CONFIG_FILE, type FileValues, readConfigFile } from "./configfile.ts";
 
 /**
@@ -16,8 +17,7 @@ import { DEFAULT_CONFIG_FILE, type FileValues, readConfigFile } from "./configfi
  */
 export const DEFAULT_METRICS_ADDR = "127.0.0.1:8080";
 
-/** A configuration or usage error: exit code 2, one line. */
-export class ConfigError extends Error {}
+export { ConfigError };
 
 /** A bad value of one option; parseConfig says where it came from (flag, variable or file). */
 class BadValue extends ConfigError {
