@@ -31,7 +31,7 @@ import {
   type Config,
   ConfigError,
   DEFAULT_METRICS_ADDR,
-  parseConfig,
+  loadConfig,
   readEnv,
   usage,
 } from "./src/config.ts";
@@ -66,7 +66,7 @@ export async function main(argv: string[]): Promise<number> {
   quietSignals();
   let cfg: Config;
   try {
-    cfg = parseConfig(argv, readEnv());
+    cfg = loadConfig(argv, readEnv());
   } catch (e) {
     if (e instanceof ConfigError) {
       warn(e.message);

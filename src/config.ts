@@ -66,6 +66,8 @@ export interface Config {
   lockoutGuard: boolean;
   /** SCHED_FIFO priority of the capture thread; 0 = normal scheduling. */
   realtime: number;
+  /** File of SB_* variables read at start and on SIGHUP; null = none. */
+  envFile: string | null;
 }
 
 /** One option: flag names, env variable, default, help text. */
@@ -242,6 +244,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     def: "10",
     help: "SCHED_FIFO priority (1-99) of the capture thread, for bans within a burst; 0 = normal",
   },
+  {
+    long: "env-file",
+    env: "SB_ENV_FILE",
+    arg: "FILE",
+    def: "-",
+    help:
+      "SB_* variables (KEY=VALUE lines) read at start and again on SIGHUP; they replace the environment's",
+  },
   { long: "help", short: "h", boolean: true, def: "", help: "show this help" },
   { long: "version", boolean: true, def: "", help: "show the version" },
 ];
@@ -266,13 +276,26 @@ export function usage(): string {
   return lines.join("\n");
 }
 
+/**
+ * Where a value came from, for error lines: "--ports", or "SB_PORTS" when
+ * the variable gave it (`name` is set by parseConfig for each option).
+ */
+let origin: (long: string) => string = (long) => `--${long}`;
+
+/** One line saying which value is wrong, where it came from, and what is expected. */
+function invalid(name: string, text: string, expected: string): ConfigError {
+  const shown = text.length > 60 ? `${text.slice(0, 60)}…` : text;
+  return new ConfigError(`invalid ${origin(name)} ${JSON.stringify(shown)}: ${expected}`);
+}
+
 function intOption(name: string, text: string, min: number, max: number, form: string): number {
   if (!/^\d+$/.test(text.trim())) {
-    throw new ConfigError(`invalid --${name} "${text}": expected ${form}`);
+    const why = /^\s*-\d/.test(text) ? "negative numbers are not allowed; " : "";
+    throw invalid(name, text, `${why}expected ${form}`);
   }
   const n = Number(text.trim());
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new ConfigError(`invalid --${name} "${text}": expected ${form}`);
+    throw invalid(name, text, `out of range; expected ${form}`);
   }
   return n;
 }
@@ -280,18 +303,77 @@ function intOption(name: string, text: string, min: number, max: number, form: s
 function numberOption(name: string, text: string, form: string): number {
   const t = text.trim();
   const n = /^\d+(\.\d+)?$/.test(t) ? Number(t) : NaN;
-  if (!(n > 0) || !Number.isFinite(n)) {
-    throw new ConfigError(`invalid --${name} "${text}": expected ${form}`);
+  if (!(n > 0) || !Number.isFinite(n) || n > MAX_SECONDS) {
+    throw invalid(name, text, `expected ${form}`);
   }
   return n;
 }
 
+/** Longest window accepted: ten years, far beyond any use (and finite). */
+const MAX_SECONDS = 10 * 365 * 86400;
+
 function oneOf<T extends string>(name: string, text: string, allowed: readonly T[]): T {
   const t = text.trim() as T;
-  if (!allowed.includes(t)) {
-    throw new ConfigError(`invalid --${name} "${text}": expected one of ${allowed.join(", ")}`);
-  }
+  if (!allowed.includes(t)) throw invalid(name, text, `expected one of ${allowed.join(", ")}`);
   return t;
+}
+
+/**
+ * Reads an /etc/default-style file of variables: `KEY=VALUE` lines, `#` or
+ * `;` comments, an optional `export `, values optionally in single or double
+ * quotes (as systemd's EnvironmentFile= reads them). Throws ConfigError
+ * naming the file and line for anything else.
+ */
+export function readEnvFile(path: string): Record<string, string> {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    throw new ConfigError(`cannot read the environment file "${path}" (--env-file): ${why}`);
+  }
+  const out: Record<string, string> = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+    if (!m) {
+      throw new ConfigError(
+        `${path}:${i + 1}: expected KEY=VALUE, got ${JSON.stringify(line.slice(0, 60))}`,
+      );
+    }
+    let v = m[2].trim();
+    if (v.length >= 2 && (v[0] === '"' || v[0] === "'") && v.at(-1) === v[0]) v = v.slice(1, -1);
+    out[m[1]] = v;
+  }
+  return out;
+}
+
+/**
+ * The configuration in force: parseConfig over argv and the environment,
+ * where an --env-file (or SB_ENV_FILE) replaces every SB_* variable of the
+ * environment with the file's, so that a reload (SIGHUP) sees the file as
+ * it is now rather than the values the service manager loaded at start.
+ */
+export function loadConfig(argv: string[], env: Record<string, string | undefined>): Config {
+  const first = parseConfig(argv, env);
+  if (first.envFile === null) return first;
+  const file = readEnvFile(first.envFile);
+  const merged: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith("SB_") || k === "SB_ENV_FILE") merged[k] = v;
+  }
+  for (const [k, v] of Object.entries(file)) {
+    if (k.startsWith("SB_") && k !== "SB_ENV_FILE") merged[k] = v;
+  }
+  return parseConfig(argv, merged, first.envFile);
 }
 
 /** Reads the environment without failing when env access is denied. */
@@ -307,7 +389,11 @@ export function readEnv(): Record<string, string | undefined> {
  * Parses argv and the environment into a Config. Throws ConfigError for any
  * unknown option or invalid value (flags and environment alike).
  */
-export function parseConfig(argv: string[], env: Record<string, string | undefined>): Config {
+export function parseConfig(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  envFile?: string,
+): Config {
   const options: Record<
     string,
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
@@ -352,6 +438,13 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
 
   // The value in force: the flag, else the variable, else the default that --help shows.
   const value = (long: string): string => get(long) ?? OPTIONS.find((o) => o.long === long)!.def;
+  // Error lines name the variable when the value came from one.
+  origin = (long: string) => {
+    if (v[long] !== undefined) return `--${long}`;
+    const e = OPTIONS.find((o) => o.long === long)?.env;
+    if (!e || env[e] === undefined || env[e] === "") return `--${long}`;
+    return envFile && e !== "SB_ENV_FILE" ? `${e} (in ${envFile})` : e;
+  };
 
   let command: Command = "run";
   let unbanAddress: string | null = null;
@@ -383,7 +476,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   if (read !== null) {
     try {
       const st = Deno.statSync(read);
-      if (!st.isFile) throw new ConfigError(`invalid --read "${read}": not a regular file`);
+      if (!st.isFile) throw invalid("read", read, "not a regular file");
     } catch (e) {
       if (e instanceof ConfigError) throw e;
       const why = e instanceof Deno.errors.NotFound
@@ -393,13 +486,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
         : e instanceof Error
         ? e.message
         : String(e);
-      throw new ConfigError(`invalid --read "${read}": ${why}; expected a readable capture file`);
+      throw invalid("read", read, `${why}; expected a readable capture file`);
     }
   }
   if (device !== null && !/^[A-Za-z0-9_.:@-]{1,15}$/.test(device)) {
-    throw new ConfigError(
-      `invalid --interface "${device}": expected an interface name (1-15 characters) or "any"`,
-    );
+    throw invalid("interface", device, `expected an interface name (1-15 characters) or "any"`);
   }
 
   const ports = intOption("ports", value("ports"), 1, 65535, "an integer from 1 to 65535");
@@ -423,8 +514,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   for (const t of getList("allow") ?? []) {
     const c = parseCidr(t);
     if (!c) {
-      throw new ConfigError(
-        `invalid --allow "${t}": expected an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8 or fd00::/8`,
+      throw invalid(
+        "allow",
+        t,
+        "expected an IPv4 or IPv6 address or CIDR such as 10.0.0.0/8 or fd00::/8 (prefix at most 32 or 128)",
       );
     }
     allow.push(c);
@@ -435,7 +528,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     local = [];
     for (const t of localList) {
       const a = parseAddress(t);
-      if (!a) throw new ConfigError(`invalid --local "${t}": expected an IPv4 or IPv6 address`);
+      if (!a) throw invalid("local", t, "expected an IPv4 or IPv6 address");
       local.push(a);
     }
   }
@@ -462,9 +555,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   );
   const metricsAddr = value("metrics-addr").trim();
   if (!validListenAddress(metricsAddr)) {
-    throw new ConfigError(
-      `invalid --metrics-addr "${metricsAddr}": expected HOST:PORT, :PORT, [IPv6]:PORT or off`,
-    );
+    throw invalid("metrics-addr", metricsAddr, "expected HOST:PORT, :PORT, [IPv6]:PORT or off");
   }
   const logFormat = oneOf("log-format", value("log-format"), ["text", "json"] as const);
   const bufferSize = intOption(
@@ -499,20 +590,22 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     const t = env.SB_COUNT_OPEN_PORTS.trim().toLowerCase();
     if (["1", "true", "yes", "on"].includes(t)) countOpenPorts = true;
     else if (!["0", "false", "no", "off"].includes(t)) {
-      throw new ConfigError(
-        `invalid SB_COUNT_OPEN_PORTS "${env.SB_COUNT_OPEN_PORTS}": expected true or false`,
-      );
+      throw invalid("count-open-ports", env.SB_COUNT_OPEN_PORTS, "expected true or false");
     }
   }
-  const hookText = value("hook").replace(/\s+/g, "");
+  const hookText = value("hook").replace(/[ \t]+/g, "");
   const hookSet = new Set(hookText.split(","));
   if (![...hookSet].every((h) => h === "input" || h === "forward") || !hookSet.has("input")) {
-    throw new ConfigError(`invalid --hook "${hookText}": expected input or input,forward`);
+    throw invalid("hook", hookText, "expected input or input,forward");
   }
   const hooks = [...hookSet] as ("input" | "forward")[];
   const lockoutGuard =
     oneOf("lockout-guard", value("lockout-guard"), ["on", "off"] as const) === "on";
   const realtime = intOption("realtime", value("realtime"), 0, 99, "an integer from 0 (off) to 99");
+  const envFileText = get("env-file") ?? null;
+  if (envFileText !== null && envFileText.trim() === "") {
+    throw invalid("env-file", "", "expected a file");
+  }
 
   return {
     command,
@@ -539,6 +632,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     hooks,
     lockoutGuard,
     realtime,
+    envFile: envFile ?? envFileText,
   };
 }
 

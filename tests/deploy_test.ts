@@ -331,7 +331,7 @@ Deno.test("environment file: every value it shows is accepted and is the default
   const env: Record<string, string> = {};
   for (const m of text.matchAll(/^#?(SB_[A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2];
   // Examples, not defaults.
-  const examples = ["SB_DEVICE", "SB_ALLOW", "SB_READ", "SB_LOCAL"];
+  const examples = ["SB_DEVICE", "SB_ALLOW", "SB_READ", "SB_LOCAL", "SB_ENV_FILE"];
   const defaults = Object.fromEntries(
     Object.entries(env).filter(([k]) => !examples.includes(k)),
   );
