@@ -45,6 +45,8 @@ import { type MetricsServer, parseListenAddress, startMetricsServer } from "./sr
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 import { quietSignals } from "./src/signals.ts";
+import { allowEverythingWarnings, planReload } from "./src/reload.ts";
+import type { Cidr } from "./src/address.ts";
 import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
 import { rxPackets, StallWatch } from "./src/capture/stall.ts";
 import { lockFirewall } from "./src/instance.ts";
@@ -58,7 +60,9 @@ const preciseNow = realtimeMs;
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
 /** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
 const stderrOut = new LineOutput(Deno.stderr);
-const warn = (text: string) => stderrOut.write(encoder.encode(`scanblocker: ${text}\n`));
+const warn = (text: string): void => {
+  stderrOut.write(encoder.encode(`scanblocker: ${text}\n`));
+};
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -86,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
     case "flush":
       return await subcommand(cfg);
     case "run":
-      return await daemon(cfg);
+      return await daemon(cfg, argv);
   }
 }
 
@@ -132,7 +136,7 @@ async function subcommand(cfg: Config): Promise<number> {
 }
 
 /** Live capture or offline analysis. */
-async function daemon(cfg: Config): Promise<number> {
+async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
   const live = cfg.read === null;
 
   // Who is this host, and who is never banned.
@@ -142,6 +146,7 @@ async function daemon(cfg: Config): Promise<number> {
 
   // A spoofed probe must not cut the host off from its gateways and resolvers.
   const guarded: string[] = [];
+  const guardedCidrs: Cidr[] = [];
   if (live && cfg.lockoutGuard) {
     try {
       const g = lockoutGuard();
@@ -150,6 +155,7 @@ async function daemon(cfg: Config): Promise<number> {
         if (c) {
           allow.addAllowed([c]);
           guarded.push(a);
+          guardedCidrs.push(c);
         }
       }
     } catch (e) {
@@ -404,6 +410,19 @@ async function daemon(cfg: Config): Promise<number> {
       server: server?.address ?? null,
       existing: existing.length,
       firewallPath: firewallPath(fw),
+      reload: () =>
+        reloadLive(argv, cfg, {
+          allow,
+          guarded: guardedCidrs,
+          log,
+          capture: c,
+          fw,
+          onBans: (list) => {
+            banned.replace(list);
+            metrics.activeBans.set(banned.size);
+            c.bans({ replace: list.map((b) => b.address), room: room() });
+          },
+        }),
       tick: (n) => {
         checkDrops();
         stalled();
@@ -488,6 +507,8 @@ async function runLive(
     firewallPath: string;
     tick: (n: number) => void;
     start: () => void;
+    /** SIGHUP: re-read the settings and apply what can change while running. */
+    reload: () => Promise<void>;
   },
 ): Promise<number> {
   let stopped = false;
@@ -499,6 +520,12 @@ async function runLive(
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  // One reload at a time; a SIGHUP during one runs another after it.
+  let reloading: Promise<void> = Promise.resolve();
+  const hup = () => {
+    reloading = reloading.then(o.reload).catch((e) => warn(`SIGHUP: reload failed: ${e}`));
+  };
+  Deno.addSignalListener("SIGHUP", hup);
   warn(
     `Listening on: ${o.device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}${
       o.firewallPath ? ` via ${o.firewallPath}` : ""
@@ -506,6 +533,7 @@ async function runLive(
   );
   warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
   if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
+  for (const line of allowEverythingWarnings(cfg)) warn(line);
   if (o.guarded.length > 0) {
     warn(`lockout guard (never banned; --lockout-guard off to disable): ${o.guarded.join(" ")}`);
   }
@@ -560,12 +588,66 @@ async function runLive(
   clearInterval(timer);
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
+  Deno.removeSignalListener("SIGHUP", hup);
+  await reloading;
   const last = await capture.stop();
   if (last !== null && code === 0 && error === null) {
     warn(last);
     code = 1;
   }
   return code;
+}
+
+/**
+ * SIGHUP: reads the options, the SB_* variables and the --env-file again and
+ * applies the allow-list, thresholds, log settings and hooks without losing
+ * detection state, bans or the capture. A bad value keeps every old setting
+ * and says why in one line; settings that need a restart are named.
+ */
+async function reloadLive(
+  argv: string[],
+  cfg: Config,
+  o: {
+    allow: AllowList;
+    guarded: Cidr[];
+    log: EventLog;
+    capture: LiveCapture;
+    fw: Firewall;
+    onBans: (list: Awaited<ReturnType<Firewall["init"]>>) => void;
+  },
+): Promise<void> {
+  let next: Config;
+  try {
+    next = loadConfig(argv, readEnv());
+  } catch (e) {
+    warn(`SIGHUP: ${e instanceof Error ? e.message : e}; the old settings stay`);
+    return;
+  }
+  const plan = planReload(cfg, next);
+  const later = plan.restart.length > 0
+    ? `; ${plan.restart.join(", ")} changed but take effect at restart`
+    : "";
+  if (plan.apply.length === 0) {
+    warn(`SIGHUP: settings re-read, nothing to change${later}`);
+    return;
+  }
+  const hooksBefore = cfg.hooks.join();
+  Object.assign(cfg, Object.fromEntries(plan.apply.map((k) => [k, next[k]])));
+  o.allow.setAllowed([...cfg.allow, ...o.guarded]);
+  o.log.configure(cfg.logFormat, cfg.logRate);
+  o.capture.settings({
+    settings: engineSettings(cfg),
+    allow: o.allow.allowed,
+    everyDestinationLocal: cfg.hooks.includes("forward"),
+    logFormat: cfg.logFormat,
+    logRate: cfg.logRate,
+  });
+  if (cfg.hooks.join() !== hooksBefore && o.fw.setHooks) {
+    o.fw.setHooks(cfg.hooks);
+    o.onBans(await o.fw.init());
+  }
+  warn(`SIGHUP: reloaded: ${plan.changes.join(", ")}${later}`);
+  for (const line of allowEverythingWarnings(cfg)) warn(line);
 }
 
 /** Copies the pipeline's counters into the metrics (call before a scrape and once a second). */

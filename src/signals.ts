@@ -42,6 +42,9 @@ const SIGUSR1 = 10;
 export function quietSignals(): () => void {
   try {
     Deno.addSignalListener("SIGUSR1", () => {});
+    // SIGHUP reloads a running daemon (main.ts); until then, and for the
+    // other commands, it does nothing rather than end the process.
+    Deno.addSignalListener("SIGHUP", () => {});
     for (const n of Object.values(IGNORED_SIGNALS)) ignoreSignal(n);
   } catch {
     return () => {}; // no libc: nothing can be done, and Deno itself needs libc

@@ -115,4 +115,6 @@ export interface Firewall {
   flush(): Promise<void>;
   /** Stops long-lived helper processes; bans stay in place. */
   close(): Promise<void>;
+  /** The hooks bans drop traffic on from the next init() (a reload runs init again). */
+  setHooks?(hooks: readonly string[]): void;
 }

@@ -349,3 +349,72 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "SIGHUP reloads thresholds and log settings from the env file, keeping state; a bad value keeps the old (item 7)",
+  ...opts,
+  fn: async () => {
+    const envFile = await Deno.makeTempFile({ prefix: "sb-hard-env-" });
+    try {
+      await Deno.writeTextFile(envFile, "SB_PORTS=30\nSB_LOG_FORMAT=text\n");
+      await withDaemon(
+        ["--firewall", "nftables", "--metrics-addr", "off", "--env-file", envFile],
+        async (lab, d) => {
+          const hup = () => run(["kill", "-HUP", String(d.pid)]);
+          // 10 ports: below 30, no ban; the detector remembers them.
+          let scan = await nmap(lab, ["-sS", "-p", "1-10", lab.target4]);
+          assert.equal(scan.code, 0, scan.stderr);
+          await sleep(1000);
+          assert.doesNotMatch(d.stdout(), /banned/);
+          await Deno.writeTextFile(
+            envFile,
+            "# edited\nSB_PORTS=12\nexport SB_LOG_FORMAT='json'\nSB_SNAPLEN=200\n",
+          );
+          await hup();
+          await d.waitFor(
+            /SIGHUP: reloaded: ports 30→12, log-format text→json; snaplen changed but take effect at restart/,
+          );
+          // 3 more ports: 13 in all, more than 12 only if the first 10 were kept.
+          scan = await nmap(lab, ["-sS", "-p", "11-13", lab.target4]);
+          assert.equal(scan.code, 0, scan.stderr);
+          await d.waitFor(new RegExp(`"event":"banned","address":"${esc(lab.scanner4)}"`));
+          // The allow-list and the hooks.
+          await Deno.writeTextFile(
+            envFile,
+            "SB_PORTS=12\nSB_LOG_FORMAT=json\nSB_ALLOW=10.250.0.0/16\nSB_HOOK=input,forward\n",
+          );
+          await hup();
+          await d.waitFor(
+            /SIGHUP: reloaded: allow none→10\.250\.0\.0\/16, hook input→input,forward/,
+          );
+          const fwd = await lab.exec(lab.target, [
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "scanblocker",
+            "forward",
+          ]);
+          assert.equal(fwd.code, 0, `no forward chain after the reload: ${fwd.stderr}`);
+          // A bad value: one line, the old settings stay, the daemon goes on.
+          await Deno.writeTextFile(envFile, "SB_PORTS=abc\n");
+          await hup();
+          await d.waitFor(/SIGHUP: invalid SB_PORTS \(in .*\) "abc".*the old settings stay/);
+          const lines = d.stderr().split("\n").filter((l) => /SIGHUP/.test(l));
+          assert.equal(lines.length, 3, d.stderr());
+          assert.equal(await d.exited(500), null, "the daemon ended");
+          // Same capture (started once), the ban still in place.
+          assert.equal(d.stderr().match(/Listening on: /g)?.length, 1);
+          const set = await lab.exec(lab.target, [
+            ...["nft", "list", "set", "inet", "scanblocker", "banned4"],
+          ]);
+          assert.match(set.stdout, new RegExp(esc(lab.scanner4)));
+          assert.equal(await d.stop(), 0, d.stderr());
+        },
+      );
+    } finally {
+      await Deno.remove(envFile).catch(() => {});
+    }
+  },
+});

@@ -31,7 +31,13 @@ import { expiryDigits } from "../firewall/iptables.ts";
 import { AllowList } from "../allowlist.ts";
 import { type FastBan, type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
-import { createEngine, publishCounters } from "../detect/engine.ts";
+import {
+  createEngine,
+  type Engine,
+  type EngineSettings,
+  publishCounters,
+  reconfigureEngine,
+} from "../detect/engine.ts";
 import { EventLog } from "../report/log.ts";
 import { LineOutput } from "../report/output.ts";
 import { warmUp } from "./warmup.ts";
@@ -64,6 +70,8 @@ let fast: FastBan | null = null;
 let netlink: NftSocket | null = null;
 const forgets: string[] = [];
 let requests: MessagePort | null = null;
+/** The running engine, its log and settings, for a reload ("settings"). */
+let current: { engine: Engine; log: EventLog; settings: EngineSettings } | null = null;
 
 scope.onmessage = (e: MessageEvent<WorkerRequest>) => {
   if (e.data.type === "open") open(e.data);
@@ -122,6 +130,15 @@ function handle(m: WorkerRequest): void {
       break;
     case "forget":
       forgets.push(m.address);
+      break;
+    case "settings":
+      if (current) {
+        reconfigureEngine(current.engine, current.settings, m.settings);
+        current.settings = m.settings;
+        current.engine.pipeline.setEveryDestinationLocal(m.everyDestinationLocal);
+        current.log.configure(m.logFormat, m.logRate);
+      }
+      allow?.setAllowed(m.allow);
       break;
     case "stop":
       stopped = true;
@@ -219,6 +236,7 @@ async function run(): Promise<string | null> {
       if (banned.has(src)) log.alreadyBanned(ms, src, true);
     },
   });
+  current = { engine, log, settings: m.settings };
   const pl = engine.pipeline;
   const publish = () => {
     publishCounters(engine, log, counters);

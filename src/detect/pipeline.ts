@@ -133,6 +133,11 @@ export class Pipeline {
     this.#o = opts;
   }
 
+  /** Whether every destination counts as this host (a reload changed --hook). */
+  setEveryDestinationLocal(on: boolean): void {
+    this.#o.everyDestinationLocal = on;
+  }
+
   /** Processes every record of a batch. */
   processBatch(b: RecordBatch): void {
     const view = b.view, end = b.end, o = this.#o, ev = this.#ev;

@@ -49,8 +49,8 @@ export function writeLines(w: { writeSync(p: Uint8Array): number }, data: Uint8A
 
 /** Event logger with a per-second limit on "New connection" lines. */
 export class EventLog {
-  readonly #format: LogFormat;
-  readonly #rate: number;
+  #format: LogFormat;
+  #rate: number;
   readonly #out: (text: string) => void;
   #lines: string[] = [];
   #second = -1;
@@ -64,6 +64,12 @@ export class EventLog {
     this.#format = format;
     this.#rate = ratePerSecond;
     this.#out = out;
+  }
+
+  /** New format and rate limit from the next line on (a reload); pending lines stay as written. */
+  configure(format: LogFormat, ratePerSecond: number): void {
+    this.#format = format;
+    this.#rate = ratePerSecond;
   }
 
   #time(ms: number): string {
