@@ -37,7 +37,7 @@ import {
 } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
-import { createFirewall, listBans } from "./src/firewall/firewall.ts";
+import { createFirewall } from "./src/firewall/firewall.ts";
 import { EventLog, localTimestamp, writeAll } from "./src/report/log.ts";
 import type { Metrics } from "./src/report/metrics.ts";
 import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
@@ -45,6 +45,7 @@ import { type MetricsServer, parseListenAddress, startMetricsServer } from "./sr
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 import { quietSignals } from "./src/signals.ts";
+import { formatBanList, readBans } from "./src/firewall/readonly.ts";
 import { allowEverythingWarnings, planReload } from "./src/reload.ts";
 import type { Cidr } from "./src/address.ts";
 import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
@@ -109,6 +110,16 @@ function openFirewall(cfg: Config, allow: AllowList, onError: (m: string) => voi
 async function subcommand(cfg: Config): Promise<number> {
   // After `setcap …+ep`, the firewall commands need the capabilities too.
   if (cfg.firewall !== "none") raiseAmbientCapabilities();
+  if (cfg.command === "bans") {
+    // Only reads: never creates the chain, jump or table it lists.
+    const r = await readBans(cfg.firewall);
+    if (!r.ok) {
+      warn(r.error);
+      return 2;
+    }
+    stdoutWrite(formatBanList(r.bans) + "\n");
+    return 0;
+  }
   let failed = false;
   const fw = openFirewall(cfg, new AllowList([]), (m) => {
     failed = true;
@@ -116,9 +127,7 @@ async function subcommand(cfg: Config): Promise<number> {
   });
   try {
     await fw.init();
-    if (cfg.command === "bans") {
-      stdoutWrite(await listBans(fw));
-    } else if (cfg.command === "unban") {
+    if (cfg.command === "unban") {
       const a = cfg.unbanAddress ?? "";
       if (await fw.unban(a)) stdoutWrite(`IP ${a} unbanned.\n`);
       else {

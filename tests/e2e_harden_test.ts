@@ -164,7 +164,11 @@ function assertConfigError(
   assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stderr}`);
   assert.equal(err.length, lines, `${what}: ${err.length} lines\n${r.stderr}`);
   assert.match(r.stderr, re, what);
-  assert.doesNotMatch(r.stderr, /\n\s+at |Error:|Stack|panicked/, `${what}: stack trace`);
+  assert.doesNotMatch(
+    r.stderr,
+    /^\s+at |Stack backtrace|panicked|Uncaught|^error: /m,
+    `${what}: stack trace`,
+  );
 }
 
 Deno.test({
@@ -415,6 +419,53 @@ Deno.test({
       );
     } finally {
       await Deno.remove(envFile).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "`bans` only reads: creates nothing, says when it cannot read, marks expired rules that still drop (item 9)",
+  ...opts,
+  fn: async () => {
+    const lab = await createLab("hard");
+    try {
+      const t = lab.target;
+      const clean = await firewallText(lab);
+      for (const fw of ["iptables", "nftables"]) {
+        const r = await runIn(t, ["bans", "--firewall", fw]);
+        assert.equal(r.code, 0, `${fw}: ${r.stderr}`);
+        assert.match(r.stdout, /no active bans/, fw);
+        // Without CAP_NET_ADMIN it cannot read: it says so, never "no active bans".
+        const denied = await runIn(t, ["bans", "--firewall", fw], [
+          ...["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"],
+        ]);
+        assertConfigError(denied, /cannot read the .*(rules|table).*CAP_NET_ADMIN/, `${fw} denied`);
+        assert.doesNotMatch(denied.stdout, /no active bans/);
+      }
+      assert.equal(await firewallText(lab), clean, "`bans` changed the firewall");
+
+      // A ban whose time is over while no daemon runs: the rule still drops.
+      const d = startDaemon(t, [
+        ...["-i", lab.targetIf, "--lockout-guard", "off", "--metrics-addr", "off"],
+        ...["--firewall", "iptables", "--ban-time", "2"],
+      ]);
+      try {
+        await d.waitFor(/Listening on: /, 30000);
+        await scanAndBan(lab, d);
+      } finally {
+        await d.stop();
+      }
+      await sleep(3000);
+      const r = await runIn(t, ["bans", "--firewall", "iptables"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        new RegExp(`${esc(lab.scanner4)}\\s+expired \\d+s ago, still dropping`),
+        r.stdout,
+      );
+    } finally {
+      await lab.destroy();
     }
   },
 });
