@@ -150,6 +150,7 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
 
   // Who is this host, and who is never banned.
   const allow = new AllowList([...cfg.allow]);
+  for (const line of allowEverythingWarnings(cfg)) warn(line);
   if (cfg.local) allow.setLocal(cfg.local);
   else if (live) allow.setLocal(interfaceAddresses());
 
@@ -345,20 +346,27 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
     }
   };
   const pending = new Set<Promise<void>>();
+  /** Scanners banned before the scan that found them: only they are "already" banned. */
+  const wasBanned = new Set<string>();
   const onScan = (scan: ScanReport, notice?: ScanNotice) => {
     metrics.scansDetected.inc();
+    // Without a firewall nothing is banned, and nothing claims it was.
+    if (cfg.firewall === "none") return;
     const detectedAt = notice?.detectedAt ?? preciseNow();
-    const settle = (result: BanResult, at = preciseNow()) => {
+    /** `logged`: the capture thread wrote the ban line right after the detection line. */
+    const settle = (result: BanResult, at = preciseNow(), logged = false) => {
       const when = live ? Date.now() : scan.ms;
       if (result === "banned") {
         // Packet time of the threshold probe to the firewall's confirmation.
         const latencyMs = Math.max(0, at - scan.ms);
         metrics.detectionToBan.observe(latencyMs / 1000);
-        log.banned(
-          when,
-          scan.src,
-          live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
-        );
+        if (!logged) {
+          log.banned(
+            when,
+            scan.src,
+            live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
+          );
+        }
         capture?.bans({ add: [scan.src], room: room() });
       } else if (result === "already") {
         log.alreadyBanned(when, scan.src, false);
@@ -371,6 +379,7 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
       metrics.activeBans.set(banned.size);
     };
     if (banned.has(scan.src, preciseNow())) {
+      wasBanned.add(scan.src);
       log.alreadyBanned(scan.ms, scan.src, false);
       metrics.bans.inc({ backend: cfg.firewall, result: "already" });
       return;
@@ -380,7 +389,7 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
     if (pre?.ok) {
       // The worker put it into the kernel already.
       fw.adopt(scan.src, cfg.banTime, pre.expiresAt);
-      settle("banned", pre.at);
+      settle("banned", pre.at, true);
       return;
     }
     if (pre) {
@@ -470,7 +479,7 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
       summarize: true,
       onScan,
       onRepeatScanner: (ms, src) => {
-        if (banned.has(src, preciseNow())) log.alreadyBanned(ms, src, true);
+        if (wasBanned.has(src) && banned.has(src, preciseNow())) log.alreadyBanned(ms, src, true);
       },
     });
     const pl = engine.pipeline;
@@ -542,7 +551,6 @@ async function runLive(
   );
   warn(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
   if (cfg.allow.length > 0) warn(`allow-list: ${allowListText(cfg)}`);
-  for (const line of allowEverythingWarnings(cfg)) warn(line);
   if (o.guarded.length > 0) {
     warn(`lockout guard (never banned; --lockout-guard off to disable): ${o.guarded.join(" ")}`);
   }

@@ -406,7 +406,15 @@ export function parseConfig(
     };
   }
   // `deno task start -- -i eth0` passes the `--` on; it means nothing here.
-  const args = argv[0] === "--" ? argv.slice(1) : argv;
+  // `--ports -1`: parseArgs takes "-1" for an option; join it so the value is
+  // checked, and refused with a reason, like any other.
+  const args: string[] = [];
+  for (const a of argv[0] === "--" ? argv.slice(1) : argv) {
+    const prev = args.at(-1) ?? "";
+    const spec = OPTIONS.find((o) => `--${o.long}` === prev && !o.boolean);
+    if (spec && /^-\d/.test(a)) args[args.length - 1] = `${prev}=${a}`;
+    else args.push(a);
+  }
   let parsed;
   try {
     parsed = parseArgs({ args, options, allowPositionals: true, strict: true });

@@ -469,3 +469,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    'live lines: ban line right after the detection, no "already" for this scan, stealth probes logged, real metrics URL (item 10)',
+  ...opts,
+  fn: async () => {
+    const lab = await createLab("hard");
+    const args = [
+      ...["-i", lab.targetIf, "--lockout-guard", "off", "--firewall", "nftables"],
+      ...["--log-rate", "0", "--metrics-addr", "127.0.0.1:0"],
+    ];
+    let d: Daemon | null = null;
+    try {
+      d = startDaemon(lab.target, args);
+      await d.waitFor(/metrics: http/, 30000);
+      const url = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(d.stderr());
+      assert.ok(url && Number(url[1]) > 0, d.stderr());
+      assert.deepEqual(await listeners(d.pid), [`127.0.0.1:${url[1]}`]);
+      await scanAndBan(lab, d, "1-200");
+      await sleep(1000);
+      const s = esc(lab.scanner4);
+      const lines = d.stdout().split("\n");
+      const at = lines.findIndex((l) => new RegExp(`Port scan detected: ${s} `).test(l));
+      assert.match(lines[at + 1] ?? "", new RegExp(`IP ${s} banned\\.$`), d.stdout());
+      assert.doesNotMatch(d.stdout(), /already in disallowed list/);
+      assert.equal(await d.stop(), 0);
+
+      // Restarted with the ban restored: the same scanner, with FIN probes, is "already" banned.
+      d = startDaemon(lab.target, args);
+      await d.waitFor(/Listening on: .*1 bans restored/, 30000);
+      const fin = await nmap(lab, ["-sF", "-p", "300-320", lab.target4]);
+      assert.equal(fin.code, 0, fin.stderr);
+      await d.waitFor(new RegExp(`IP to ban: ${s} is already in disallowed list\\.`));
+      assert.match(
+        d.stdout(),
+        new RegExp(`New connection: ${s}:\\d+ -> ${esc(lab.target4)}:3[0-2]\\d`),
+      );
+      assert.doesNotMatch(d.stdout(), new RegExp(`IP ${s} banned\\.`));
+    } finally {
+      if (d) await d.stop();
+      await lab.destroy();
+    }
+  },
+});

@@ -116,3 +116,31 @@ Deno.test({
     }
   },
 });
+
+import { runMain } from "./daemon.ts";
+
+const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
+
+Deno.test("-r with --firewall none claims no ban; --allow X/0 warns (item 10)", async () => {
+  const r = await runMain(["-r", fixture("eth.pcap"), "--log-rate", "0", "--firewall", "none"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Port scan detected/);
+  assert.doesNotMatch(r.stdout, /banned\.|already in disallowed list/);
+  for (const cidr of ["0.0.0.0/0", "::/0"]) {
+    const w = await runMain(["-r", fixture("eth.pcap"), "--allow", cidr]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.match(
+      w.stderr,
+      new RegExp(`${cidr.replace(/[./]/g, "\\$&")} covers every IPv[46] address`),
+    );
+  }
+});
+
+Deno.test("bad numbers and SB_* values say what is wrong and where they came from (item 10)", async () => {
+  const neg = await runMain(["-r", fixture("eth.pcap"), "--ports", "-1"]);
+  assert.equal(neg.code, 2);
+  assert.match(neg.stderr, /^scanblocker: invalid --ports "-1": negative numbers are not allowed/);
+  const env = await runMain(["-r", fixture("eth.pcap")], { SB_WINDOW: "soon" });
+  assert.equal(env.code, 2);
+  assert.match(env.stderr, /^scanblocker: invalid SB_WINDOW "soon"/);
+});

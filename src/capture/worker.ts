@@ -66,6 +66,8 @@ let allow: AllowList | null = null;
 const openPorts = new Uint8Array(65536);
 let countOpen = false;
 const banned = new Set<string>();
+/** Scanners that were banned before the scan that found them ("already in disallowed list"). */
+const wasBanned = new Set<string>();
 let fast: FastBan | null = null;
 let netlink: NftSocket | null = null;
 const forgets: string[] = [];
@@ -124,6 +126,7 @@ function handle(m: WorkerRequest): void {
       if (m.replace) {
         banned.clear();
         for (const a of m.replace) banned.add(a);
+        for (const a of wasBanned) if (!banned.has(a)) wasBanned.delete(a);
       }
       for (const a of m.add ?? []) banned.add(a);
       if (fast && m.room !== undefined) fast.room = m.room;
@@ -195,6 +198,7 @@ async function run(): Promise<string | null> {
   const banFirst = (scan: ScanReport) => {
     const detectedAt = realtimeMs();
     let ban: ScanNotice["ban"] = null;
+    if (banned.has(scan.src)) wasBanned.add(scan.src);
     const f = fast, nl = netlink;
     // The pipeline never reports a local or allow-listed source; checked
     // again on the bytes (parsing text here cost 30-100 µs of cold code).
@@ -214,6 +218,7 @@ async function run(): Promise<string | null> {
       }
       if (err === null) {
         ban = { ok: true, at: realtimeMs(), expiresAt };
+        fastBanned = { src: scan.src, at: ban.at, detectedAt };
         banned.add(scan.src);
         f.room--;
       } else if (err !== undefined) ban = { ok: false, error: err };
@@ -222,7 +227,18 @@ async function run(): Promise<string | null> {
     if (ban === null) post({ type: "scans", scans: [{ scan, detectedAt, ban }] });
     else notices.push({ scan, detectedAt, ban });
   };
-  const onScan = () => {}; // noticed in banFirst, posted after the batch's lines
+  // Banned here: the ban line follows the detection line at once (the main
+  // thread does not write it again), before any later probe's line.
+  let fastBanned: { src: string; at: number; detectedAt: number } | null = null;
+  const onScan = (scan: ScanReport) => {
+    const f = fastBanned;
+    fastBanned = null;
+    if (f?.src !== scan.src) return;
+    log.banned(Date.now(), scan.src, {
+      latencyMs: Math.max(0, f.at - scan.ms),
+      detectMs: f.detectedAt - scan.ms,
+    });
+  };
   const engine = createEngine(m.settings, {
     linktype: p.linktype,
     allow: al,
@@ -233,7 +249,8 @@ async function run(): Promise<string | null> {
     onScan,
     banFirst,
     onRepeatScanner: (ms, src) => {
-      if (banned.has(src)) log.alreadyBanned(ms, src, true);
+      // Only a source banned before this scan began is "already" banned.
+      if (wasBanned.has(src)) log.alreadyBanned(ms, src, true);
     },
   });
   current = { engine, log, settings: m.settings };

@@ -263,7 +263,7 @@ export class Pipeline {
     } else this.stealthProbes++;
     const v = this.#verdict(type, family, src, srcKey, dst, dport, ms);
     // The ban comes first; the lines about this probe are written after it.
-    if (type === T_SYN) o.log.newConnection(ms, family, src, sport, dst, dport);
+    o.log.newConnection(ms, family, src, sport, dst, dport);
     if (v === Verdict.Counted || v === Verdict.Repeat) return;
     if (v === Verdict.Scan) {
       const report = this.#report!;
