@@ -431,11 +431,16 @@ export function parseConfig(
     if (typeof f === "string") return f;
     const spec = OPTIONS.find((o) => o.long === long);
     const e = spec?.env ? env[spec.env] : undefined;
-    return e === undefined || e === "" ? undefined : e;
+    // An empty or blank variable is an unset one (as EnvironmentFile= lines such as `SB_X=`).
+    return e === undefined || e.trim() === "" ? undefined : e;
   };
   const getList = (long: string): string[] | undefined => {
     const f = v[long];
     if (Array.isArray(f)) {
+      const empty = f.find((x) => x.trim() === "");
+      if (empty !== undefined) {
+        throw invalid(long, empty, "expected a value (an empty one means nothing)");
+      }
       return f.flatMap((x) => x.split(",")).map((x) => x.trim()).filter(Boolean);
     }
     const spec = OPTIONS.find((o) => o.long === long);
@@ -450,7 +455,7 @@ export function parseConfig(
   origin = (long: string) => {
     if (v[long] !== undefined) return `--${long}`;
     const e = OPTIONS.find((o) => o.long === long)?.env;
-    if (!e || env[e] === undefined || env[e] === "") return `--${long}`;
+    if (!e || env[e] === undefined || env[e]!.trim() === "") return `--${long}`;
     return envFile && e !== "SB_ENV_FILE" ? `${e} (in ${envFile})` : e;
   };
 
@@ -594,7 +599,10 @@ export function parseConfig(
     "a number of seconds greater than 0",
   );
   let countOpenPorts = v["count-open-ports"] === true;
-  if (!countOpenPorts && env.SB_COUNT_OPEN_PORTS !== undefined && env.SB_COUNT_OPEN_PORTS !== "") {
+  if (
+    !countOpenPorts && env.SB_COUNT_OPEN_PORTS !== undefined &&
+    env.SB_COUNT_OPEN_PORTS.trim() !== ""
+  ) {
     const t = env.SB_COUNT_OPEN_PORTS.trim().toLowerCase();
     if (["1", "true", "yes", "on"].includes(t)) countOpenPorts = true;
     else if (!["0", "false", "no", "off"].includes(t)) {
