@@ -144,3 +144,24 @@ Deno.test("bad numbers and SB_* values say what is wrong and where they came fro
   assert.equal(env.code, 2);
   assert.match(env.stderr, /^scanblocker: invalid SB_WINDOW "soon"/);
 });
+
+import { Detector, Verdict } from "../src/detect/detector.ts";
+
+Deno.test("Detector.reconfigure keeps each source's newest ports under new thresholds (item 7)", () => {
+  const d = new Detector({ ports: 30, windowMs: 60_000, maxSources: 10 });
+  for (let p = 1; p <= 10; p++) assert.equal(d.observe(1, p, p), Verdict.Counted);
+  d.observe(2, 80, 1);
+  // Down to 12: source 1 keeps its 10 ports; its 13th distinct port is a scan.
+  d.reconfigure(12, 60_000);
+  assert.deepEqual(d.portsOf(1), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(d.portsOf(2), [80]);
+  assert.equal(d.observe(1, 11, 20), Verdict.Counted);
+  assert.equal(d.observe(1, 12, 21), Verdict.Counted);
+  assert.equal(d.observe(1, 13, 22), Verdict.Scan);
+  // Down to 3: source 2 (1 port) keeps it; a source above the new count keeps its newest.
+  const e = new Detector({ ports: 30, windowMs: 60_000, maxSources: 10 });
+  for (let p = 1; p <= 10; p++) e.observe(7, p, p);
+  e.reconfigure(3, 1000);
+  assert.deepEqual(e.portsOf(7), [8, 9, 10]);
+  assert.equal(e.observe(7, 11, 10), Verdict.Scan);
+});
