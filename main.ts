@@ -46,9 +46,9 @@ import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 import { quietSignals } from "./src/signals.ts";
 import { formatBanList, readBans } from "./src/firewall/readonly.ts";
-import { allowEverythingWarnings, planReload } from "./src/reload.ts";
+import { allowEverythingWarnings, reloadLive } from "./src/reload.ts";
 import type { Cidr } from "./src/address.ts";
-import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
+import { DropWatch, LineOutput, nonBlockingStdio } from "./src/report/output.ts";
 import { rxPackets, StallWatch } from "./src/capture/stall.ts";
 import { lockFirewall } from "./src/instance.ts";
 
@@ -274,26 +274,21 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
     capture !== null &&
     stall.update(Date.now(), capture.counter(Slot.Heartbeat), rxPackets(device));
   // Log lines the outputs could not take: counted, one stderr line per episode.
-  const drops = { seen: 0, episodeFrom: -1 };
-  const checkDrops = () => {
-    const total = stdoutOut.dropped + stderrOut.dropped + readCounters()[Slot.LogDropped];
-    if (total > drops.seen) {
-      metrics.logDropped.inc(total - drops.seen);
-      if (drops.episodeFrom < 0) {
-        drops.episodeFrom = drops.seen;
+  const drops = new DropWatch(() =>
+    stdoutOut.dropped + stderrOut.dropped + readCounters()[Slot.LogDropped]
+  );
+  const checkDrops = () =>
+    drops.check(!stdoutOut.blocked && writable(1), {
+      counted: (n) => metrics.logDropped.inc(n),
+      started: () =>
         warn(
           "stdout is not being read: log lines are dropped until it is (scanblocker_log_lines_dropped_total); capture and bans go on",
-        );
-      }
-      drops.seen = total;
-    } else if (drops.episodeFrom >= 0 && !stdoutOut.blocked && writable(1)) {
-      const n = drops.seen - drops.episodeFrom;
-      drops.episodeFrom = -1;
-      log.note(Date.now(), "log_lines_dropped", `${n} log lines dropped: stdout was not read.`, {
-        lines: n,
-      });
-    }
-  };
+        ),
+      ended: (n) =>
+        log.note(Date.now(), "log_lines_dropped", `${n} log lines dropped: stdout was not read.`, {
+          lines: n,
+        }),
+    });
   if (listen !== null && listen !== "off") {
     try {
       server = startMetricsServer(listen, metrics, () => {
@@ -430,6 +425,7 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
       firewallPath: firewallPath(fw),
       reload: () =>
         reloadLive(argv, cfg, {
+          warn,
           allow,
           guarded: guardedCidrs,
           log,
@@ -613,58 +609,6 @@ async function runLive(
     code = 1;
   }
   return code;
-}
-
-/**
- * SIGHUP: reads the options, the SB_* variables and the --env-file again and
- * applies the allow-list, thresholds, log settings and hooks without losing
- * detection state, bans or the capture. A bad value keeps every old setting
- * and says why in one line; settings that need a restart are named.
- */
-async function reloadLive(
-  argv: string[],
-  cfg: Config,
-  o: {
-    allow: AllowList;
-    guarded: Cidr[];
-    log: EventLog;
-    capture: LiveCapture;
-    fw: Firewall;
-    onBans: (list: Awaited<ReturnType<Firewall["init"]>>) => void;
-  },
-): Promise<void> {
-  let next: Config;
-  try {
-    next = loadConfig(argv, readEnv());
-  } catch (e) {
-    warn(`SIGHUP: ${e instanceof Error ? e.message : e}; the old settings stay`);
-    return;
-  }
-  const plan = planReload(cfg, next);
-  const later = plan.restart.length > 0
-    ? `; ${plan.restart.join(", ")} changed but take effect at restart`
-    : "";
-  if (plan.apply.length === 0) {
-    warn(`SIGHUP: settings re-read, nothing to change${later}`);
-    return;
-  }
-  const hooksBefore = cfg.hooks.join();
-  Object.assign(cfg, Object.fromEntries(plan.apply.map((k) => [k, next[k]])));
-  o.allow.setAllowed([...cfg.allow, ...o.guarded]);
-  o.log.configure(cfg.logFormat, cfg.logRate);
-  o.capture.settings({
-    settings: engineSettings(cfg),
-    allow: o.allow.allowed,
-    everyDestinationLocal: cfg.hooks.includes("forward"),
-    logFormat: cfg.logFormat,
-    logRate: cfg.logRate,
-  });
-  if (cfg.hooks.join() !== hooksBefore && o.fw.setHooks) {
-    o.fw.setHooks(cfg.hooks);
-    o.onBans(await o.fw.init());
-  }
-  warn(`SIGHUP: reloaded: ${plan.changes.join(", ")}${later}`);
-  for (const line of allowEverythingWarnings(cfg)) warn(line);
 }
 
 /** Copies the pipeline's counters into the metrics (call before a scrape and once a second). */

@@ -4,8 +4,13 @@
  * and the capture; the other settings need a restart, and the reload says
  * which of them changed.
  */
-import { formatAddress } from "./address.ts";
-import type { Config } from "./config.ts";
+import { type Cidr, formatAddress } from "./address.ts";
+import type { AllowList } from "./allowlist.ts";
+import type { LiveCapture } from "./capture/live.ts";
+import { type Config, loadConfig, readEnv } from "./config.ts";
+import { engineSettings } from "./detect/engine.ts";
+import type { EventLog } from "./report/log.ts";
+import type { Firewall } from "./types.ts";
 
 /** Settings a reload applies: Config key and option name. */
 const RELOADABLE: readonly (readonly [keyof Config, string])[] = [
@@ -84,4 +89,57 @@ export function allowEverythingWarnings(cfg: Pick<Config, "allow">): string[] {
     `--allow ${formatAddress(c.family, c.bytes)}/0 covers every IPv${c.family} address: ` +
     `no IPv${c.family} source will ever be banned`
   );
+}
+
+/**
+ * SIGHUP: reads the options, the SB_* variables and the --env-file again and
+ * applies the allow-list, thresholds, log settings and hooks without losing
+ * detection state, bans or the capture. A bad value keeps every old setting
+ * and says why in one line; settings that need a restart are named.
+ */
+export async function reloadLive(
+  argv: string[],
+  cfg: Config,
+  o: {
+    warn: (line: string) => void;
+    allow: AllowList;
+    guarded: Cidr[];
+    log: EventLog;
+    capture: LiveCapture;
+    fw: Firewall;
+    onBans: (list: Awaited<ReturnType<Firewall["init"]>>) => void;
+  },
+): Promise<void> {
+  let next: Config;
+  try {
+    next = loadConfig(argv, readEnv());
+  } catch (e) {
+    o.warn(`SIGHUP: ${e instanceof Error ? e.message : e}; the old settings stay`);
+    return;
+  }
+  const plan = planReload(cfg, next);
+  const later = plan.restart.length > 0
+    ? `; ${plan.restart.join(", ")} changed but take effect at restart`
+    : "";
+  if (plan.apply.length === 0) {
+    o.warn(`SIGHUP: settings re-read, nothing to change${later}`);
+    return;
+  }
+  const hooksBefore = cfg.hooks.join();
+  Object.assign(cfg, Object.fromEntries(plan.apply.map((k) => [k, next[k]])));
+  o.allow.setAllowed([...cfg.allow, ...o.guarded]);
+  o.log.configure(cfg.logFormat, cfg.logRate);
+  o.capture.settings({
+    settings: engineSettings(cfg),
+    allow: o.allow.allowed,
+    everyDestinationLocal: cfg.hooks.includes("forward"),
+    logFormat: cfg.logFormat,
+    logRate: cfg.logRate,
+  });
+  if (cfg.hooks.join() !== hooksBefore && o.fw.setHooks) {
+    o.fw.setHooks(cfg.hooks);
+    o.onBans(await o.fw.init());
+  }
+  o.warn(`SIGHUP: reloaded: ${plan.changes.join(", ")}${later}`);
+  for (const line of allowEverythingWarnings(cfg)) o.warn(line);
 }

@@ -165,3 +165,26 @@ Deno.test("Detector.reconfigure keeps each source's newest ports under new thres
   assert.deepEqual(e.portsOf(7), [8, 9, 10]);
   assert.equal(e.observe(7, 11, 10), Verdict.Scan);
 });
+
+import { DropWatch } from "../src/report/output.ts";
+
+Deno.test("DropWatch: one start per episode, one end with the count, every drop counted (item 5)", () => {
+  let total = 0;
+  const events: string[] = [];
+  const w = new DropWatch(() => total);
+  const on = {
+    counted: (n: number) => events.push(`+${n}`),
+    started: () => events.push("start"),
+    ended: (n: number) => events.push(`end ${n}`),
+  };
+  w.check(true, on);
+  total = 5;
+  w.check(false, on);
+  total = 9;
+  w.check(false, on);
+  w.check(false, on); // nothing new, but the output is still stuck
+  w.check(true, on);
+  total = 10;
+  w.check(true, on);
+  assert.deepEqual(events, ["+5", "start", "+4", "end 9", "+1", "start"]);
+});

@@ -104,3 +104,39 @@ export function nonBlockingStdio(): () => void {
     for (const fd of changed) setNonBlocking(fd, false);
   };
 }
+
+/**
+ * Episodes of dropped log lines: the first drop after a quiet period starts
+ * one (one stderr line), and it ends once nothing more was dropped and the
+ * output takes lines again (one log line saying how many were lost).
+ */
+export class DropWatch {
+  readonly #total: () => number;
+  #seen = 0;
+  #episodeFrom = -1;
+
+  /** `total`: lines dropped so far by every output (both threads). */
+  constructor(total: () => number) {
+    this.#total = total;
+  }
+
+  /** Call once a second; `writable`: the output would take a line now. */
+  check(
+    writable: boolean,
+    on: { counted(n: number): void; started(): void; ended(n: number): void },
+  ): void {
+    const total = this.#total();
+    if (total > this.#seen) {
+      on.counted(total - this.#seen);
+      if (this.#episodeFrom < 0) {
+        this.#episodeFrom = this.#seen;
+        on.started();
+      }
+      this.#seen = total;
+    } else if (this.#episodeFrom >= 0 && writable) {
+      const n = this.#seen - this.#episodeFrom;
+      this.#episodeFrom = -1;
+      on.ended(n);
+    }
+  }
+}
