@@ -5,7 +5,7 @@
  * SIGHUP reloads.
  */
 import assert from "node:assert/strict";
-import { type Daemon, startDaemon } from "./daemon.ts";
+import { type Daemon, spawnDaemon, startDaemon } from "./daemon.ts";
 import { canUseNetns, createLab, esc, type Lab, nmap, run } from "./netns.ts";
 
 const root = await canUseNetns();
@@ -79,28 +79,52 @@ const MEANINGLESS = [
   ...Array.from({ length: 31 }, (_, i) => 34 + i), // SIGRTMIN..SIGRTMAX
 ];
 
+/** Sends SIGUSR1, then every meaningless signal: no listener appears, the daemon lives and bans. */
+async function signalChecks(lab: Lab, d: Daemon): Promise<void> {
+  // Past Deno's 500 ms grace period, after which `deno run` listens for SIGUSR1.
+  await sleep(1000);
+  const before = await listeners(d.pid);
+  assert.deepEqual(before, ["127.0.0.1:9118"]);
+  await run(["kill", "-USR1", String(d.pid)]);
+  await sleep(700);
+  assert.deepEqual(await listeners(d.pid), before, `after SIGUSR1\n${d.stderr()}`);
+  for (const n of MEANINGLESS) await run(["kill", `-${n}`, String(d.pid)]);
+  await sleep(1500);
+  assert.equal(await d.exited(0), null, `daemon ended\n${d.stderr()}`);
+  assert.deepEqual(await listeners(d.pid), before, d.stderr());
+  assert.doesNotMatch(d.stderr(), /Debugger|inspect/i);
+  await scanAndBan(lab, d);
+}
+
+const SIGNAL_ARGS = ["--firewall", "nftables", "--metrics-addr", "127.0.0.1:9118"];
+
 Deno.test({
   name: "no signal opens a listener or ends the daemon; it still captures and bans (item 1)",
   ...opts,
-  fn: () =>
-    withDaemon(
-      ["--firewall", "nftables", "--metrics-addr", "127.0.0.1:9118"],
-      async (lab, d) => {
-        // Past Deno's 500 ms grace period, after which it listens for SIGUSR1.
-        await sleep(1000);
-        const before = await listeners(d.pid);
-        assert.deepEqual(before, ["127.0.0.1:9118"]);
-        await run(["kill", "-USR1", String(d.pid)]);
-        await sleep(700);
-        assert.deepEqual(await listeners(d.pid), before, `after SIGUSR1\n${d.stderr()}`);
-        for (const n of MEANINGLESS) await run(["kill", `-${n}`, String(d.pid)]);
-        await sleep(1500);
-        assert.equal(await d.exited(0), null, `daemon ended\n${d.stderr()}`);
-        assert.deepEqual(await listeners(d.pid), before, d.stderr());
-        assert.doesNotMatch(d.stderr(), /Debugger|inspect/i);
-        await scanAndBan(lab, d);
-      },
-    ),
+  fn: () => withDaemon(SIGNAL_ARGS, signalChecks),
+});
+
+/** The compiled binary, when CI built one (.ci/run sets it after `deno task compile`). */
+const binary = Deno.env.get("SB_TEST_BINARY") ?? "";
+
+Deno.test({
+  name: "compiled binary: no signal opens a listener or ends it (item 1)",
+  ...opts,
+  ignore: !root || binary === "",
+  fn: async () => {
+    const lab = await createLab("hard");
+    const d = spawnDaemon([
+      ...["ip", "netns", "exec", lab.target, binary],
+      ...["-i", lab.targetIf, "--lockout-guard", "off", ...SIGNAL_ARGS],
+    ]);
+    try {
+      await d.waitFor(/Listening on: /, 30000);
+      await signalChecks(lab, d);
+    } finally {
+      await d.stop();
+      await lab.destroy();
+    }
+  },
 });
 
 Deno.test({
