@@ -48,7 +48,7 @@ import { quietSignals } from "./src/signals.ts";
 import { formatBanList, readBans } from "./src/firewall/readonly.ts";
 import { allowEverythingWarnings, reloadLive } from "./src/reload.ts";
 import type { Cidr } from "./src/address.ts";
-import { DropWatch, LineOutput, nonBlockingStdio } from "./src/report/output.ts";
+import { DropWatch, nonBlockingStdio, stdioOutput } from "./src/report/output.ts";
 import { rxPackets, StallWatch } from "./src/capture/stall.ts";
 import { lockFirewall } from "./src/instance.ts";
 
@@ -60,7 +60,7 @@ const encoder = new TextEncoder();
 const preciseNow = realtimeMs;
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
 /** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
-const stderrOut = new LineOutput(Deno.stderr);
+const stderrOut = stdioOutput(2);
 const warn = (text: string): void => {
   stderrOut.write(encoder.encode(`scanblocker: ${text}\n`));
 };
@@ -245,7 +245,7 @@ async function daemon(cfg: Config, argv: string[] = []): Promise<number> {
     : nullMetrics();
   // A live daemon's log never waits for its reader (see src/report/output.ts).
   const restoreStdio = live ? nonBlockingStdio() : () => {};
-  const stdoutOut = new LineOutput(Deno.stdout);
+  const stdoutOut = stdioOutput(1);
   const log = new EventLog(
     cfg.logFormat,
     cfg.logRate,

@@ -296,10 +296,42 @@ Deno.test({
     }),
 });
 
-Deno.test({
-  name: "stdout that nobody reads: lines dropped and counted, capture and bans go on (item 5)",
-  ...opts,
-  fn: async () => {
+/**
+ * A child that runs argv with stdout on a terminal (a pty) nobody reads:
+ * the pty fills and stays full, like a paused terminal or a dead SSH session.
+ * SIGTERM is passed on to the child.
+ */
+const STUCK_TERMINAL = `
+import os, pty, signal, sys
+m, s = pty.openpty()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    os.dup2(s, 1)
+    os.close(m)
+    os.close(s)
+    os.execvp(sys.argv[1], sys.argv[1:])
+os.close(s)
+signal.signal(signal.SIGTERM, lambda *a: os.kill(pid, signal.SIGTERM))
+while True:
+    try:
+        os.waitpid(pid, 0)
+        break
+    except InterruptedError:
+        pass
+`;
+
+for (const kind of ["pipe", "terminal"] as const) {
+  Deno.test({
+    name:
+      `stdout a ${kind} nobody reads: lines dropped and counted, capture and bans go on (item 5)`,
+    ...opts,
+    fn: () => blockedOutput(kind),
+  });
+}
+
+async function blockedOutput(kind: "pipe" | "terminal"): Promise<void> {
+  {
     const lab = await createLab("hard");
     const fifo = await Deno.makeTempFile({ prefix: "sb-hard-fifo-" });
     const daemonOut = await Deno.makeTempFile({ prefix: "sb-hard-err-" });
@@ -310,13 +342,17 @@ Deno.test({
       await run(["mkfifo", fifo]);
       // A reader that never reads: holds the fifo open and sleeps.
       reader = new Deno.Command("sh", { args: ["-c", `exec sleep 120 < ${fifo}`] }).spawn();
+      const cmd =
+        `ip netns exec ${lab.target} ${Deno.execPath()} run -P --quiet ${
+          new URL("../main.ts", import.meta.url).pathname
+        } -i ${lab.targetIf} --firewall nftables --lockout-guard off --log-rate 0 ` +
+        `--metrics-addr 127.0.0.1:9118`;
       daemon = new Deno.Command("sh", {
         args: [
           "-c",
-          `exec ip netns exec ${lab.target} ${Deno.execPath()} run -P --quiet ${
-            new URL("../main.ts", import.meta.url).pathname
-          } -i ${lab.targetIf} --firewall nftables --lockout-guard off --log-rate 0 ` +
-          `--metrics-addr 127.0.0.1:9118 > ${fifo} 2> ${daemonOut}`,
+          kind === "pipe"
+            ? `exec ${cmd} > ${fifo} 2> ${daemonOut}`
+            : `exec python3 -c '${STUCK_TERMINAL}' ${cmd} 2> ${daemonOut}`,
         ],
       }).spawn();
       const health = async () => {
@@ -375,8 +411,8 @@ Deno.test({
       await Deno.remove(daemonOut).catch(() => {});
       await lab.destroy();
     }
-  },
-});
+  }
+}
 
 Deno.test({
   name:

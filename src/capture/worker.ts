@@ -39,7 +39,7 @@ import {
   reconfigureEngine,
 } from "../detect/engine.ts";
 import { EventLog } from "../report/log.ts";
-import { LineOutput } from "../report/output.ts";
+import { stdioOutput } from "../report/output.ts";
 import { warmUp } from "./warmup.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
 
@@ -52,7 +52,7 @@ const scope = globalThis as unknown as {
 const post = (m: WorkerReply) => scope.postMessage(m);
 const enc = new TextEncoder();
 /** stdout that never blocks this thread (main.ts makes it O_NONBLOCK): lines it cannot take are counted. */
-const out = new LineOutput(Deno.stdout);
+const out = stdioOutput(1);
 const stdout = (text: string) => out.write(enc.encode(text));
 
 /** Longest sleep in poll(2): the log's suppression notes are written at least this often. */
