@@ -22,7 +22,7 @@ import {
   ConfigError,
   DEFAULT_METRICS_ADDR,
   formatSettings,
-  parseConfig,
+  loadConfig,
   readEnv,
   usage,
 } from "./src/config.ts";
@@ -41,6 +41,7 @@ import type { EventLog } from "./src/report/log.ts";
 import { notice, openRunLog, stdoutWrite, warn } from "./src/report/stdio.ts";
 import { offlineSummary } from "./src/report/summary.ts";
 import { quietSignals, type StopSignals, stopSignals } from "./src/signals.ts";
+import { allowEverythingWarnings, reloadLive } from "./src/reload.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -53,7 +54,7 @@ export async function main(argv: string[]): Promise<number> {
   quietSignals();
   let cfg: Config;
   try {
-    cfg = parseConfig(argv, readEnv());
+    cfg = loadConfig(argv, readEnv());
   } catch (e) {
     if (e instanceof ConfigError) {
       warn(e.message);
@@ -90,14 +91,15 @@ export async function main(argv: string[]): Promise<number> {
       return out.code;
     }
     case "run":
-      return await daemon(cfg);
+      return await daemon(cfg, argv);
   }
 }
 
 /** Live capture or offline analysis. */
-async function daemon(cfg: Config): Promise<number> {
+async function daemon(cfg: Config, argv: string[]): Promise<number> {
   const live = cfg.read === null;
   const { allow, guarded, guard } = protectedAddresses(cfg, live, warn);
+  for (const line of allowEverythingWarnings(cfg)) warn(line);
   const pre = preflight(cfg, live, warn);
   if ("exit" in pre) return pre.exit;
   const device = pre.device;
@@ -177,7 +179,8 @@ async function daemon(cfg: Config): Promise<number> {
 
   let code = 0;
   if (capture) {
-    code = await runLive(cfg, capture, b, {
+    const c = capture;
+    code = await runLive(cfg, c, b, {
       device,
       allow,
       guarded,
@@ -188,6 +191,19 @@ async function daemon(cfg: Config): Promise<number> {
       restored,
       firewallPath: fw.describePath(),
       joined: (f) => (fleet = f),
+      // SIGHUP: the settings, the lockout guard and (when they changed) the hooks, read again.
+      reload: async () => {
+        await reloadLive(argv, cfg, {
+          warn,
+          allow,
+          guarded: [],
+          log,
+          capture: c,
+          fw,
+          onBans: () => b.reconcile(),
+        });
+        guard?.reload();
+      },
     });
   } else {
     const run = await analyseFile(pcap!, {
@@ -230,6 +246,8 @@ interface LiveRun {
   firewallPath: string;
   /** Hands the fleet link (if any) back to the set-up, for /healthz and the end. */
   joined: (fleet: RunningFleet | null) => void;
+  /** SIGHUP: re-read the settings and apply what can change while running. */
+  reload: () => Promise<void>;
 }
 
 /**
@@ -238,7 +256,7 @@ interface LiveRun {
  * tick until a stop signal or a capture error; returns the exit code.
  */
 async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun): Promise<number> {
-  const stop = stopSignals(); // before anything is printed: a SIGTERM now ends cleanly
+  const stop = stopSignals(o.reload); // before anything is printed: a SIGTERM now ends cleanly
   c.onScans = (notices) => {
     for (const n of notices) b.onScan(n.scan, n);
     o.log.flush();
@@ -286,7 +304,7 @@ async function untilStopped(
     code = 1;
   }
   clearInterval(timer);
-  stop.remove();
+  await stop.remove();
   const last = await capture.stop();
   if (last !== null && code === 0 && error === null) {
     warn(last);

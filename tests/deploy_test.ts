@@ -409,7 +409,7 @@ Deno.test("environment file: every value it shows is accepted and is the default
   assert.equal(env.SB_CONFIG, "/etc/scanblocker/scanblocker.toml");
   delete env.SB_CONFIG;
   // Examples, not defaults.
-  const examples = ["SB_DEVICE", "SB_ALLOW", "SB_READ", "SB_LOCAL"];
+  const examples = ["SB_DEVICE", "SB_ALLOW", "SB_READ", "SB_LOCAL", "SB_ENV_FILE"];
   // The fleet's settings apply only with a LAPI URL (alone they are an error).
   const fleetOnly = (k: string) => k.startsWith("SB_LAPI_") && k !== "SB_LAPI_URL";
   const defaults = Object.fromEntries(

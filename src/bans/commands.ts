@@ -6,7 +6,8 @@
  * a daemon used; every line says which backend it is about. A running
  * daemon sees an `unban` within its reconciliation period (src/bans/bans.ts).
  */
-import { createFirewall, formatBans, installedBackends } from "../firewall/firewall.ts";
+import { createFirewall, installedBackends } from "../firewall/firewall.ts";
+import { formatBanList, readBans } from "../firewall/readonly.ts";
 import type { Ban, FirewallKind } from "../types.ts";
 
 /** What a subcommand needs of the configuration. */
@@ -26,25 +27,28 @@ export interface CommandOutput {
 }
 
 /** The backends to work on: the one named, or those holding scanblocker's chain or table. */
-async function backends(s: CommandSettings): Promise<FirewallKind[]> {
-  if (s.firewallGiven) return s.firewall === "none" ? [] : [s.firewall];
+async function backends(
+  s: CommandSettings,
+): Promise<{ kinds: FirewallKind[]; error: string | null }> {
+  if (s.firewallGiven) return { kinds: s.firewall === "none" ? [] : [s.firewall], error: null };
   return await installedBackends();
 }
 
 /** Runs `bans`, `unban` or `flush`; never throws for a firewall failure. */
 export async function runBansCommand(s: CommandSettings): Promise<CommandOutput> {
   const out: CommandOutput = { stdout: "", stderr: [], code: 0 };
-  const kinds = await backends(s);
+  const found = await backends(s);
+  if (found.error !== null) return { stdout: "", stderr: [found.error], code: 2 };
+  const kinds = found.kinds;
+  if (s.command === "bans") return await listing(kinds, s);
   if (kinds.length === 0) {
     const where = s.firewallGiven ? s.firewall : "iptables or nftables";
-    if (s.command === "bans") out.stdout = `no active bans (no scanblocker rules in ${where})\n`;
-    else if (s.command === "unban") {
+    if (s.command === "unban") {
       out.stderr.push(`IP ${s.unbanAddress} is not banned (no scanblocker rules in ${where})`);
       out.code = 1;
     } else out.stdout = `Nothing to remove (no scanblocker rules in ${where}).\n`;
     return out;
   }
-  const lists: { kind: FirewallKind; bans: Ban[] }[] = [];
   let unbanned: FirewallKind | null = null;
   for (const kind of kinds) {
     let failed = false;
@@ -58,8 +62,7 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
     });
     try {
       await fw.init();
-      if (s.command === "bans") lists.push({ kind, bans: await fw.list() });
-      else if (s.command === "unban") {
+      if (s.command === "unban") {
         if (await fw.unban(s.unbanAddress ?? "")) unbanned ??= kind;
       } else {
         await fw.flush();
@@ -70,7 +73,6 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
     }
     if (failed) out.code = 1;
   }
-  if (s.command === "bans") out.stdout = bansText(lists);
   if (s.command === "unban") {
     if (unbanned) out.stdout = `IP ${s.unbanAddress} unbanned (${unbanned}).\n`;
     else {
@@ -81,12 +83,26 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
   return out;
 }
 
-/** The `bans` listing: per backend, its bans, or one line saying there are none. */
-function bansText(lists: { kind: FirewallKind; bans: Ban[] }[]): string {
-  const all = lists.flatMap((l) => l.bans);
-  if (all.length === 0) {
-    return `no active bans (${lists.map((l) => l.kind).join(", ")})\n`;
+/**
+ * `bans`: reads the kernel only (src/firewall/readonly.ts: never creates the
+ * chain, jump or table it lists); per backend its bans, rules past their
+ * expiry that still drop marked as such, or one line saying there are none.
+ */
+async function listing(kinds: FirewallKind[], s: CommandSettings): Promise<CommandOutput> {
+  const where = s.firewallGiven ? s.firewall : "iptables or nftables";
+  if (kinds.length === 0) {
+    return { stdout: `no active bans (no scanblocker rules in ${where})\n`, stderr: [], code: 0 };
   }
-  return lists.filter((l) => l.bans.length > 0)
-    .map((l) => `${l.kind}:\n${formatBans(l.bans)}\n`).join("");
+  const lists: { kind: FirewallKind; bans: Ban[] }[] = [];
+  for (const kind of kinds) {
+    const r = await readBans(kind);
+    if (!r.ok) return { stdout: "", stderr: [r.error], code: 2 };
+    lists.push({ kind, bans: r.bans });
+  }
+  if (lists.every((l) => l.bans.length === 0)) {
+    return { stdout: `no active bans (${kinds.join(", ")})\n`, stderr: [], code: 0 };
+  }
+  const text = lists.filter((l) => l.bans.length > 0)
+    .map((l) => `${l.kind}:\n${formatBanList(l.bans)}\n`).join("");
+  return { stdout: text, stderr: [], code: 0 };
 }

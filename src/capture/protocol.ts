@@ -40,6 +40,14 @@ export type WorkerRequest =
   | { type: "openPorts"; ports: number[] }
   | { type: "banned"; add?: string[]; replace?: string[]; room?: number }
   | { type: "forget"; address: string }
+  | {
+    type: "settings";
+    settings: EngineSettings;
+    allow: Cidr[];
+    everyDestinationLocal: boolean;
+    logFormat: LogFormat;
+    logRate: number;
+  }
   | { type: "stop" };
 
 /** What the worker did about one scan. */
