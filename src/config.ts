@@ -606,7 +606,7 @@ export function parseConfig(
   // The file: --config, else SB_CONFIG, else the default path (which need not exist).
   const explicitFile = typeof v.config === "string"
     ? v.config
-    : env.SB_CONFIG !== undefined && env.SB_CONFIG !== ""
+    : env.SB_CONFIG !== undefined && env.SB_CONFIG.trim() !== ""
     ? env.SB_CONFIG
     : undefined;
   const configPath = explicitFile ?? DEFAULT_CONFIG_FILE;
@@ -676,6 +676,15 @@ function settingsOf(l: Layers): Setting[] {
     const source = sourceOf(o.long, l);
     return { key: o.long, value: rawValue(o.long, l) ?? null, source };
   });
+}
+
+/** A unix socket path: absolute, printable, within sun_path's 107 bytes. */
+function socketPath(text: string): string {
+  const t = text.trim();
+  if (!t.startsWith("/") || /[\x00-\x1f\x7f]/.test(t) || new TextEncoder().encode(t).length > 107) {
+    throw new BadValue("control-socket", text, "expected an absolute path of at most 107 bytes");
+  }
+  return t;
 }
 
 /** The --env-file in force, or null; an empty one is an error. */
@@ -886,7 +895,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     configFile: l.file ? l.filePath : null,
     settings: settingsOf(l),
     json: v.json === true,
-    controlSocket: value("control-socket"),
+    controlSocket: socketPath(value("control-socket")),
     envFile: envFileOf(get("env-file")),
     fleet,
   };
