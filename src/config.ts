@@ -595,7 +595,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const lockoutGuard =
     oneOf("lockout-guard", value("lockout-guard"), ["on", "off"] as const) === "on";
   const realtime = intOption("realtime", value("realtime"), 0, 99, "an integer from 0 (off) to 99");
-  const fleet = fleetConfig(get, value);
+  const fleet = fleetConfig(get, value, (long) => v[long] !== undefined);
 
   return {
     command,
@@ -628,13 +628,14 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
 
 /**
  * The --lapi-* options: null when --lapi-url is off (then no other --lapi-*
- * option may be given). Secrets come from files only, never from the
+ * flag may be given; SB_LAPI_* variables are ignored). Secrets come from files only, never from the
  * command line or a variable's value; each file must be readable and not
  * empty.
  */
 function fleetConfig(
   get: (long: string) => string | undefined,
   value: (long: string) => string,
+  flagGiven: (long: string) => boolean,
 ): FleetConfig | null {
   const urlText = value("lapi-url").trim();
   const others = [
@@ -648,7 +649,8 @@ function fleetConfig(
     "lapi-client-key",
   ];
   if (urlText === "off") {
-    const given = others.find((o) => get(o) !== undefined);
+    // A flag without --lapi-url is a mistake; variables may sit in an env file unused.
+    const given = others.find(flagGiven);
     if (given) {
       throw new ConfigError(`--${given} needs --lapi-url (the CrowdSec Local API to join)`);
     }
