@@ -338,8 +338,11 @@ export class Fleet {
   #schedulePull(delayMs: number): void {
     if (this.#stopped) return;
     this.#pullTimer = setTimeout(async () => {
+      const began = performance.now();
       await this.#pull();
-      this.#schedulePull(this.#pullDelay || this.#o.pollMs);
+      // A steady period: the pull's own time counts toward the interval.
+      const spent = performance.now() - began;
+      this.#schedulePull(this.#pullDelay || Math.max(0, this.#o.pollMs - spent));
     }, delayMs);
   }
 
