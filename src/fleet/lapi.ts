@@ -49,6 +49,8 @@ export class LapiClient {
   readonly #o: LapiOptions;
   readonly #base: string;
   readonly #client: Deno.HttpClient | null;
+  /** Aborts every request in flight when the client is closed. */
+  readonly #closing = new AbortController();
   #token: string | null = null;
   #tokenEnd = 0;
   /** Logins done (tests and metrics read it: a renewal shows as a second login). */
@@ -125,8 +127,9 @@ export class LapiClient {
     );
   }
 
-  /** Closes the TLS client, if any. */
+  /** Ends every request in flight and closes the TLS client, if any. */
   close(): void {
+    this.#closing.abort();
     this.#client?.close();
   }
 
@@ -147,7 +150,10 @@ export class LapiClient {
           ...headers,
         },
         body: body !== undefined ? JSON.stringify(body) : undefined,
-        signal: AbortSignal.timeout(this.#o.timeoutMs ?? 10_000),
+        signal: AbortSignal.any([
+          AbortSignal.timeout(this.#o.timeoutMs ?? 10_000),
+          this.#closing.signal,
+        ]),
         ...(this.#client ? { client: this.#client } : {}),
       });
     } catch (e) {
