@@ -36,6 +36,8 @@ export interface LapiOptions {
   userAgent: string;
   /** Per-request time limit, ms. */
   timeoutMs?: number;
+  /** The clock the JWT's end is compared with (tests move it); Date.now by default. */
+  now?: () => number;
 }
 
 /** One alert as the LAPI's swagger wants it (fields this program sets). */
@@ -74,7 +76,8 @@ export class LapiClient {
 
   /** Logs in unless a JWT with more than the renewal margin left is held. */
   async ensureToken(): Promise<void> {
-    if (this.#token === null || Date.now() > this.#tokenEnd - RENEW_BEFORE_MS) await this.login();
+    const now = this.#o.now?.() ?? Date.now();
+    if (this.#token === null || now > this.#tokenEnd - RENEW_BEFORE_MS) await this.login();
   }
 
   /** POST /v1/watchers/login; keeps the JWT and its end. */
