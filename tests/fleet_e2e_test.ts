@@ -81,6 +81,7 @@ async function states(star: Star, from: StarHost, addr: string, ports: number[],
     "timeout",
     "20",
     "nmap",
+    ...(addr.includes(":") ? ["-6"] : []),
     "-n",
     "-Pn",
     "--max-retries",
@@ -93,6 +94,8 @@ async function states(star: Star, from: StarHost, addr: string, ports: number[],
     "5s",
     addr,
   ]);
+  // A banned IPv6 source also loses neighbour discovery: nmap then finds no host.
+  if (/0 hosts up/.test(r.stdout)) return ports.map(() => "filtered");
   // Ports nmap does not list are in the state it names on its "Not shown" line.
   const rest = /Not shown: \d+ (\w+) tcp ports/.exec(r.stdout)?.[1] ?? "?";
   return ports.map((p) => new RegExp(`^${p}/tcp\\s+(\\S+)`, "m").exec(r.stdout)?.[1] ?? rest);
@@ -194,6 +197,16 @@ Deno.test({
       );
       assert.ok(await inScanblockerSet(star, a.ns, s.v4), "A's own ban stays");
       assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["closed", "closed"]);
+
+      // 2b. IPv6: a cscli decision for S's IPv6 address → B drops S over IPv6.
+      assert.deepEqual(await states(star, s, b.v6, [22, 80]), ["closed", "closed"]);
+      await lapi.cscliOk(["decisions", "add", "--ip", s.v6, "--duration", "1h"]);
+      await waitUntil(
+        "S's IPv6 address in B's set",
+        () => inScanblockerSet(star, b.ns, s.v6),
+        10_000,
+      );
+      assert.deepEqual(await states(star, s, b.v6, [22, 80]), ["filtered", "filtered"]);
 
       // 3. A decision for B's gateway is refused on B, logged once, counted.
       await lapi.cscliOk(["decisions", "add", "--ip", star.gw4, "--duration", "1h"]);
