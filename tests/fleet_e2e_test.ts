@@ -248,6 +248,14 @@ Deno.test({
           15_000,
         );
       }
+      // Metrics: three alerts sent by A; B reaches the LAPI and pulled a moment ago.
+      assert.equal(
+        await metric(star, a.ns, 9101, /^scanblocker_fleet_pushes_total\{result="sent"\}/),
+        3,
+      );
+      assert.equal(await metric(star, b.ns, 9102, /^scanblocker_fleet_lapi_up /), 1);
+      const age = await metric(star, b.ns, 9102, /^scanblocker_fleet_last_pull_age_seconds /);
+      assert.ok(age >= 0 && age < 3, `last pull ${age} s ago`);
       for (const dm of [A, B]) {
         assert.equal(dm.stderr().match(/unreachable/g)?.length, 1, dm.stderr());
         assert.equal(dm.stderr().match(/is back after/g)?.length, 1, dm.stderr());
