@@ -31,13 +31,20 @@ const SLACK_MS = 1500;
 /** Starts the daemon on a star host, joined to the LAPI with the given secrets. */
 function joined(
   h: StarHost,
-  o: { url: string; machine: string; pwFile?: string; keyFile?: string; port: number },
+  o: {
+    url: string;
+    machine: string;
+    pwFile?: string;
+    keyFile?: string;
+    port: number;
+    firewall?: string;
+  },
 ): Daemon {
   return startDaemon(h.ns, [
     "-i",
     h.ifname,
     "--firewall",
-    "nftables",
+    o.firewall ?? "nftables",
     "--metrics-addr",
     `127.0.0.1:${o.port}`,
     "--realtime",
@@ -316,6 +323,49 @@ Deno.test({
       await lapi?.destroy();
       await star.destroy();
       await run(["true"]);
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet e2e: a host on the iptables backend applies and removes LAPI decisions too",
+  ...opts,
+  fn: async () => {
+    const star = await createStar("fi", { s: 1, b: 12 });
+    const { s, b } = star.hosts;
+    let lapi: Lapi | null = null;
+    let B: Daemon | null = null;
+    try {
+      lapi = await startLapi({ ns: star.hub, host: star.gw4, port: 8080 });
+      const keyFile = `${lapi.dir}/key-b`;
+      await Deno.writeTextFile(keyFile, await lapi.addBouncer("host-b") + "\n", { mode: 0o600 });
+      B = joined(b, {
+        url: lapi.url,
+        machine: "host-b",
+        keyFile,
+        port: 9106,
+        firewall: "iptables",
+      });
+      await B.waitFor(/Listening on: e0/, 30_000);
+      await B.waitFor(/fleet: LAPI .* as bouncer key/);
+      assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["closed", "closed"]);
+      await lapi.cscliOk(["decisions", "add", "--ip", s.v4, "--duration", "1h"]);
+      await waitUntil("S in B's chain", async () => {
+        const r = await star.exec(b.ns, ["iptables", "-S"]);
+        return r.stdout.includes(`-s ${s.v4}/32`);
+      }, 10_000);
+      assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["filtered", "filtered"]);
+      await lapi.cscliOk(["decisions", "delete", "--ip", s.v4]);
+      await waitUntil("S gone from B's chain", async () => {
+        const r = await star.exec(b.ns, ["iptables", "-S"]);
+        return !r.stdout.includes(`-s ${s.v4}/32`);
+      }, 10_000);
+      assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["closed", "closed"]);
+      assert.equal(await B.stop(), 0, B.stderr());
+    } finally {
+      await B?.stop();
+      await lapi?.destroy();
+      await star.destroy();
     }
   },
 });
