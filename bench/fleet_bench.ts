@@ -26,7 +26,7 @@ function quantile(xs: number[], q: number): number {
 }
 
 /** `nft monitor` inside a namespace: time each address first appears in an add-element event. */
-function monitor(ns: string) {
+function monitor(ns: string, only?: RegExp) {
   const seen = new Map<string, number>();
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", ns, "nft", "monitor", "elements"],
@@ -45,7 +45,7 @@ function monitor(ns: string) {
       for (const l of lines) {
         if (!l.startsWith("add element")) continue;
         for (const m of l.matchAll(/(\d+\.\d+\.\d+\.\d+)/g)) {
-          if (!seen.has(m[1])) {
+          if (!seen.has(m[1]) && (!only || only.test(m[1]))) {
             seen.set(m[1], now);
             count++;
           }
@@ -180,6 +180,7 @@ async function startupBatch(
   }
   const file = `${lapi.dir}/import.json`;
   await Deno.writeTextFile(file, JSON.stringify(list));
+  await lapi.cscliOk(["decisions", "delete", "--all"]);
   const t0 = performance.now();
   await lapi.cscliOk(["decisions", "import", "-i", file]);
   console.log(`(cscli decisions import of 10,000: ${(performance.now() - t0).toFixed(0)} ms)`);
@@ -187,7 +188,24 @@ async function startupBatch(
   // A fresh bouncer key: its first pull is a startup pull with everything.
   const key = `${lapi.dir}/key-b2`;
   await Deno.writeTextFile(key, await lapi.addBouncer("host-b-startup"));
-  const mon = monitor(b.ns);
+  // The LAPI's own share: one startup pull of the same set with another fresh key.
+  const probeKey = await lapi.addBouncer("probe-startup");
+  const curl = await star.exec(b.ns, [
+    "curl",
+    "-s",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{time_starttransfer} %{time_total}",
+    "-H",
+    `X-Api-Key: ${probeKey}`,
+    `${lapi.url}/v1/decisions/stream?startup=true`,
+  ]);
+  const [ttfb, total] = curl.stdout.split(" ").map((x) => Number(x) * 1000);
+  console.log(
+    `(the LAPI alone, curl: first byte ${ttfb.toFixed(0)} ms, whole answer ${total.toFixed(0)} ms)`,
+  );
+  const mon = monitor(b.ns, /^198\.18\./);
   await sleep(300);
   const B = daemonFor(b, {
     url: lapi.url,

@@ -681,7 +681,8 @@ function settingsOf(l: Layers): Setting[] {
 /** A unix socket path: absolute, printable, within sun_path's 107 bytes. */
 function socketPath(text: string): string {
   const t = text.trim();
-  if (!t.startsWith("/") || /[\x00-\x1f\x7f]/.test(t) || new TextEncoder().encode(t).length > 107) {
+  const control = [...t].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
+  if (!t.startsWith("/") || control || new TextEncoder().encode(t).length > 107) {
     throw new BadValue("control-socket", text, "expected an absolute path of at most 107 bytes");
   }
   return t;
@@ -864,7 +865,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
   const lockoutGuard =
     oneOf("lockout-guard", value("lockout-guard"), ["on", "off"] as const) === "on";
   const realtime = intOption("realtime", value("realtime"), 0, 99, "an integer from 0 (off) to 99");
-  const fleet = fleetConfig(get, value);
+  const fleet = fleetConfig(get, value, (long) => v[long] !== undefined);
 
   return {
     command,
@@ -903,13 +904,14 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
 
 /**
  * The --lapi-* options: null when --lapi-url is off (then no other --lapi-*
- * option may be given). Secrets come from files only, never from the
+ * flag may be given; SB_LAPI_* variables are ignored). Secrets come from files only, never from the
  * command line or a variable's value; each file must be readable and not
  * empty.
  */
 function fleetConfig(
   get: (long: string) => string | undefined,
   value: (long: string) => string,
+  flagGiven: (long: string) => boolean,
 ): FleetConfig | null {
   const urlText = value("lapi-url").trim();
   const others = [
@@ -923,7 +925,8 @@ function fleetConfig(
     "lapi-client-key",
   ];
   if (urlText === "off") {
-    const given = others.find((o) => get(o) !== undefined);
+    // A flag without --lapi-url is a mistake; variables may sit in an env file unused.
+    const given = others.find(flagGiven);
     if (given) {
       throw new ConfigError(`--${given} needs --lapi-url (the CrowdSec Local API to join)`);
     }

@@ -74,6 +74,11 @@ Deno.test("fleet: secrets from files; flags and variables; defaults", () => {
       /needs --lapi-password-file .* and\/or --lapi-key-file/,
     );
     assert.match(bad(["--lapi-key-file", `${dir}/key`]), /--lapi-key-file needs --lapi-url/);
+    // Variables may wait in an env file while the fleet is off.
+    assert.equal(
+      parseConfig([], { SB_LAPI_POLL: "5", SB_LAPI_KEY_FILE: `${dir}/nope` }).fleet,
+      null,
+    );
     assert.match(
       bad(["--lapi-url", "http://x", "--lapi-password-file", `${dir}/nope`]),
       /invalid --lapi-password-file ".*nope": no such file/,

@@ -37,7 +37,23 @@ Deno.test("Go durations: the forms the LAPI writes, to the millisecond", () => {
   }
   // Go's time.ParseDuration refuses all of these.
   for (
-    const bad of ["", "-", "s", "4", "4 hours", "1d", "1hm", "5mss", ".s", "1h 2m", "abc", "--1s"]
+    const bad of [
+      "",
+      "-",
+      "s",
+      "4",
+      "4 hours",
+      "1d",
+      "1hm",
+      "5mss",
+      ".s",
+      "1h 2m",
+      "abc",
+      "--1s",
+      "1constructor",
+      "1toString",
+      "1.2.3s",
+    ]
   ) {
     assert.equal(parseGoDuration(bad), null, JSON.stringify(bad));
   }
@@ -48,6 +64,11 @@ Deno.test("Go durations: the forms the LAPI writes, to the millisecond", () => {
 
 Deno.test("canonical targets: Ip and Range, IPv4 and IPv6, host bits cleared", () => {
   assert.equal(canonicalTarget("Ip", "203.0.113.7"), "203.0.113.7");
+  assert.equal(canonicalTarget("Ip", "0.0.0.0"), "0.0.0.0");
+  assert.equal(canonicalTarget("Ip", "255.255.255.255"), "255.255.255.255");
+  assert.equal(canonicalTarget("Ip", "256.1.1.1"), null);
+  assert.equal(canonicalTarget("Ip", "1.2.3"), null);
+  assert.equal(canonicalTarget("Ip", "::ffff:192.0.2.1"), "192.0.2.1", "IPv4-mapped is IPv4");
   assert.equal(canonicalTarget("ip", "2001:DB8:0:0::7"), "2001:db8::7");
   assert.equal(canonicalTarget("Range", "203.0.113.9/24"), "203.0.113.0/24");
   assert.equal(canonicalTarget("Range", "2001:db8:1:2::5/48"), "2001:db8:1::/48");

@@ -31,13 +31,20 @@ const SLACK_MS = 1500;
 /** Starts the daemon on a star host, joined to the LAPI with the given secrets. */
 function joined(
   h: StarHost,
-  o: { url: string; machine: string; pwFile?: string; keyFile?: string; port: number },
+  o: {
+    url: string;
+    machine: string;
+    pwFile?: string;
+    keyFile?: string;
+    port: number;
+    firewall?: string;
+  },
 ): Daemon {
   return startDaemon(h.ns, [
     "-i",
     h.ifname,
     "--firewall",
-    "nftables",
+    o.firewall ?? "nftables",
     "--metrics-addr",
     `127.0.0.1:${o.port}`,
     "--realtime",
@@ -81,6 +88,7 @@ async function states(star: Star, from: StarHost, addr: string, ports: number[],
     "timeout",
     "20",
     "nmap",
+    ...(addr.includes(":") ? ["-6"] : []),
     "-n",
     "-Pn",
     "--max-retries",
@@ -93,6 +101,8 @@ async function states(star: Star, from: StarHost, addr: string, ports: number[],
     "5s",
     addr,
   ]);
+  // A banned IPv6 source also loses neighbour discovery: nmap then finds no host.
+  if (/0 hosts up/.test(r.stdout)) return ports.map(() => "filtered");
   // Ports nmap does not list are in the state it names on its "Not shown" line.
   const rest = /Not shown: \d+ (\w+) tcp ports/.exec(r.stdout)?.[1] ?? "?";
   return ports.map((p) => new RegExp(`^${p}/tcp\\s+(\\S+)`, "m").exec(r.stdout)?.[1] ?? rest);
@@ -195,6 +205,16 @@ Deno.test({
       assert.ok(await inScanblockerSet(star, a.ns, s.v4), "A's own ban stays");
       assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["closed", "closed"]);
 
+      // 2b. IPv6: a cscli decision for S's IPv6 address → B drops S over IPv6.
+      assert.deepEqual(await states(star, s, b.v6, [22, 80]), ["closed", "closed"]);
+      await lapi.cscliOk(["decisions", "add", "--ip", s.v6, "--duration", "1h"]);
+      await waitUntil(
+        "S's IPv6 address in B's set",
+        () => inScanblockerSet(star, b.ns, s.v6),
+        10_000,
+      );
+      assert.deepEqual(await states(star, s, b.v6, [22, 80]), ["filtered", "filtered"]);
+
       // 3. A decision for B's gateway is refused on B, logged once, counted.
       await lapi.cscliOk(["decisions", "add", "--ip", star.gw4, "--duration", "1h"]);
       await B.waitFor(
@@ -235,6 +255,14 @@ Deno.test({
           15_000,
         );
       }
+      // Metrics: three alerts sent by A; B reaches the LAPI and pulled a moment ago.
+      assert.equal(
+        await metric(star, a.ns, 9101, /^scanblocker_fleet_pushes_total\{result="sent"\}/),
+        3,
+      );
+      assert.equal(await metric(star, b.ns, 9102, /^scanblocker_fleet_lapi_up /), 1);
+      const age = await metric(star, b.ns, 9102, /^scanblocker_fleet_last_pull_age_seconds /);
+      assert.ok(age >= 0 && age < 3, `last pull ${age} s ago`);
       for (const dm of [A, B]) {
         assert.equal(dm.stderr().match(/unreachable/g)?.length, 1, dm.stderr());
         assert.equal(dm.stderr().match(/is back after/g)?.length, 1, dm.stderr());
@@ -295,6 +323,49 @@ Deno.test({
       await lapi?.destroy();
       await star.destroy();
       await run(["true"]);
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet e2e: a host on the iptables backend applies and removes LAPI decisions too",
+  ...opts,
+  fn: async () => {
+    const star = await createStar("fi", { s: 1, b: 12 });
+    const { s, b } = star.hosts;
+    let lapi: Lapi | null = null;
+    let B: Daemon | null = null;
+    try {
+      lapi = await startLapi({ ns: star.hub, host: star.gw4, port: 8080 });
+      const keyFile = `${lapi.dir}/key-b`;
+      await Deno.writeTextFile(keyFile, await lapi.addBouncer("host-b") + "\n", { mode: 0o600 });
+      B = joined(b, {
+        url: lapi.url,
+        machine: "host-b",
+        keyFile,
+        port: 9106,
+        firewall: "iptables",
+      });
+      await B.waitFor(/Listening on: e0/, 30_000);
+      await B.waitFor(/fleet: LAPI .* as bouncer key/);
+      assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["closed", "closed"]);
+      await lapi.cscliOk(["decisions", "add", "--ip", s.v4, "--duration", "1h"]);
+      await waitUntil("S in B's chain", async () => {
+        const r = await star.exec(b.ns, ["iptables", "-S"]);
+        return r.stdout.includes(`-s ${s.v4}/32`);
+      }, 10_000);
+      assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["filtered", "filtered"]);
+      await lapi.cscliOk(["decisions", "delete", "--ip", s.v4]);
+      await waitUntil("S gone from B's chain", async () => {
+        const r = await star.exec(b.ns, ["iptables", "-S"]);
+        return !r.stdout.includes(`-s ${s.v4}/32`);
+      }, 10_000);
+      assert.deepEqual(await states(star, s, b.v4, [22, 80]), ["closed", "closed"]);
+      assert.equal(await B.stop(), 0, B.stderr());
+    } finally {
+      await B?.stop();
+      await lapi?.destroy();
+      await star.destroy();
     }
   },
 });

@@ -426,3 +426,72 @@ Deno.test({
       await f.stop();
     }),
 });
+
+Deno.test({
+  name: "fleet/LAPI: the JWT is renewed 5 minutes before it ends (1 h), not before",
+  ...opts,
+  fn: () =>
+    withLapi(async (l) => {
+      const password = await l.addMachine("sb-a");
+      let skew = 0;
+      const c = new LapiClient({
+        url: l.url,
+        machine: "sb-a",
+        password,
+        apiKey: null,
+        userAgent: "scanblocker/0.1.0",
+        now: () => Date.now() + skew,
+      });
+      const alert = (v: string) =>
+        alertFor(
+          { target: v, seconds: 60, ports: 4, windowSeconds: 60, at: Date.now() },
+          "sb-a",
+          "0.1.0",
+        );
+      await c.pushAlerts([alert("203.0.113.1")]);
+      assert.equal(c.logins, 1);
+      skew = 50 * 60_000; // 50 min later: 10 min left, kept
+      await c.pushAlerts([alert("203.0.113.2")]);
+      assert.equal(c.logins, 1);
+      skew = 56 * 60_000; // 4 min left: renewed first
+      await c.pushAlerts([alert("203.0.113.3")]);
+      assert.equal(c.logins, 2);
+      c.close();
+    }),
+});
+
+Deno.test({
+  name: "fleet/LAPI: --lapi-origins keeps only the origins named",
+  ...opts,
+  fn: () =>
+    withLapi(async (l) => {
+      const apiKey = await l.addBouncer("sb-b");
+      const password = await l.addMachine("sb-other");
+      // One decision from cscli, one from another scanblocker host.
+      await l.cscliOk(["decisions", "add", "--ip", "198.51.100.31", "--duration", "1h"]);
+      const c = new LapiClient({
+        url: l.url,
+        machine: "sb-other",
+        password,
+        apiKey: null,
+        userAgent: "scanblocker/0.1.0",
+      });
+      await c.pushAlerts([
+        alertFor(
+          { target: "198.51.100.32", seconds: 600, ports: 4, windowSeconds: 60, at: Date.now() },
+          "sb-other",
+          "0.1.0",
+        ),
+      ]);
+      c.close();
+      const rec = new Recorder();
+      const f = new Fleet(
+        fleetOptions(l, { apiKey, lines: [], origins: ["scanblocker"] }),
+        rec,
+      );
+      f.start();
+      await until("startup", () => f.status().pull === "ok" && rec.batches.length >= 1);
+      assert.deepEqual(rec.adds.map((a) => [a.target, a.origin]), [["198.51.100.32", ORIGIN]]);
+      await f.stop();
+    }),
+});

@@ -9,6 +9,10 @@ import { type Cidr, cidrContains, formatAddress, parseCidr } from "../address.ts
 import type { Address } from "../address.ts";
 import { parseGoDuration } from "./duration.ts";
 
+/** An IPv4 address in canonical form (each byte 0-255, no leading zeros). */
+const V4_CANONICAL =
+  /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
 /** One ban decision of the stream, checked and normalised. */
 export interface Decision {
   /** The LAPI's decision id (unique per LAPI database). */
@@ -39,6 +43,8 @@ export interface StreamAnswer {
 export function canonicalTarget(scope: string, value: string): string | null {
   const sc = scope.toLowerCase();
   if (sc !== "ip" && sc !== "range") return null;
+  // The common case, a plain dotted quad without leading zeros, is already canonical.
+  if (sc === "ip" && V4_CANONICAL.test(value)) return value;
   if (sc === "ip" && value.includes("/")) return null;
   const c = parseCidr(value.trim());
   if (!c) return null;

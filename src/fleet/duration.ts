@@ -27,25 +27,47 @@ const MAX_MS = 9223372036854.775807;
  * enough that nanosecond-level strings round to the right millisecond.
  */
 export function parseGoDuration(text: string): number | null {
-  let s = text;
+  // One pass over the characters (10,000 decisions at start parse this 10,000 times).
+  let i = 0;
+  const n = text.length;
   let sign = 1;
-  if (s.startsWith("-") || s.startsWith("+")) {
-    if (s[0] === "-") sign = -1;
-    s = s.slice(1);
+  if (i < n && (text[i] === "-" || text[i] === "+")) {
+    if (text[i] === "-") sign = -1;
+    i++;
   }
-  if (s === "0") return 0;
-  if (s === "") return null;
+  if (text.slice(i) === "0") return 0;
+  if (i === n) return null;
   let total = 0;
-  const re = /^(\d*)(?:\.(\d*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/;
-  while (s.length > 0) {
-    const m = re.exec(s);
-    if (!m || (m[1] === "" && (m[2] === undefined || m[2] === ""))) return null;
-    const unit = UNIT_MS[m[3]];
-    // Integer and fraction apart, so "0.000000001s" is not a float of its text.
-    const whole = m[1] === "" ? 0 : Number(m[1]);
-    const frac = m[2] ? Number(m[2]) / 10 ** m[2].length : 0;
-    total += whole * unit + frac * unit;
-    s = s.slice(m[0].length);
+  while (i < n) {
+    // Integer part, then an optional fraction: at least one digit in all.
+    let whole = 0, digits = 0;
+    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) {
+      whole = whole * 10 + (c - 48);
+      digits++;
+    }
+    let frac = 0, scale = 1;
+    if (text[i] === ".") {
+      i++;
+      for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) {
+        if (scale < 1e15) {
+          frac = frac * 10 + (c - 48);
+          scale *= 10;
+        }
+        digits++;
+      }
+    }
+    if (digits === 0) return null;
+    // The unit: every character up to the next digit or ".", as Go reads it.
+    const u0 = i;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if ((c >= 48 && c <= 57) || c === 46) break;
+      i++;
+    }
+    const name = text.slice(u0, i);
+    if (!Object.hasOwn(UNIT_MS, name)) return null;
+    const unit = UNIT_MS[name];
+    total += whole * unit + (frac / scale) * unit;
   }
   if (!Number.isFinite(total) || total > MAX_MS) return null;
   return sign * total;

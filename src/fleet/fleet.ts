@@ -211,8 +211,9 @@ export class Fleet {
       if (!this.#sending) void this.#sendOnce();
       await new Promise((r) => setTimeout(r, 20));
     }
-    await this.#pulling;
+    // Whatever is still in flight ends now (a LAPI that does not answer must not hold the exit).
     this.#lapi.close();
+    await this.#pulling;
   }
 
   #count(result: PushResult, n: number): void {
@@ -221,6 +222,7 @@ export class Fleet {
 
   /** Records that the LAPI answered or not; one line per change. */
   #reached(ok: boolean, why = ""): void {
+    if (this.#stopped) return;
     if (ok) {
       if (this.#up === false) {
         const s = Math.round((Date.now() - this.#downSince) / 100) / 10;
@@ -243,6 +245,7 @@ export class Fleet {
 
   /** Credentials refused or accepted again; one line per change. */
   #auth(channel: "push" | "pull", ok: boolean, why = ""): void {
+    if (this.#stopped) return;
     if (ok === !this.#authBad[channel]) return;
     this.#authBad[channel] = !ok;
     const what = channel === "push"
@@ -338,8 +341,11 @@ export class Fleet {
   #schedulePull(delayMs: number): void {
     if (this.#stopped) return;
     this.#pullTimer = setTimeout(async () => {
+      const began = performance.now();
       await this.#pull();
-      this.#schedulePull(this.#pullDelay || this.#o.pollMs);
+      // A steady period: the pull's own time counts toward the interval.
+      const spent = performance.now() - began;
+      this.#schedulePull(this.#pullDelay || Math.max(0, this.#o.pollMs - spent));
     }, delayMs);
   }
 

@@ -36,6 +36,8 @@ export interface LapiOptions {
   userAgent: string;
   /** Per-request time limit, ms. */
   timeoutMs?: number;
+  /** The clock the JWT's end is compared with (tests move it); Date.now by default. */
+  now?: () => number;
 }
 
 /** One alert as the LAPI's swagger wants it (fields this program sets). */
@@ -49,6 +51,8 @@ export class LapiClient {
   readonly #o: LapiOptions;
   readonly #base: string;
   readonly #client: Deno.HttpClient | null;
+  /** Aborts every request in flight when the client is closed. */
+  readonly #closing = new AbortController();
   #token: string | null = null;
   #tokenEnd = 0;
   /** Logins done (tests and metrics read it: a renewal shows as a second login). */
@@ -72,7 +76,8 @@ export class LapiClient {
 
   /** Logs in unless a JWT with more than the renewal margin left is held. */
   async ensureToken(): Promise<void> {
-    if (this.#token === null || Date.now() > this.#tokenEnd - RENEW_BEFORE_MS) await this.login();
+    const now = this.#o.now?.() ?? Date.now();
+    if (this.#token === null || now > this.#tokenEnd - RENEW_BEFORE_MS) await this.login();
   }
 
   /** POST /v1/watchers/login; keeps the JWT and its end. */
@@ -125,8 +130,9 @@ export class LapiClient {
     );
   }
 
-  /** Closes the TLS client, if any. */
+  /** Ends every request in flight and closes the TLS client, if any. */
   close(): void {
+    this.#closing.abort();
     this.#client?.close();
   }
 
@@ -147,7 +153,10 @@ export class LapiClient {
           ...headers,
         },
         body: body !== undefined ? JSON.stringify(body) : undefined,
-        signal: AbortSignal.timeout(this.#o.timeoutMs ?? 10_000),
+        signal: AbortSignal.any([
+          AbortSignal.timeout(this.#o.timeoutMs ?? 10_000),
+          this.#closing.signal,
+        ]),
         ...(this.#client ? { client: this.#client } : {}),
       });
     } catch (e) {

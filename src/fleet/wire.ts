@@ -49,6 +49,7 @@ export function firewallFleetBans(d: FleetDaemon): FleetBans {
     async apply(adds: FleetAdd[], removes: string[]): Promise<string[]> {
       const failed: string[] = [];
       const now = Date.now();
+      if (ends.size > 100_000) { for (const [t, end] of ends) if (end <= now) ends.delete(t); }
       const extend = adds.filter((a) => {
         const end = ends.get(a.target);
         return end !== undefined && end > now && d.banned(a.target);
