@@ -4,7 +4,7 @@
  * answers "already", the ban cap, and batching of the requests made in one
  * tick into one write to the backend.
  */
-import { formatAddress, parseAddress } from "../address.ts";
+import { formatAddress, neverBanned, parseAddress } from "../address.ts";
 import type { Ban, BanResult, Firewall, FirewallKind } from "../types.ts";
 import { errorText } from "./runner.ts";
 
@@ -93,6 +93,27 @@ export abstract class BaseFirewall implements Firewall {
     }
   }
 
+  /**
+   * Why a ban found in the kernel at start must go rather than be kept, or
+   * null: restore goes through the same guard as a new ban, so a protected
+   * address (loopback, IPv4-mapped, local, allow-listed; a rule an older
+   * version or a person added) is removed, with one line saying so.
+   */
+  protected refusedAtRestore(b: Ban): string | null {
+    let refused = true;
+    try {
+      refused = this.opts.isProtected(b.address);
+    } catch (e) {
+      this.report(`${this.kind}: allow-list check failed for ${b.address}: ${errorText(e)}`);
+      return null; // keep it: removing a ban on a failed check would open a gap
+    }
+    if (!refused) return null;
+    const why = `${this.kind}: removing the ban of ${b.address} found in the firewall: ` +
+      "that address is never banned (loopback, IPv4-mapped, multicast, this host or --allow)";
+    this.report(why);
+    return why;
+  }
+
   /** True when a ban's time is over. */
   protected expired(b: Ban, now = Date.now()): boolean {
     return b.expiresAt !== null && b.expiresAt <= now;
@@ -110,6 +131,9 @@ export abstract class BaseFirewall implements Firewall {
       return "failed";
     }
     const canonical = formatAddress(parsed.family, parsed.bytes);
+    // Whatever the caller's guard says: loopback, multicast, IPv4-mapped … never.
+    const raw = parseAddress(address, true)!;
+    if (neverBanned(raw.family, raw.bytes) !== null) return "refused";
     let protectedAddr = true;
     try {
       protectedAddr = this.opts.isProtected(canonical) || this.opts.isProtected(address);
