@@ -21,11 +21,12 @@ import { Slot } from "./src/detect/counters.ts";
 import { createEngine, type Engine, engineSettings, publishCounters } from "./src/detect/engine.ts";
 import { LiveCapture } from "./src/capture/live.ts";
 import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
+import { IpsetFirewall } from "./src/firewall/ipset.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
-import { createFirewall, listBans } from "./src/firewall/firewall.ts";
+import { createFirewall, type FirewallOptions, listBans } from "./src/firewall/firewall.ts";
 import { EventLog, localTimestamp, writeAll } from "./src/report/log.ts";
 import type { Metrics } from "./src/report/metrics.ts";
 import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
@@ -71,10 +72,16 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /** The firewall a command works on, guarded by the allow-list. */
-function openFirewall(cfg: Config, allow: AllowList, onError: (m: string) => void): Firewall {
+function openFirewall(
+  cfg: Config,
+  allow: AllowList,
+  onError: (m: string) => void,
+  onEvict?: FirewallOptions["onEvict"],
+): Firewall {
   return createFirewall(cfg.firewall, {
     isProtected: (text) => allow.isProtectedText(text),
     onError,
+    onEvict,
     maxBans: cfg.maxBans,
     // The daemon makes the hooks what it was told; subcommands leave them as found.
     ...(cfg.command === "run" ? { hooks: cfg.hooks } : {}),
@@ -228,6 +235,11 @@ async function daemon(cfg: Config): Promise<number> {
     firewallState = "error";
     metrics.firewallErrors.inc();
     warn(m);
+  }, (ban, notice) => {
+    // A full table: the oldest ban made room (src/firewall/base.ts).
+    metrics.bansEvicted.inc();
+    banned.delete(ban.address);
+    if (notice) warn(notice);
   });
   const existing = await fw.init();
   if (firewallState === "starting") firewallState = "ok";
@@ -500,6 +512,7 @@ function firewallPath(fw: Firewall): string {
   if (fw instanceof NftablesFirewall) {
     return fw.path === "netlink" ? "netlink" : `${fw.path} (${fw.libError || "no libnftables"})`;
   }
+  if (fw instanceof IpsetFirewall) return fw.path;
   if (fw instanceof IptablesFirewall) {
     if (fw.path(4) === "netlink") {
       return fw.path(6) === "netlink" ? "netlink" : "netlink (IPv4 only)";

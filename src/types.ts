@@ -81,7 +81,7 @@ export interface Ban {
 }
 
 /** Name of a firewall backend. */
-export type FirewallKind = "iptables" | "nftables" | "none";
+export type FirewallKind = "iptables" | "ipset" | "nftables" | "none";
 
 /**
  * The one interface every firewall backend implements. Every method resolves

@@ -14,8 +14,17 @@ export interface FirewallOptions {
   isProtected: (address: string) => boolean;
   /** One clear line per failure, naming the command and its error (the caller prints to stderr and counts a metric). */
   onError: (message: string) => void;
-  /** Cap on bans held at once (default 65536); a ban beyond it resolves "failed" with one onError line saying the cap was reached. */
+  /**
+   * Cap on bans held at once (default 65536). A full table never stops a new
+   * ban: the oldest ban held is removed to make room (see onEvict).
+   */
   maxBans: number;
+  /**
+   * Called for each ban removed to make room; `notice` is a line to print
+   * once per episode of evictions (null for the others of the episode).
+   * Without it, the notice goes to onError.
+   */
+  onEvict?: (ban: Ban, notice: string | null) => void;
   /** Prefix for running commands inside a namespace in tests, e.g. ["ip","netns","exec","ns1"]; empty in production. */
   commandPrefix?: string[];
   /**
@@ -46,6 +55,9 @@ export function banExpiry(ttlSeconds: number, now = Date.now()): number | null {
   const ttl = Math.ceil(ttlSeconds);
   return ttl > 0 ? (Math.floor(now / 1000) + ttl) * 1000 : null;
 }
+
+/** A quiet spell this long between evictions ends an episode (the next one prints its notice again). */
+const EVICT_EPISODE_MS = 60_000;
 
 /** One queued change: add or remove a ban; `done` receives whether it is applied. */
 export interface Op {
@@ -150,9 +162,9 @@ export abstract class BaseFirewall implements Firewall {
       this.report(`${this.kind}: refusing to ban ${canonical}: bad ban time ${ttlSeconds}`);
       return "failed";
     }
-    if (this.bans.size + this.#pending.size >= this.maxBans) {
+    if (this.bans.size + this.#pending.size >= this.maxBans && !this.#evictOldest()) {
       this.report(
-        `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans held)`,
+        `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans under way)`,
       );
       return "failed";
     }
@@ -221,6 +233,46 @@ export abstract class BaseFirewall implements Firewall {
    */
   protected applyNow(_ban: Ban): boolean | null {
     return false;
+  }
+
+  #lastEvictAt = -Infinity;
+  #episodeEvictions = 0;
+
+  /**
+   * Makes room for one ban by removing the oldest held (the first in
+   * insertion order: O(1), and with one ban time the first to expire
+   * anyway). A full table must never stop new bans: that would be a
+   * fail-open, since a spoofed flood can fill it at will. False when every
+   * slot is a ban still under way.
+   */
+  #evictOldest(): boolean {
+    const first = this.bans.values().next();
+    if (first.done) return false;
+    const old = first.value;
+    this.bans.delete(old.address);
+    this.enqueue(false, old).then((ok) => {
+      if (!ok) this.report(`${this.kind}: could not remove ${old.address} to make room`);
+    });
+    const now = Date.now();
+    let notice: string | null = null;
+    if (now - this.#lastEvictAt > EVICT_EPISODE_MS) {
+      const before = this.#episodeEvictions > 0
+        ? ` (${this.#episodeEvictions} evicted in the previous episode)`
+        : "";
+      notice = `${this.kind}: ban table full (${this.maxBans} bans, --max-bans): ` +
+        `the oldest bans make room for new ones${before}`;
+      this.#episodeEvictions = 0;
+    }
+    this.#lastEvictAt = now;
+    this.#episodeEvictions++;
+    if (this.opts.onEvict) {
+      try {
+        this.opts.onEvict(old, notice);
+      } catch {
+        // the caller's reporting must not break the firewall
+      }
+    } else if (notice) this.report(notice);
+    return true;
   }
 
   /** Hook called after a ban is confirmed (iptables schedules its expiry). */

@@ -56,6 +56,8 @@ export interface Metrics {
   openPortSyns: Counter;
   /** scanblocker_outbound_scans_total: this host scanning a remote host (never banned) */
   outboundScans: Counter;
+  /** scanblocker_bans_evicted_total: bans removed to make room when the table was full */
+  bansEvicted: Counter;
   /** scanblocker_metrics_server_problems_total{kind}: connections the metrics server turned away, failed accepts */
   serverProblems: Counter<"kind">;
 }
@@ -168,6 +170,11 @@ export function createMetrics(version: string): Metrics {
     outboundScans: new Counter({
       name: "scanblocker_outbound_scans_total",
       help: "Port scans made by this host of a remote host (a sign of compromise; never banned).",
+      registers,
+    }),
+    bansEvicted: new Counter({
+      name: "scanblocker_bans_evicted_total",
+      help: "Bans removed before their time to make room for new ones (the ban table was full).",
       registers,
     }),
     serverProblems: new Counter({
