@@ -219,6 +219,9 @@ export abstract class BaseFirewall implements Firewall {
     };
     this.bans.set(canonical, ban);
     this.added(ban);
+    // The capture thread bans on its own up to the room it was given, which
+    // can lag behind: the cap holds here too.
+    while (this.bans.size > this.maxBans && this.#evictOldest()) { /* one per turn */ }
   }
 
   /** True when applyNow() can add this ban on the calling thread. */
