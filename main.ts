@@ -21,7 +21,7 @@ import { Slot } from "./src/detect/counters.ts";
 import { createEngine, type Engine, engineSettings, publishCounters } from "./src/detect/engine.ts";
 import { LiveCapture } from "./src/capture/live.ts";
 import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
-import { IpsetFirewall } from "./src/firewall/ipset.ts";
+import { IPSET_NAMES, IpsetFirewall } from "./src/firewall/ipset.ts";
 import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import { type Config, ConfigError, parseConfig, readEnv, usage } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
@@ -363,6 +363,8 @@ async function daemon(cfg: Config): Promise<number> {
           ? { table: NFT_TABLE.split(" ")[1], banTimeMs, room: room() }
           : rules
           ? { rules, banTimeMs, room: room() }
+          : fw instanceof IpsetFirewall && fw.path === "netlink"
+          ? { ipset: IPSET_NAMES, banTimeMs, room: room() }
           : null;
         c.start(existing.map((b) => b.address), fast);
       },

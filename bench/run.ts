@@ -20,6 +20,10 @@ export const BENCHES: readonly { file: string; what: string }[] = [
     what: "end to end: ports nmap learns before the ban (issue 10)",
   },
   { file: "bench/metrics_bench.ts", what: "/metrics latency under a SYN flood (issue 5)" },
+  {
+    file: "bench/ban_table_bench.ts",
+    what: "inbound throughput with the ban table empty and full, per backend (issue 20)",
+  },
 ];
 
 if (import.meta.main) {

@@ -17,6 +17,8 @@ export interface FastBan {
   table?: string;
   /** iptables: the rule a ban appends, per family; null: that family's bans go through the main thread. */
   rules?: Record<4 | 6, RuleTemplate | null>;
+  /** ipset: the set of each family (hash:ip with timeouts). */
+  ipset?: Record<4 | 6, string>;
   /** Ban time in milliseconds; 0 = until removed. */
   banTimeMs: number;
   /** Bans the worker may still add before the cap (the main thread tops it up). */

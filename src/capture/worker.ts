@@ -188,6 +188,10 @@ async function run(): Promise<string | null> {
       if (f.table) {
         err = nl.addOne(scan.family === 4 ? "banned4" : "banned6", scan.key, f.banTimeMs);
         if (err !== null) err += ` (netlink, table inet ${f.table})`;
+      } else if (f.ipset) {
+        const set = f.ipset[scan.family];
+        err = nl.ipset(set, [{ key: scan.key, timeoutMs: f.banTimeMs }]);
+        if (err !== null) err += ` (netlink, ipset ${set})`;
       } else if (rule && (text === null || text.length === rule.textLen)) {
         err = nl.addRule(rule, scan.key, text);
         if (err !== null) err += ` (netlink, chain ${rule.chain})`;
