@@ -249,15 +249,15 @@ async function daemon(cfg: Config): Promise<number> {
   // as "already in disallowed list".
   const banned = new BanBook(existing);
   metrics.activeBans.set(banned.size);
-  // Bans the worker may still add itself: up to the cap, and with iptables
-  // only while the chain is short (each rule appended costs ~1 µs per rule
-  // already held; past that, iptables-restore batches them on this thread).
+  // Bans the worker may still add itself. With iptables only while the chain
+  // is short (each rule appended costs ~1 µs per rule already held; past
+  // that, iptables-restore batches them on this thread). With sets, always:
+  // at the cap the firewall evicts the oldest ban as it adopts the new one
+  // (src/firewall/base.ts), so a full table keeps the capture thread's speed.
   const room = () =>
-    Math.max(
-      0,
-      Math.min(cfg.maxBans, cfg.firewall === "iptables" ? NETLINK_MAX_RULES : Infinity) -
-        banned.size,
-    );
+    cfg.firewall === "iptables"
+      ? Math.max(0, Math.min(cfg.maxBans, NETLINK_MAX_RULES) - banned.size)
+      : Math.max(256, cfg.maxBans - banned.size);
 
   /** A failed ban: the source's next probes count again, so the ban is tried again. */
   const forget = (src: string) => {

@@ -180,6 +180,7 @@ export abstract class BaseFirewall implements Firewall {
         if (!ok) return "failed";
         this.bans.set(ban.address, ban);
         this.added(ban);
+        this.#holdCap();
         return "banned";
       });
       this.#pending.set(ban.address, p);
@@ -201,6 +202,7 @@ export abstract class BaseFirewall implements Firewall {
       if (!applied) return "failed";
       this.bans.set(ban.address, ban);
       this.added(ban);
+      this.#holdCap();
       return "banned";
     } catch (e) {
       this.report(`${this.kind}: ban ${String(address)} failed: ${errorText(e)}`);
@@ -219,8 +221,17 @@ export abstract class BaseFirewall implements Firewall {
     };
     this.bans.set(canonical, ban);
     this.added(ban);
-    // The capture thread bans on its own up to the room it was given, which
-    // can lag behind: the cap holds here too.
+    // The capture thread bans on its own (up to the room it was given, which
+    // can lag behind): the cap holds here too.
+    this.#holdCap();
+  }
+
+  /**
+   * Evicts until the bans held are within the cap: each path that records a
+   * ban calls it, since bans confirmed out of order (the capture thread's,
+   * queued ones) can pass the room made for them in #prepare.
+   */
+  #holdCap(): void {
     while (this.bans.size > this.maxBans && this.#evictOldest()) { /* one per turn */ }
   }
 
