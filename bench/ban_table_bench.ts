@@ -6,7 +6,8 @@
  * (put there by the backend itself, through its commandPrefix path). With
  * iptables every inbound packet walks one rule per ban; ipset and nftables
  * look the source up in a hash set. Prints figures; never passes or fails
- * on time. Each figure is the median of three runs of SECONDS seconds.
+ * on time. Each figure is the median of five runs of SECONDS seconds, the
+ * empty and the full table measured in turns (two labs).
  *
  *   deno run -A bench/ban_table_bench.ts [BANS] [BACKEND...]
  */
@@ -43,53 +44,64 @@ async function iperf(lab: Lab, udp: boolean): Promise<number> {
   return (s.packets - s.lost_packets) / s.seconds;
 }
 
-const RUNS = 3;
+const ROUNDS = 5;
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
-/** Medians of RUNS runs each (the machine is shared and noisy). */
-async function measure(lab: Lab): Promise<Figures> {
-  const tcp: number[] = [], udp: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    tcp.push(await iperf(lab, false));
-    udp.push(await iperf(lab, true));
-  }
-  const median = (v: number[]) => v.sort((a, b) => a - b)[Math.floor(v.length / 2)];
-  return { tcpMbps: median(tcp), udpPps: median(udp) };
+/** A lab whose target runs backend `kind` holding `bans` bans of other addresses. */
+async function labWith(kind: FirewallKind, bans: number, errors: string[]) {
+  const lab = await createLab("tbl");
+  const fw = createFirewall(kind, {
+    isProtected: () => false,
+    onError: (m) => errors.push(m),
+    maxBans: bans + 10,
+    commandPrefix: lab.prefix(lab.target),
+  });
+  await fw.init();
+  const t = performance.now();
+  const addrs = Array.from(
+    { length: bans },
+    (_, i) => `172.${16 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
+  );
+  const results = await Promise.all(addrs.map((a) => fw.ban(a, 3600)));
+  return {
+    lab,
+    fw,
+    fillMs: performance.now() - t,
+    banned: results.filter((r) => r === "banned").length,
+  };
 }
 
+// Two labs per backend, one empty and one full, measured in turns so that
+// the machine's changing load falls on both alike; medians of ROUNDS turns.
 for (const kind of KINDS) {
-  const lab = await createLab("tbl");
+  const errors: string[] = [];
+  const empty = await labWith(kind, 0, errors);
+  const full = await labWith(kind, BANS, errors);
   try {
-    const errors: string[] = [];
-    const fw = createFirewall(kind, {
-      isProtected: () => false,
-      onError: (m) => errors.push(m),
-      maxBans: BANS + 10,
-      commandPrefix: lab.prefix(lab.target),
-    });
-    await fw.init();
-    const empty = await measure(lab);
-    const t = performance.now();
-    const addrs = Array.from(
-      { length: BANS },
-      (_, i) => `172.${16 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
-    );
-    const results = await Promise.all(addrs.map((a) => fw.ban(a, 3600)));
-    const fillMs = performance.now() - t;
-    const banned = results.filter((r) => r === "banned").length;
-    const full = await measure(lab);
-    await fw.flush();
-    await fw.close();
+    const e: Figures[] = [], f: Figures[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      e.push({ tcpMbps: await iperf(empty.lab, false), udpPps: await iperf(empty.lab, true) });
+      f.push({ tcpMbps: await iperf(full.lab, false), udpPps: await iperf(full.lab, true) });
+    }
+    const m = (v: Figures[], k: keyof Figures) => median(v.map((x) => x[k]));
     const pct = (a: number, b: number) => `${((a / b) * 100).toFixed(0)} %`;
+    const [et, eu, ft, fu] = [m(e, "tcpMbps"), m(e, "udpPps"), m(f, "tcpMbps"), m(f, "udpPps")];
     console.log(
-      `${kind.padEnd(8)} empty: TCP ${empty.tcpMbps.toFixed(0)} Mbit/s, UDP ${
-        empty.udpPps.toFixed(0)
-      } pkt/s | ${banned} bans (added in ${(fillMs / 1000).toFixed(1)} s): TCP ${
-        full.tcpMbps.toFixed(0)
-      } Mbit/s (${pct(full.tcpMbps, empty.tcpMbps)}), UDP ${full.udpPps.toFixed(0)} pkt/s (${
-        pct(full.udpPps, empty.udpPps)
-      })${errors.length ? ` | errors: ${errors.slice(0, 2).join("; ")}` : ""}`,
+      `${kind.padEnd(8)} empty: TCP ${et.toFixed(0)} Mbit/s, UDP ${
+        eu.toFixed(0)
+      } pkt/s | ${full.banned} bans ` +
+        `(added in ${(full.fillMs / 1000).toFixed(1)} s): TCP ${ft.toFixed(0)} Mbit/s (${
+          pct(ft, et)
+        }), ` +
+        `UDP ${fu.toFixed(0)} pkt/s (${pct(fu, eu)})${
+          errors.length ? ` | errors: ${errors.slice(0, 2).join("; ")}` : ""
+        }`,
     );
   } finally {
-    await lab.destroy();
+    for (const x of [empty, full]) {
+      await x.fw.flush();
+      await x.fw.close();
+      await x.lab.destroy();
+    }
   }
 }
