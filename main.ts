@@ -171,6 +171,8 @@ async function daemon(cfg: Config, argv: string[]): Promise<number> {
   const fw = createFirewall(cfg.firewall, {
     isProtected: (text) => allow.isProtectedText(text),
     onError: (m) => bans?.failure(m),
+    // A full table: the oldest ban made room (src/firewall/base.ts).
+    onEvict: (ban, line) => bans?.evicted(ban.address, line),
     maxBans: cfg.maxBans,
     hooks: cfg.hooks,
   });

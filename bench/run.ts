@@ -24,6 +24,10 @@ export const BENCHES: readonly { file: string; what: string }[] = [
     file: "bench/fleet_bench.ts",
     what: "fleet: LAPI fan-out, 10,000 decisions at start, idle CPU joined (issue 16)",
   },
+  {
+    file: "bench/ban_table_bench.ts",
+    what: "inbound throughput with the ban table empty and full, per backend (issue 20)",
+  },
 ];
 
 if (import.meta.main) {

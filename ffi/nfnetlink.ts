@@ -67,6 +67,30 @@ const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
 const NFT_MSG_DELSETELEM = 14;
 const NFPROTO_INET = 1;
+
+// ipset (include/uapi/linux/netfilter/ipset/ip_set.h): plain requests, not batches.
+const NFNL_SUBSYS_IPSET = 6;
+const IPSET_PROTOCOL = 6;
+const IPSET_CMD_ADD = 9;
+const IPSET_CMD_DEL = 10;
+const IPSET_ATTR_PROTOCOL = 1;
+const IPSET_ATTR_SETNAME = 2;
+const IPSET_ATTR_DATA = 7;
+const IPSET_ATTR_IP = 1;
+const IPSET_ATTR_IPADDR_IPV4 = 1;
+const IPSET_ATTR_IPADDR_IPV6 = 2;
+const IPSET_ATTR_TIMEOUT = 6;
+const NLA_F_NET_BYTEORDER = 0x4000;
+/** ipset's own error numbers (above 4096), as `ipset` words them. */
+const IPSET_ERRORS: Record<number, string> = {
+  4097: "ipset protocol error (an address of the other family?)",
+  4106: "the set does not support timeouts",
+  4108: "an IPv4 address is required",
+  4109: "an IPv6 address is required",
+  4352: "the set is full (maxelem)",
+};
+/** ipset requests per datagram: each is acknowledged, and the acknowledgements must fit the receive buffer. */
+const IPSET_PER_SEND = 64;
 /** The nf_tables families of iptables-nft (table ip filter) and ip6tables-nft (ip6 filter). */
 export const NFPROTO_IPV4 = 2;
 export const NFPROTO_IPV6 = 10;
@@ -333,6 +357,58 @@ export class NftSocket {
     let n = 0;
     for (const k of keys) if (!have.has(keyText(k))) n++;
     return n;
+  }
+
+  /**
+   * Adds (or with `del`, removes) elements of the ipset `set` (hash:ip,
+   * created with `timeout 0` so that each element carries its own; a
+   * timeout of 0 is "until removed"). Adding an element already there
+   * renews its timeout and removing one that is not there is no error (the
+   * request has no NLM_F_EXCL, as `ipset -exist`). Many messages go in one
+   * datagram, each acknowledged; null when all were, else the first error.
+   */
+  ipset(set: string, elements: readonly SetElement[], del = false): string | null {
+    if (this.#fd < 0) return "netlink socket closed";
+    const name = cstr(set);
+    for (let done = 0; done < elements.length;) {
+      const w = new Writer();
+      const base = this.#seq;
+      let seq = base;
+      while (done < elements.length && seq - base < IPSET_PER_SEND) {
+        const e = elements[done++];
+        const type = (NFNL_SUBSYS_IPSET << 8) | (del ? IPSET_CMD_DEL : IPSET_CMD_ADD);
+        const m = w.begin(type, NLM_F_REQUEST | NLM_F_ACK, seq++, NFPROTO_IPV4, 0);
+        w.attr(IPSET_ATTR_PROTOCOL, new Uint8Array([IPSET_PROTOCOL]));
+        w.attr(IPSET_ATTR_SETNAME, name);
+        const data = w.nest(IPSET_ATTR_DATA);
+        const ip = w.nest(IPSET_ATTR_IP);
+        const family = e.key.length === 4 ? IPSET_ATTR_IPADDR_IPV4 : IPSET_ATTR_IPADDR_IPV6;
+        w.attr(family | NLA_F_NET_BYTEORDER, e.key);
+        w.end(ip, 16);
+        if (!del) {
+          const t = new Uint8Array(4);
+          // ipset takes seconds, at most 2^32/1000 of them; 0 = never expires.
+          const secs = Math.min(4294967, Math.ceil(Math.max(0, e.timeoutMs) / 1000));
+          new DataView(t.buffer).setUint32(0, secs, false);
+          w.attr(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, t);
+        }
+        w.end(data, 16);
+        w.end(m);
+      }
+      this.#seq = seq >>> 0;
+      const count = seq - base;
+      let acked = 0;
+      let first: string | null = null;
+      const err = this.#sendBytes(w.buf, w.at) ??
+        this.#replies<string | null>(base, count, (type, _flags, at, len) => {
+          if (type !== NLMSG_ERROR || len < 20) return undefined;
+          const code = -this.#replyView.getInt32(at + 16, true);
+          if (code !== 0) first ??= IPSET_ERRORS[code] ?? errnoText(code);
+          return ++acked === count ? first : undefined;
+        });
+      if (err !== null) return err;
+    }
+    return null;
   }
 
   /** The keys of every element of `set`, as the kernel lists them; a string is the error. */

@@ -82,17 +82,20 @@ function parseV6(text: string): Uint8Array | null {
   return out;
 }
 
-/** Parses an IPv4 or IPv6 address in text form (brackets allowed for IPv6); null when invalid. */
-export function parseAddress(text: string): Address | null {
+/**
+ * Parses an IPv4 or IPv6 address in text form (brackets allowed for IPv6);
+ * null when invalid. Typed text `::ffff:a.b.c.d` means the IPv4 address
+ * (as `ss` prints IPv4 peers of a dual-stack socket), unless `keepMapped`:
+ * then it stays the IPv6 address it is (the guard, and firewall listings,
+ * which must see it as such; see neverBanned).
+ */
+export function parseAddress(text: string, keepMapped = false): Address | null {
   let t = text.trim();
   if (t.startsWith("[") && t.endsWith("]")) t = t.slice(1, -1);
   if (t.includes(":")) {
     const b = parseV6(t);
     if (!b) return null;
-    // An IPv4-mapped address is the IPv4 address.
-    if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
-      return { family: 4, bytes: b.slice(12) };
-    }
+    if (!keepMapped && isMapped(b)) return { family: 4, bytes: b.slice(12) };
     return { family: 6, bytes: b };
   }
   const b = new Uint8Array(4);
@@ -126,9 +129,45 @@ export function cidrContains(cidr: Cidr, family: Family, bytes: Uint8Array): boo
   return true;
 }
 
-/** Formats address bytes as text: dotted quad, or RFC 5952 IPv6. */
+/** True for the bytes of an IPv4-mapped IPv6 address (::ffff:0:0/96). */
+function isMapped(b: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
+  return b[10] === 0xff && b[11] === 0xff;
+}
+
+/**
+ * Why an address may never be banned whoever asks, or null: unspecified
+ * (0.0.0.0/8, ::), loopback (127/8, ::1), multicast (224/4, ff00::/8), the
+ * IPv4 broadcast, and IPv4-mapped (::ffff:0:0/96) or IPv4-compatible
+ * (::/96) IPv6. None is the source of a real connection attempt: a packet
+ * carrying one is spoofed. A mapped source in particular is refused rather
+ * than read as the IPv4 address inside: real stacks never send one (RFC
+ * 4291 2.5.5.2; Linux drops TCP SYNs from one), so it can only be forged,
+ * and reading it as IPv4 would let anyone with IPv6 reach get an IPv4 host
+ * banned around the IPv4 path's anti-spoofing. Cheap enough per packet.
+ */
+export function neverBanned(family: Family, b: Uint8Array): string | null {
+  if (family === 4) {
+    if (b[0] === 0) return "unspecified";
+    if (b[0] === 127) return "loopback";
+    if ((b[0] & 0xf0) === 0xe0) return "multicast";
+    if (b[0] === 255 && b[1] === 255 && b[2] === 255 && b[3] === 255) return "broadcast";
+    return null;
+  }
+  if (b[0] === 0xff) return "multicast";
+  if (b[0] !== 0) return null;
+  for (let i = 1; i < 10; i++) if (b[i] !== 0) return null;
+  if (b[10] === 0xff && b[11] === 0xff) return "IPv4-mapped";
+  if (b[10] !== 0 || b[11] !== 0 || b[12] !== 0 || b[13] !== 0) return "IPv4-compatible";
+  if (b[14] === 0 && b[15] === 0) return "unspecified";
+  if (b[14] === 0 && b[15] === 1) return "loopback";
+  return "IPv4-compatible";
+}
+
+/** Formats address bytes as text: dotted quad, or RFC 5952 IPv6 (mapped as `::ffff:a.b.c.d`). */
 export function formatAddress(family: Family, bytes: Uint8Array): string {
   if (family === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  if (isMapped(bytes)) return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push((bytes[i * 2] << 8) | bytes[i * 2 + 1]);
   // Longest run of zero groups (length >= 2) becomes "::".
@@ -180,8 +219,8 @@ export function addressKey(family: Family, bytes: Uint8Array): number | string {
   );
 }
 
-/** Canonical text form of an address given in any accepted text form; null when invalid. */
-export function canonicalAddress(text: string): string | null {
-  const a = parseAddress(text);
+/** Canonical text form of an address given in any accepted text form (see parseAddress for `keepMapped`); null when invalid. */
+export function canonicalAddress(text: string, keepMapped = false): string | null {
+  const a = parseAddress(text, keepMapped);
   return a ? formatAddress(a.family, a.bytes) : null;
 }

@@ -1,7 +1,10 @@
 /**
- * Who is never counted and never banned: loopback, this host's own addresses
- * (every address of every interface, kept current, unless --local fixes the
- * list) and the configured --allow CIDRs, IPv4 and IPv6 alike.
+ * Who is never counted and never banned: loopback and the other addresses
+ * of neverBanned (unspecified, multicast, broadcast, IPv4-mapped), this
+ * host's own addresses (every address of every interface, kept current,
+ * unless --local fixes the list) and the configured --allow CIDRs, IPv4 and
+ * IPv6 alike. The one guard of every path: the capture worker and the
+ * pipeline check bytes, the firewall checks text (ban, restore).
  */
 import {
   type Address,
@@ -9,16 +12,10 @@ import {
   type Cidr,
   cidrContains,
   formatAddress,
+  neverBanned,
   parseAddress,
 } from "./address.ts";
 import type { Family } from "./types.ts";
-
-const LOOP4: Cidr = { family: 4, bytes: new Uint8Array([127, 0, 0, 0]), prefix: 8 };
-const LOOP6: Cidr = {
-  family: 6,
-  bytes: new Uint8Array([...new Array(15).fill(0), 1]),
-  prefix: 128,
-};
 
 /** Membership tests for local and allow-listed addresses, cheap enough per packet. */
 export class AllowList {
@@ -79,9 +76,9 @@ export class AllowList {
     return this.#local.size !== 0 && this.#local.has(key);
   }
 
-  /** True for loopback, an --allow block or a lockout-guard block. */
+  /** True for loopback (and the rest of neverBanned), an --allow block or a lockout-guard block. */
   isAllowed(family: Family, bytes: Uint8Array): boolean {
-    if (cidrContains(family === 4 ? LOOP4 : LOOP6, family, bytes)) return true;
+    if (neverBanned(family, bytes) !== null) return true;
     const list = this.#allow;
     for (let i = 0; i < list.length; i++) {
       if (cidrContains(list[i], family, bytes)) return true;
@@ -98,9 +95,13 @@ export class AllowList {
     return this.isAllowed(family, bytes) || this.#local.has(addressKey(family, bytes));
   }
 
-  /** isProtected for text input (the firewall guard); unparsable text counts as protected. */
+  /**
+   * isProtected for text input (the firewall guard); unparsable text counts
+   * as protected, and so does mapped text (`::ffff:a.b.c.d`), which is
+   * checked as the IPv6 address it is.
+   */
   isProtectedText(text: string): boolean {
-    const a = parseAddress(text);
+    const a = parseAddress(text, true);
     return a === null || this.isProtected(a.family, a.bytes);
   }
 }

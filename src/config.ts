@@ -184,7 +184,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     long: "firewall",
     env: "SB_FIREWALL",
-    arg: "iptables|nftables|none",
+    arg: "iptables|ipset|nftables|none",
     def: "iptables live, none with -r",
     help: "where bans go",
   },
@@ -755,7 +755,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
   const fwText = get("firewall");
   const firewall: FirewallKind = fwText === undefined
     ? (read !== null ? "none" : "iptables")
-    : oneOf("firewall", fwText, ["iptables", "nftables", "none"] as const);
+    : oneOf("firewall", fwText, ["iptables", "ipset", "nftables", "none"] as const);
   const banTime = intOption(
     "ban-time",
     value("ban-time"),

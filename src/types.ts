@@ -91,6 +91,8 @@ export interface FastBan {
   table?: string;
   /** iptables: the rule a ban appends, per family; null: that family's bans go through the main thread. */
   rules?: Record<Family, RuleTemplate | null>;
+  /** ipset: the set of each family (hash:ip with timeouts). */
+  ipset?: Record<Family, string>;
   /** Ban time in milliseconds; 0 = until removed. */
   banTimeMs: number;
   /** Bans the thread may still add before the cap (the bans owner tops it up). */
@@ -106,7 +108,7 @@ export interface KernelState {
 }
 
 /** Name of a firewall backend. */
-export type FirewallKind = "iptables" | "nftables" | "none";
+export type FirewallKind = "iptables" | "ipset" | "nftables" | "none";
 
 /**
  * The one interface every firewall backend implements. Every method resolves

@@ -121,7 +121,7 @@ class Driver {
 /** A test whose steps drive `backend` inside a fresh lab's target namespace. */
 function insideTest(
   name: string,
-  backend: "nftables" | "iptables",
+  backend: "nftables" | "iptables" | "ipset",
   steps: (t: Deno.TestContext, lab: Lab, d: Driver) => Promise<void>,
 ): void {
   Deno.test({
@@ -326,6 +326,61 @@ insideTest("iptables backend over netlink inside a namespace", "iptables", async
     const left = (await lab.exec(lab.target, ["iptables", "-S"])).stdout +
       (await lab.exec(lab.target, ["ip6tables", "-S"])).stdout;
     assert.doesNotMatch(left, /SCANBLOCKER/);
+    assert.deepEqual((await d.send("quit")).errors, []);
+  });
+});
+
+/** The ipset sets' elements, as `ipset save` lists them in the lab's target namespace. */
+async function ipsetText(lab: Lab): Promise<string> {
+  const r = await lab.exec(lab.target, ["ipset", "save"]);
+  return r.stdout + r.stderr;
+}
+
+insideTest("ipset backend over netlink inside a namespace", "ipset", async (t, lab, d) => {
+  await t.step("init moves iptables-backend rules into the sets, one rule per family", async () => {
+    // A ban as the iptables backend writes it, from before the switch.
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const w = await run(["ip", "netns", "exec", lab.target, "iptables-restore", "--noflush"], {
+      stdin: `*filter\n:SCANBLOCKER - [0:0]\n-A SCANBLOCKER -s 10.66.0.1/32 -m comment ` +
+        `--comment "scanblocker expires=${exp}" -j DROP\nCOMMIT\n`,
+    });
+    assert.equal(w.code, 0, w.stderr);
+    const r = await d.send("init");
+    assert.equal(r.path, "netlink");
+    assert.deepEqual(r.errors, []);
+    assert.deepEqual(r.bans?.map((b) => b.address), ["10.66.0.1"]);
+    assert.match(await ipsetText(lab), /^add scanblocker4 10\.66\.0\.1 timeout \d+$/m);
+    assert.equal(
+      (await chainText(lab)).trim(),
+      "-N SCANBLOCKER\n-A SCANBLOCKER -m set --match-set scanblocker4 src -j DROP",
+    );
+    assert.match(await chainText(lab, "ip6tables"), /--match-set scanblocker6 src -j DROP/);
+  });
+
+  await t.step("a ban lands in the set and drops the scanner", async () => {
+    assert.equal(await portState(lab, 22), "closed");
+    const r = await d.send(`now ${lab.scanner4} 3600`);
+    assert.equal(r.result, "banned", r.errors.join("\n"));
+    assert.match(
+      await ipsetText(lab),
+      new RegExp(`^add scanblocker4 ${esc(lab.scanner4)} timeout`, "m"),
+    );
+    assert.equal(await portState(lab, 22), "filtered");
+    assert.equal((await d.send(`ban ${lab.scanner6} 0`)).result, "banned");
+    assert.match(await ipsetText(lab), new RegExp(`^add scanblocker6 ${esc(lab.scanner6)}`, "m"));
+    const res = (await d.send("batch 300")).result as string[];
+    assert.ok(res.every((x) => x === "banned"), String(res));
+    assert.match(await ipsetText(lab), /^add scanblocker4 10\.77\.1\.43 timeout/m);
+  });
+
+  await t.step("unban and flush", async () => {
+    assert.equal((await d.send(`unban ${lab.scanner4}`)).result, true);
+    assert.doesNotMatch(await ipsetText(lab), new RegExp(`${esc(lab.scanner4)} `));
+    assert.equal(await portState(lab, 22), "closed");
+    const r = await d.send("flush");
+    assert.deepEqual(r.errors, []);
+    assert.equal((await ipsetText(lab)).trim(), "");
+    assert.doesNotMatch((await lab.exec(lab.target, ["iptables", "-S"])).stdout, /SCANBLOCKER/);
     assert.deepEqual((await d.send("quit")).errors, []);
   });
 });

@@ -21,7 +21,9 @@ Deno.test("none backend keeps bans in memory: already, unban, list, flush", asyn
   assert.deepEqual(await fw.init(), []);
   assert.equal(await fw.ban("10.0.0.1", 60), "banned");
   assert.equal(await fw.ban("10.0.0.1", 60), "already");
-  assert.equal(await fw.ban("::ffff:10.0.0.1", 60), "already", "IPv4-mapped is the same address");
+  // IPv4-mapped text is refused, whatever the caller's guard says (tests/mapped_address_test.ts).
+  assert.equal(await fw.ban("::ffff:10.0.0.1", 60), "refused", "IPv4-mapped is never banned");
+  assert.equal(await fw.ban("::1", 60), "refused", "loopback is never banned");
   assert.equal(await fw.ban("FD00:0:0::1", 0), "banned");
   assert.equal(await fw.ban("fd00::1", 0), "already");
   assert.equal(await fw.ban("127.0.0.1", 60), "refused");
@@ -46,20 +48,40 @@ Deno.test("bans requested in one tick resolve together; concurrent duplicates sa
   assert.deepEqual(res, ["banned", "already", "banned"]);
 });
 
-Deno.test("ban cap: a ban beyond maxBans fails with one line", async () => {
+Deno.test("ban cap: a full table makes room by removing the oldest ban, one notice per episode", async () => {
   const errors: string[] = [];
+  const evicted: [string, string | null][] = [];
   const fw = createFirewall("none", {
     isProtected: () => false,
     onError: (m) => errors.push(m),
+    onEvict: (ban, notice) => evicted.push([ban.address, notice]),
     maxBans: 2,
   });
   assert.equal(await fw.ban("10.0.0.1", 60), "banned");
   assert.equal(await fw.ban("10.0.0.2", 60), "banned");
-  assert.equal(await fw.ban("10.0.0.3", 60), "failed");
-  assert.equal(errors.length, 1);
-  assert.match(errors[0], /cap reached \(2/);
-  assert.equal(await fw.unban("10.0.0.1"), true);
+  // Before: "failed" (a fail-open: a spoofed flood filled the table, then no scanner was banned).
   assert.equal(await fw.ban("10.0.0.3", 60), "banned");
+  assert.equal(await fw.ban("10.0.0.4", 60), "banned");
+  assert.deepEqual((await fw.list()).map((b) => b.address).sort(), ["10.0.0.3", "10.0.0.4"]);
+  assert.deepEqual(evicted.map(([a]) => a), ["10.0.0.1", "10.0.0.2"]);
+  assert.match(
+    String(evicted[0][1]),
+    /ban table full \(2 bans, --max-bans\): the oldest bans make room/,
+  );
+  assert.equal(evicted[1][1], null, "one notice per episode");
+  assert.deepEqual(errors, []);
+  // Without onEvict the notice goes to onError, once.
+  const errors2: string[] = [];
+  const fw2 = createFirewall("none", {
+    isProtected: () => false,
+    onError: (m) => errors2.push(m),
+    maxBans: 1,
+  });
+  for (const a of ["10.1.0.1", "10.1.0.2", "10.1.0.3"]) {
+    assert.equal(await fw2.ban(a, 60), "banned");
+  }
+  assert.equal(errors2.length, 1);
+  assert.match(errors2[0], /ban table full/);
 });
 
 for (const kind of ["iptables", "nftables"] as FirewallKind[]) {

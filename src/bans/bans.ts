@@ -94,8 +94,6 @@ export class Bans {
   #state = "starting";
   #reconcileAt = 0;
   #reconciling = false;
-  /** The table is full and the oldest bans make room (one stderr line per episode). */
-  #evicting = false;
   /** Bans to tell the capture thread about, sent together (a fleet batch is thousands). */
   #toCapture: string[] = [];
   /** Scanners banned before the scan that found them: only they are "already" banned. */
@@ -150,9 +148,16 @@ export class Bans {
     this.#forget = f;
   }
 
-  /** Bans the capture thread may still add itself (the cap, and the fast path's own limit). */
+  /**
+   * Bans the capture thread may still add itself. With a fast path of its own
+   * limit (iptables rules: the chain is rebuilt per change) the cap and that
+   * limit; with sets never 0, since the firewall makes room at the cap by
+   * evicting the oldest ban, so a full table bans as fast as an empty one.
+   */
   room(): number {
-    return Math.max(0, Math.min(this.#o.maxBans, this.#o.fw.fastLimit) - this.#book.size);
+    const o = this.#o;
+    if (o.fw.fastLimit === Infinity) return Math.max(256, o.maxBans - this.#book.size);
+    return Math.max(0, Math.min(o.maxBans, o.fw.fastLimit) - this.#book.size);
   }
 
   /** A firewall failure (from the backend's onError): one line, a count, and the state. */
@@ -187,7 +192,6 @@ export class Bans {
     );
     const settle = (result: BanResult, at = o.now(), logged = false) =>
       this.#settle(scan, result, at, detectedAt, logged);
-    if (!fast?.ok && this.#book.size > o.maxBans) return this.#evictThenBan(scan, settle);
     if (fast?.ok) {
       // The capture thread put it into the kernel already.
       o.fw.adopt(scan.src, o.banTime, fast.expiresAt);
@@ -213,29 +217,15 @@ export class Bans {
 
   /**
    * A full table never stops a new ban (a spoofed flood would otherwise fill
-   * it and let every later scanner through for the ban time): the oldest ban
-   * is removed first. Said once per episode on stderr, counted always.
+   * it and let every later scanner through for the ban time): the firewall
+   * removes its oldest ban to make room (src/firewall/base.ts) and tells the
+   * owner here, which forgets it, counts it, and prints the episode's one line.
    */
-  #evictThenBan(scan: ScanReport, settle: (r: BanResult) => void): void {
-    const o = this.#o;
-    const oldest = this.#book.oldest();
-    if (!oldest || oldest.address === scan.src) return settle("failed");
-    this.#book.delete(oldest.address);
-    o.metrics.bansEvicted.inc();
-    if (!this.#evicting) {
-      this.#evicting = true;
-      o.warn(
-        `ban table full (${o.maxBans} bans): the oldest bans make room for new ones (scanblocker_bans_evicted_total)`,
-      );
-    }
-    const p = o.fw.unban(oldest.address)
-      .then(() => o.fw.ban(scan.src, o.banTime))
-      .then((result) => {
-        settle(result);
-        o.log.flush();
-      });
-    this.#pending.add(p);
-    p.finally(() => this.#pending.delete(p));
+  evicted(address: string, notice: string | null): void {
+    this.#book.delete(address);
+    this.#o.metrics.bansEvicted.inc();
+    this.#o.metrics.activeBans.set(this.#book.size);
+    if (notice !== null) this.#o.warn(notice);
   }
 
   #settle(
@@ -345,7 +335,6 @@ export class Bans {
     this.#lines.flush();
     this.#book.prune(now);
     this.#o.metrics.activeBans.set(this.#book.size);
-    if (this.#evicting && this.#book.size < this.#o.maxBans * 0.9) this.#evicting = false;
     if (this.#o.fw.kind !== "none" && !this.#reconciling && now >= this.#reconcileAt) {
       this.reconcile();
     }

@@ -4,7 +4,7 @@
  * answers "already", the ban cap, and batching of the requests made in one
  * tick into one write to the backend.
  */
-import { formatAddress, parseAddress } from "../address.ts";
+import { formatAddress, neverBanned, parseAddress } from "../address.ts";
 import type { Ban, BanResult, FastBan, Firewall, FirewallKind, KernelState } from "../types.ts";
 import { errorText } from "./runner.ts";
 import { banExpiry } from "./fastpath.ts";
@@ -17,8 +17,17 @@ export interface FirewallOptions {
   isProtected: (address: string) => boolean;
   /** One clear line per failure, naming the command and its error (the caller prints to stderr and counts a metric). */
   onError: (message: string) => void;
-  /** Cap on bans held at once (default 65536); a ban beyond it resolves "failed" with one onError line saying the cap was reached. */
+  /**
+   * Cap on bans held at once (default 65536). A full table never stops a new
+   * ban: the oldest ban held is removed to make room (see onEvict).
+   */
   maxBans: number;
+  /**
+   * Called for each ban removed to make room; `notice` is a line to print
+   * once per episode of evictions (null for the others of the episode).
+   * Without it, the notice goes to onError.
+   */
+  onEvict?: (ban: Ban, notice: string | null) => void;
   /** Prefix for running commands inside a namespace in tests, e.g. ["ip","netns","exec","ns1"]; empty in production. */
   commandPrefix?: string[];
   /**
@@ -39,6 +48,9 @@ export function normalizeHooks(hooks: readonly string[] | undefined): FirewallHo
   const out = (["input", "forward"] as const).filter((h) => hooks?.includes(h));
   return out.length > 0 ? out : ["input"];
 }
+
+/** A quiet spell this long between evictions ends an episode (the next one prints its notice again). */
+const EVICT_EPISODE_MS = 60_000;
 
 /** One queued change: add or remove a ban; `done` receives whether it is applied. */
 export interface Op {
@@ -98,6 +110,27 @@ export abstract class BaseFirewall implements Firewall {
     }
   }
 
+  /**
+   * Why a ban found in the kernel at start must go rather than be kept, or
+   * null: restore goes through the same guard as a new ban, so a protected
+   * address (loopback, IPv4-mapped, local, allow-listed; a rule an older
+   * version or a person added) is removed, with one line saying so.
+   */
+  protected refusedAtRestore(b: Ban): string | null {
+    let refused = true;
+    try {
+      refused = this.opts.isProtected(b.address);
+    } catch (e) {
+      this.report(`${this.kind}: allow-list check failed for ${b.address}: ${errorText(e)}`);
+      return null; // keep it: removing a ban on a failed check would open a gap
+    }
+    if (!refused) return null;
+    const why = `${this.kind}: removing the ban of ${b.address} found in the firewall: ` +
+      "that address is never banned (loopback, IPv4-mapped, multicast, this host or --allow)";
+    this.report(why);
+    return why;
+  }
+
   /** True when a ban's time is over. */
   protected expired(b: Ban, now = Date.now()): boolean {
     return b.expiresAt !== null && b.expiresAt <= now;
@@ -115,6 +148,9 @@ export abstract class BaseFirewall implements Firewall {
       return "failed";
     }
     const canonical = formatAddress(parsed.family, parsed.bytes);
+    // Whatever the caller's guard says: loopback, multicast, IPv4-mapped … never.
+    const raw = parseAddress(address, true)!;
+    if (neverBanned(raw.family, raw.bytes) !== null) return "refused";
     let protectedAddr = true;
     try {
       protectedAddr = this.opts.isProtected(canonical) || this.opts.isProtected(address);
@@ -131,9 +167,9 @@ export abstract class BaseFirewall implements Firewall {
       this.report(`${this.kind}: refusing to ban ${canonical}: bad ban time ${ttlSeconds}`);
       return "failed";
     }
-    if (this.bans.size + this.#pending.size >= this.maxBans) {
+    if (this.bans.size + this.#pending.size >= this.maxBans && !this.#evictOldest()) {
       this.report(
-        `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans held)`,
+        `${this.kind}: cannot ban ${canonical}: ban cap reached (${this.maxBans} bans under way)`,
       );
       return "failed";
     }
@@ -191,6 +227,18 @@ export abstract class BaseFirewall implements Firewall {
     this.bans.set(ban.address, ban);
     this.#confirmedAt.set(ban.address, performance.now());
     this.added(ban);
+    // Every path that records a ban holds the cap (the capture thread bans on
+    // its own, up to a room that can lag behind; confirmations come out of order).
+    this.#holdCap();
+  }
+
+  /**
+   * Evicts until the bans held are within the cap: each path that records a
+   * ban calls it, since bans confirmed out of order (the capture thread's,
+   * queued ones) can pass the room made for them in #prepare.
+   */
+  #holdCap(): void {
+    while (this.bans.size > this.maxBans && this.#evictOldest()) { /* one per turn */ }
   }
 
   /**
@@ -236,6 +284,46 @@ export abstract class BaseFirewall implements Firewall {
    */
   protected applyNow(_ban: Ban): boolean | null {
     return false;
+  }
+
+  #lastEvictAt = -Infinity;
+  #episodeEvictions = 0;
+
+  /**
+   * Makes room for one ban by removing the oldest held (the first in
+   * insertion order: O(1), and with one ban time the first to expire
+   * anyway). A full table must never stop new bans: that would be a
+   * fail-open, since a spoofed flood can fill it at will. False when every
+   * slot is a ban still under way.
+   */
+  #evictOldest(): boolean {
+    const first = this.bans.values().next();
+    if (first.done) return false;
+    const old = first.value;
+    this.bans.delete(old.address);
+    this.enqueue(false, old).then((ok) => {
+      if (!ok) this.report(`${this.kind}: could not remove ${old.address} to make room`);
+    });
+    const now = Date.now();
+    let notice: string | null = null;
+    if (now - this.#lastEvictAt > EVICT_EPISODE_MS) {
+      const before = this.#episodeEvictions > 0
+        ? ` (${this.#episodeEvictions} evicted in the previous episode)`
+        : "";
+      notice = `${this.kind}: ban table full (${this.maxBans} bans, --max-bans): ` +
+        `the oldest bans make room for new ones${before}`;
+      this.#episodeEvictions = 0;
+    }
+    this.#lastEvictAt = now;
+    this.#episodeEvictions++;
+    if (this.opts.onEvict) {
+      try {
+        this.opts.onEvict(old, notice);
+      } catch {
+        // the caller's reporting must not break the firewall
+      }
+    } else if (notice) this.report(notice);
+    return true;
   }
 
   /** Hook called after a ban is confirmed (iptables schedules its expiry). */

@@ -56,6 +56,10 @@ export class FastBanner {
     if (d.table) {
       err = this.#nl.addOne(family === 4 ? "banned4" : "banned6", key, d.banTimeMs);
       if (err !== null) err += ` (netlink, table inet ${d.table})`;
+    } else if (d.ipset) {
+      const set = d.ipset[family];
+      err = this.#nl.ipset(set, [{ key, timeoutMs: d.banTimeMs }]);
+      if (err !== null) err += ` (netlink, ipset ${set})`;
     } else {
       const rule = d.rules?.[family] ?? null;
       const text = expiryDigits(expiresAt);

@@ -1,5 +1,5 @@
 /**
- * The firewall factory: picks the backend (iptables, nftables, none) behind
+ * The firewall factory: picks the backend (iptables, ipset, nftables, none) behind
  * the one Firewall interface. Every backend refuses protected addresses and
  * invalid text before any command runs, batches the bans requested in one
  * tick, and reports failures through `onError` instead of throwing.
@@ -8,6 +8,7 @@ import type { Ban, Firewall, FirewallKind } from "../types.ts";
 import type { FirewallOptions } from "./base.ts";
 import { IPT_CHAIN, IptablesFirewall } from "./iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./nftables.ts";
+import { IpsetFirewall } from "./ipset.ts";
 import { NoneFirewall } from "./none.ts";
 import { firstLine, runCommand } from "./runner.ts";
 
@@ -26,6 +27,8 @@ export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firew
   switch (kind) {
     case "iptables":
       return new IptablesFirewall(o);
+    case "ipset":
+      return new IpsetFirewall(o);
     case "nftables":
       return new NftablesFirewall(o);
     default:

@@ -107,7 +107,8 @@ export function parseIptablesRules(
     else {
       const m = RULE_RE.exec(line);
       if (!m) continue;
-      const address = canonicalAddress(m[1]);
+      // As the kernel holds it: a mapped address in ip6tables stays IPv6.
+      const address = canonicalAddress(m[1], true);
       if (!address) continue;
       bans.push({ address, family, expiresAt: m[2] === "never" ? null : Number(m[2]) * 1000 });
     }
@@ -317,7 +318,7 @@ export class IptablesFirewall extends BaseFirewall {
     }
     const where = { family: nfFamily, table: "filter", chain: IPT_CHAIN };
     const template = (address: string, text: string | null): RuleTemplate | string => {
-      const key = parseAddress(address)!.bytes;
+      const key = parseAddress(address, true)!.bytes;
       let why = `no rule for ${address}`;
       for (const r of rules) {
         const t = ruleTemplate(r, where, key, text);
@@ -432,7 +433,7 @@ export class IptablesFirewall extends BaseFirewall {
 
   protected override applyNow(ban: Ban): boolean | null {
     const rules = this.#fast[ban.family], nl = this.#netlink;
-    const parsed = parseAddress(ban.address);
+    const parsed = parseAddress(ban.address, true);
     if (!rules || !nl || !parsed) return null;
     const text = expiryDigits(ban.expiresAt);
     const err = nl.addRule(text === null ? rules.never : rules.expiring, parsed.bytes, text);
@@ -470,8 +471,8 @@ export class IptablesFirewall extends BaseFirewall {
       const live: Ban[] = [];
       const stale: Ban[] = [];
       for (const b of found) {
-        if (this.bans.has(b.address)) {
-          stale.push(b); // a duplicate rule: remove the extra copy
+        if (this.bans.has(b.address) || this.refusedAtRestore(b) !== null) {
+          stale.push(b); // a duplicate rule, or a protected address: remove it
           continue;
         }
         this.bans.set(b.address, b);

@@ -92,12 +92,13 @@ export function parseNftBans(json: string, now = Date.now()): Ban[] {
     if (!Array.isArray(set.elem)) continue;
     for (const e of set.elem) {
       if (typeof e === "string") {
-        const address = canonicalAddress(e);
+        const address = canonicalAddress(e, true);
         if (address) out.push({ address, family, expiresAt: null });
         continue;
       }
       const el = (e as NftElemObject).elem;
-      const address = el && typeof el.val === "string" ? canonicalAddress(el.val) : null;
+      // As the kernel holds it: a mapped address in banned6 stays IPv6.
+      const address = el && typeof el.val === "string" ? canonicalAddress(el.val, true) : null;
       if (!el || !address) continue;
       const expires = typeof el.expires === "number" ? el.expires : null;
       const timeout = typeof el.timeout === "number" ? el.timeout : null;
@@ -262,9 +263,15 @@ export class NftablesFirewall extends BaseFirewall {
         this.report(`nft -j list table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
         return [];
       }
-      const bans = parseNftBans(r.stdout);
+      const found = parseNftBans(r.stdout);
       this.bans.clear();
-      for (const b of bans) this.bans.set(b.address, b);
+      const bans: Ban[] = [];
+      for (const b of found) {
+        if (this.refusedAtRestore(b) === null) {
+          this.bans.set(b.address, b);
+          bans.push(b);
+        } else this.enqueue(false, b); // fails with a line of its own if it cannot
+      }
       const lib = this.#useLib();
       // Warm the path so the first ban is not the cold one.
       if (lib) this.#useNetlink()?.add("banned4", []);
@@ -482,7 +489,7 @@ export class NftablesFirewall extends BaseFirewall {
     const v4: SetElement[] = [], v6: SetElement[] = [];
     const now = Date.now();
     for (const { ban } of ops) {
-      const a = parseAddress(ban.address);
+      const a = parseAddress(ban.address, true);
       if (!a) return `not an address: ${ban.address}`;
       const timeoutMs = add && ban.expiresAt !== null ? Math.max(1000, ban.expiresAt - now) : 0;
       (a.family === 4 ? v4 : v6).push({ key: a.bytes, timeoutMs });
