@@ -32,7 +32,7 @@ import {
 } from "./src/config.ts";
 import { lockoutGuard } from "./src/lockout.ts";
 import { OpenPorts } from "./src/openports.ts";
-import { createFirewall, listBans } from "./src/firewall/firewall.ts";
+import { createFirewall } from "./src/firewall/firewall.ts";
 import {
   EventLog,
   journalStreams,
@@ -45,6 +45,13 @@ import type { Metrics } from "./src/report/metrics.ts";
 import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
 import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
 import { offlineProgress } from "./src/report/progress.ts";
+import {
+  bansWithReasons,
+  type ControlServer,
+  startControlServer,
+  statusCommand,
+} from "./src/report/control.ts";
+import { banListJson, formatBanList, StatusRecorder, takeSnapshot } from "./src/report/status.ts";
 import type { BanResult, Firewall } from "./src/types.ts";
 import { BanBook } from "./src/bans/book.ts";
 
@@ -86,9 +93,12 @@ export async function main(argv: string[]): Promise<number> {
     case "config":
       stdoutWrite(formatSettings(cfg));
       return 0;
-    case "status":
-      warn("status: not available in this build");
-      return 1;
+    case "status": {
+      const r = await statusCommand(cfg.controlSocket, cfg.json);
+      stdoutWrite(r.stdout);
+      if (r.stderr) warn(r.stderr);
+      return r.code;
+    }
     case "bans":
     case "unban":
     case "flush":
@@ -121,7 +131,9 @@ async function subcommand(cfg: Config): Promise<number> {
   try {
     await fw.init();
     if (cfg.command === "bans") {
-      stdoutWrite(await listBans(fw));
+      const now = Date.now();
+      const r = await bansWithReasons(await fw.list(), cfg.controlSocket);
+      stdoutWrite(cfg.json ? banListJson(r.bans, now) : formatBanList(r.bans, now, r.daemon));
     } else if (cfg.command === "unban") {
       const a = cfg.unbanAddress ?? "";
       if (await fw.unban(a)) stdoutWrite(`IP ${a} unbanned.\n`);
@@ -141,6 +153,7 @@ async function subcommand(cfg: Config): Promise<number> {
 
 /** Live capture or offline analysis. */
 async function daemon(cfg: Config): Promise<number> {
+  const startedAt = Date.now();
   const live = cfg.read === null;
 
   // Who is this host, and who is never banned.
@@ -295,10 +308,16 @@ async function daemon(cfg: Config): Promise<number> {
     }
   };
   const pending = new Set<Promise<void>>();
+  // What `scanblocker status` shows beyond the firewall and the detector.
+  const recorder = new StatusRecorder(existing.map((b) => b.address));
   const onScan = (scan: ScanReport, notice?: ScanNotice) => {
     metrics.scansDetected.inc();
     const detectedAt = notice?.detectedAt ?? preciseNow();
+    const reason = { rule: scan.slow ? "slow" : cfg.detector, ports: scan.ports.length };
+    const record = recorder.scan({ at: scan.ms, src: scan.src, dst: scan.dst, ...reason });
     const settle = (result: BanResult, at = preciseNow()) => {
+      record.outcome = result;
+      if (result === "banned") recorder.banned(scan.src, reason, "local");
       const when = live ? Date.now() : scan.ms;
       if (result === "banned") {
         // Packet time of the threshold probe to the firewall's confirmation.
@@ -321,6 +340,7 @@ async function daemon(cfg: Config): Promise<number> {
       metrics.activeBans.set(banned.size);
     };
     if (banned.has(scan.src, preciseNow())) {
+      record.outcome = "already";
       log.alreadyBanned(scan.ms, scan.src, false);
       metrics.bans.inc({ backend: cfg.firewall, result: "already" });
       return;
@@ -354,8 +374,27 @@ async function daemon(cfg: Config): Promise<number> {
   };
 
   let code = 0;
+  let control: ControlServer | null = null;
   if (capture) {
     const c = capture;
+    control = await startControlServer(cfg.controlSocket, () =>
+      takeSnapshot({
+        version: VERSION,
+        startedAt,
+        interface: device,
+        firewall: () => ({ backend: cfg.firewall, path: firewallPath(fw), state: firewallState }),
+        packets: () => ({
+          seen: readCounters()[Slot.Packets],
+          droppedByKernel: readCounters()[Slot.PcapDropped],
+        }),
+        sources: () => ({ tracked: readCounters()[Slot.TrackedSources], cap: cfg.maxSources }),
+        top: (n) => c.top(n),
+        bans: () => fw.list(),
+        recorder,
+      })).catch((e) => {
+        warn(`${e instanceof Error ? e.message : e}; \`scanblocker status\` will not work`);
+        return null;
+      });
     c.onScans = (notices) => {
       for (const n of notices) onScan(n.scan, n);
       log.flush();
@@ -428,6 +467,7 @@ async function daemon(cfg: Config): Promise<number> {
   syncMetrics();
   log.flush(engine?.pipeline.lastPacketMs || Date.now());
   if (engine) stdoutWrite(summary(cfg, engine.pipeline));
+  await control?.close();
   await fw.close();
   await server?.close();
   return code;

@@ -4,7 +4,7 @@
  */
 import type { RuleTemplate } from "../../ffi/nfnetlink.ts";
 import type { Address, Cidr } from "../address.ts";
-import type { EngineSettings } from "../detect/engine.ts";
+import type { EngineSettings, SourcePorts } from "../detect/engine.ts";
 import type { LogFormat } from "../report/log.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
 
@@ -54,6 +54,8 @@ export type WorkerRequest =
   | { type: "openPorts"; ports: number[] }
   | { type: "banned"; add?: string[]; replace?: string[]; room?: number }
   | { type: "forget"; address: string }
+  /** The `n` tracked sources with the most distinct ports (for `scanblocker status`). */
+  | { type: "top"; id: number; n: number }
   | { type: "stop" };
 
 /** What the worker did about one scan. */
@@ -74,4 +76,5 @@ export type WorkerReply =
   | { type: "failed"; message: string }
   | { type: "scans"; scans: ScanNotice[] }
   | { type: "warning"; message: string }
+  | { type: "top"; id: number; sources: SourcePorts[] }
   | { type: "ended"; error: string | null };

@@ -31,7 +31,7 @@ import { expiryDigits } from "../firewall/iptables.ts";
 import { AllowList } from "../allowlist.ts";
 import { type FastBan, type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
-import { createEngine, publishCounters } from "../detect/engine.ts";
+import { createEngine, publishCounters, type SourcePorts, topSources } from "../detect/engine.ts";
 import { EventLog, journalStreams, writeLines } from "../report/log.ts";
 import { warmUp } from "./warmup.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
@@ -61,6 +61,8 @@ let fast: FastBan | null = null;
 let netlink: NftSocket | null = null;
 const forgets: string[] = [];
 let requests: MessagePort | null = null;
+/** The engine's top sources, once it exists. */
+let topOf: ((n: number) => SourcePorts[]) | null = null;
 
 scope.onmessage = (e: MessageEvent<WorkerRequest>) => {
   if (e.data.type === "open") open(e.data);
@@ -119,6 +121,9 @@ function handle(m: WorkerRequest): void {
       break;
     case "forget":
       forgets.push(m.address);
+      break;
+    case "top":
+      post({ type: "top", id: m.id, sources: topOf ? topOf(m.n) : [] });
       break;
     case "stop":
       stopped = true;
@@ -218,6 +223,7 @@ async function run(): Promise<string | null> {
     },
   });
   const pl = engine.pipeline;
+  topOf = (n) => topSources(engine, n);
   const publish = () => publishCounters(engine, log, counters);
   let statsAt = 0;
   const publishStats = (now: number) => {

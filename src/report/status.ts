@@ -1,0 +1,299 @@
+/**
+ * What `scanblocker status` shows: the StatusSnapshot the daemon hands to the
+ * control socket (src/report/control.ts), the small recorder of what the
+ * daemon saw (last scans, why and from where each ban came), and the text
+ * rendering of a snapshot. The daemon builds a snapshot on request only.
+ */
+import type { FirewallKind } from "../types.ts";
+import { formatDuration } from "../firewall/firewall.ts";
+import { localTimestamp } from "./log.ts";
+
+/** Why an address was banned, where known. */
+export interface BanReason {
+  /** The rule that fired: "window" (--ports/--window), "psd", or "slow". */
+  rule: string;
+  /** Distinct ports the source had tried when it fired. */
+  ports: number;
+}
+
+/**
+ * Where a ban came from: "local" (this host detected the scan), "restored"
+ * (found in the firewall at start), "external" (in the firewall, not added
+ * by this daemon), or the name of another host once bans are shared.
+ */
+export type BanOrigin = string;
+
+/** One active ban as status and `bans` show it. */
+export interface BanStatus {
+  address: string;
+  /** End of the ban, epoch ms; null = until removed. */
+  expiresAt: number | null;
+  reason: BanReason | null;
+  origin: BanOrigin;
+}
+
+/** A source the detector tracks now, with the ports it tried within the window. */
+export interface TopSource {
+  address: string;
+  /** Distinct destination ports within the window, ascending (main and slow rule together). */
+  ports: number[];
+  /** Already reported as a scanner (its ports are then no longer kept by the main rule). */
+  detected: boolean;
+}
+
+/** One scan the daemon detected. */
+export interface RecentScan {
+  /** Packet time of the threshold probe, epoch ms. */
+  at: number;
+  src: string;
+  dst: string;
+  rule: string;
+  ports: number;
+  /** What happened to it: "banned", "already", "failed", "refused", or "pending". */
+  outcome: string;
+}
+
+/** Everything `scanblocker status` prints, as one JSON document. */
+export interface StatusSnapshot {
+  version: string;
+  pid: number;
+  /** Daemon start, epoch ms. */
+  startedAt: number;
+  /** When this snapshot was taken, epoch ms. */
+  now: number;
+  interface: string;
+  firewall: {
+    backend: FirewallKind;
+    /** How bans reach the kernel, e.g. "netlink" or "iptables-restore (reason)". */
+    path: string;
+    /** "ok", "error", "starting". */
+    state: string;
+  };
+  packets: { seen: number; droppedByKernel: number };
+  sources: { tracked: number; cap: number };
+  scansDetected: number;
+  /** Up to 10 sources by distinct ports, most first. */
+  topSources: TopSource[];
+  /** Active bans, soonest end first (until-removed last). */
+  bans: BanStatus[];
+  /** The last 10 scans, newest first. */
+  recentScans: RecentScan[];
+}
+
+/** How many recent scans a recorder keeps. */
+export const RECENT_SCANS = 10;
+
+/**
+ * What the daemon saw that neither the firewall nor the detector keeps: the
+ * last scans and the reason and origin of each ban it knows about.
+ */
+export class StatusRecorder {
+  readonly #reasons = new Map<string, { reason: BanReason | null; origin: BanOrigin }>();
+  readonly #recent: RecentScan[] = [];
+  /** Scans detected since start. */
+  scans = 0;
+
+  /** Bans found in the firewall at start: origin "restored". */
+  constructor(restored: Iterable<string> = []) {
+    for (const a of restored) this.#reasons.set(a, { reason: null, origin: "restored" });
+  }
+
+  /** A scan was detected; returns its record so the outcome can be filled in. */
+  scan(s: Omit<RecentScan, "outcome">): RecentScan {
+    this.scans++;
+    const r: RecentScan = { ...s, outcome: "pending" };
+    this.#recent.unshift(r);
+    if (this.#recent.length > RECENT_SCANS) this.#recent.pop();
+    return r;
+  }
+
+  /** A ban is in place, for this reason and from this origin. */
+  banned(address: string, reason: BanReason | null, origin: BanOrigin): void {
+    this.#reasons.set(address, { reason, origin });
+  }
+
+  /** Reason and origin of a ban (origin "external" when this daemon did not add it). */
+  about(address: string): { reason: BanReason | null; origin: BanOrigin } {
+    return this.#reasons.get(address) ?? { reason: null, origin: "external" };
+  }
+
+  /** Forgets bans no longer in `active` (expired or removed). */
+  keepOnly(active: Iterable<string>): void {
+    const keep = new Set(active);
+    for (const a of this.#reasons.keys()) if (!keep.has(a)) this.#reasons.delete(a);
+  }
+
+  /** The last scans, newest first. */
+  get recent(): RecentScan[] {
+    return [...this.#recent];
+  }
+}
+
+/** Bans ordered soonest end first, until-removed last, then by address. */
+export function sortBans<T extends { address: string; expiresAt: number | null }>(bans: T[]): T[] {
+  return [...bans].sort((a, b) =>
+    (a.expiresAt ?? Infinity) - (b.expiresAt ?? Infinity) ||
+    a.address.localeCompare(b.address, "en", { numeric: true })
+  );
+}
+
+/** "window, 4 ports" or "-". */
+export function reasonText(r: BanReason | null): string {
+  return r ? `${r.rule}, ${r.ports} ports` : "-";
+}
+
+/** "12m 3s" left, or "until removed". */
+export function timeLeft(expiresAt: number | null, now: number): string {
+  return expiresAt === null ? "until removed" : formatDuration((expiresAt - now) / 1000);
+}
+
+/** Rows as aligned columns (two spaces apart), the last column unpadded. */
+export function columns(rows: string[][]): string[] {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) =>
+    r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  ").trimEnd()
+  );
+}
+
+/** Port list in ranges: "1-5, 22, 80". */
+export function portRanges(ports: number[], max = 12): string {
+  const parts: string[] = [];
+  for (let i = 0; i < ports.length;) {
+    let j = i;
+    while (j + 1 < ports.length && ports[j + 1] === ports[j] + 1) j++;
+    parts.push(i === j ? `${ports[i]}` : `${ports[i]}-${ports[j]}`);
+    i = j + 1;
+  }
+  return parts.length > max ? `${parts.slice(0, max).join(", ")}, …` : parts.join(", ");
+}
+
+/** The text `scanblocker status` prints for a snapshot. */
+export function formatStatus(s: StatusSnapshot): string {
+  const out: string[] = [];
+  out.push(
+    `scanblocker ${s.version} (pid ${s.pid}), up ${formatDuration((s.now - s.startedAt) / 1000)}`,
+    `interface:  ${s.interface}`,
+    `firewall:   ${s.firewall.backend}${
+      s.firewall.path ? ` via ${s.firewall.path}` : ""
+    } (${s.firewall.state})`,
+    `packets:    ${s.packets.seen} seen, ${s.packets.droppedByKernel} dropped by the kernel`,
+    `sources:    ${s.sources.tracked} tracked (cap ${s.sources.cap})`,
+    `scans:      ${s.scansDetected} detected`,
+    "",
+    `Top sources by distinct ports (${s.topSources.length}):`,
+  );
+  if (s.topSources.length === 0) out.push("  none");
+  else {
+    out.push(
+      ...columns([
+        ["  SOURCE", "PORTS", "TRIED"],
+        ...s.topSources.map((t) => [
+          `  ${t.address}`,
+          t.detected && t.ports.length === 0 ? "scanner" : `${t.ports.length}`,
+          portRanges(t.ports),
+        ]),
+      ]),
+    );
+  }
+  out.push("", `Active bans (${s.bans.length}):`);
+  if (s.bans.length === 0) out.push("  none");
+  else {
+    out.push(
+      ...columns([
+        ["  ADDRESS", "LEFT", "REASON", "ORIGIN"],
+        ...s.bans.map((b) => [
+          `  ${b.address}`,
+          timeLeft(b.expiresAt, s.now),
+          reasonText(b.reason),
+          b.origin,
+        ]),
+      ]),
+    );
+  }
+  out.push("", `Last scans (${s.recentScans.length}):`);
+  if (s.recentScans.length === 0) out.push("  none");
+  else {
+    out.push(
+      ...columns([
+        ["  TIME", "SOURCE", "TARGET", "RULE", "PORTS", "OUTCOME"],
+        ...s.recentScans.map((r) => [
+          `  ${localTimestamp(r.at)}`,
+          r.src,
+          r.dst,
+          r.rule,
+          String(r.ports),
+          r.outcome,
+        ]),
+      ]),
+    );
+  }
+  return out.join("\n") + "\n";
+}
+
+/** Where a snapshot's parts come from (the daemon wires these; see takeSnapshot). */
+export interface StatusSources {
+  version: string;
+  startedAt: number;
+  interface: string;
+  firewall: () => StatusSnapshot["firewall"];
+  packets: () => StatusSnapshot["packets"];
+  sources: () => StatusSnapshot["sources"];
+  /** The `n` sources with the most distinct ports now. */
+  top: (n: number) => Promise<TopSource[]>;
+  /** The bans in force (the firewall's list: the kernel is the truth). */
+  bans: () => Promise<{ address: string; expiresAt: number | null }[]>;
+  recorder: StatusRecorder;
+}
+
+/** Builds a StatusSnapshot now (on a status request). */
+export async function takeSnapshot(s: StatusSources): Promise<StatusSnapshot> {
+  const [top, bans] = await Promise.all([s.top(10), s.bans()]);
+  const now = Date.now();
+  const active = bans.filter((b) => b.expiresAt === null || b.expiresAt > now);
+  s.recorder.keepOnly(active.map((b) => b.address));
+  return {
+    version: s.version,
+    pid: Deno.pid,
+    startedAt: s.startedAt,
+    now,
+    interface: s.interface,
+    firewall: s.firewall(),
+    packets: s.packets(),
+    sources: s.sources(),
+    scansDetected: s.recorder.scans,
+    topSources: top,
+    bans: sortBans(active).map((b) => ({ ...b, ...s.recorder.about(b.address) })),
+    recentScans: s.recorder.recent,
+  };
+}
+
+/** `scanblocker bans`: a header and one row per ban, with reason and origin where known. */
+export function formatBanList(bans: BanStatus[], now: number, daemon: boolean): string {
+  if (bans.length === 0) return "no active bans\n";
+  const rows = sortBans(bans).map((b) => [
+    b.address,
+    timeLeft(b.expiresAt, now),
+    reasonText(b.reason),
+    b.origin,
+  ]);
+  const note = daemon
+    ? ""
+    : "(reason and origin unknown: no daemon answered on its control socket)\n";
+  return columns([["ADDRESS", "LEFT", "REASON", "ORIGIN"], ...rows]).join("\n") + "\n" + note;
+}
+
+/** `scanblocker bans --json`: one document, times as ISO 8601 and seconds left. */
+export function banListJson(bans: BanStatus[], now: number): string {
+  return JSON.stringify({
+    bans: sortBans(bans).map((b) => ({
+      address: b.address,
+      expires: b.expiresAt === null ? null : new Date(b.expiresAt).toISOString(),
+      seconds_left: b.expiresAt === null
+        ? null
+        : Math.max(0, Math.round((b.expiresAt - now) / 1000)),
+      reason: b.reason,
+      origin: b.origin,
+    })),
+  }) + "\n";
+}
