@@ -228,6 +228,10 @@ async function daemon(cfg: Config): Promise<number> {
   const metrics: Metrics = listen !== null && listen !== "off"
     ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
+  // Every outcome's series from the start at 0: a series born at 1 shows no rate.
+  for (const result of ["banned", "already", "failed"]) {
+    metrics.bans.inc({ backend: cfg.firewall, result }, 0);
+  }
   // Offline on a terminal: a progress line on stderr, erased before each write to stdout.
   const progress = live
     ? null
