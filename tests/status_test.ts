@@ -84,7 +84,7 @@ Deno.test({
         new RegExp(
           `^Active bans \\(1\\):\\n  ADDRESS .*\\n  ${
             esc(lab.scanner4)
-          } +59m \\d+s +window, 4 ports +local$`,
+          } +(?:59m \\d+s|1h) +window, 4 ports +local$`,
           "m",
         ),
       );
@@ -124,7 +124,7 @@ Deno.test({
         new RegExp(
           `^ADDRESS +LEFT +REASON +ORIGIN\\n${
             esc(lab.scanner4)
-          } +59m \\d+s +window, 4 ports +local\\n$`,
+          } +(?:59m \\d+s|1h) +window, 4 ports +local\\n$`,
         ),
       );
       const bj = await cli(lab, [
@@ -153,7 +153,7 @@ Deno.test({
       assert.equal(none.stdout, "");
       assert.equal(none.stderr, `scanblocker: scanblocker is not running (no daemon at ${sock})\n`);
       const alone = await cli(lab, ["bans", "--firewall", "nftables", "--control-socket", sock]);
-      assert.match(alone.stdout, new RegExp(`^${esc(lab.scanner4)} +59m \\d+s +- +-$`, "m"));
+      assert.match(alone.stdout, new RegExp(`^${esc(lab.scanner4)} +(?:59m \\d+s|1h) +- +-$`, "m"));
       await cli(lab, ["flush", "--firewall", "nftables"]);
     } finally {
       if (d) await d.stop();
