@@ -60,7 +60,9 @@ for (const firewall of ["nftables", "iptables"]) {
         // Header, then address, time left, reason and origin ("-": no daemon to ask).
         assert.match(
           bans.stdout,
-          new RegExp(`^ADDRESS +LEFT +REASON +ORIGIN\\n${esc(lab.scanner4)} +(?:59m \\d+s|1h) +- +-\\n`),
+          new RegExp(
+            `^ADDRESS +LEFT +REASON +ORIGIN\\n${esc(lab.scanner4)} +(?:59m \\d+s|1h) +- +-\\n`,
+          ),
         );
 
         const un = await cli(lab, ["unban", lab.scanner4, "--firewall", firewall]);
