@@ -46,11 +46,15 @@ export async function startControlServer(
   const dir = path.slice(0, path.lastIndexOf("/")) || "/";
   try {
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    // The program's own run directory is 0700 whoever made it; a directory
-    // named with --control-socket is left as it is (it may be /tmp).
-    if (dir === RUN_DIRECTORY) Deno.chmodSync(dir, 0o700);
   } catch (e) {
     throw new Error(`control socket: cannot create ${dir}: ${message(e)}`);
+  }
+  // The program's own run directory is 0700 whoever made it; a directory
+  // named with --control-socket is left as it is (it may be /tmp).
+  if (dir === RUN_DIRECTORY) {
+    try {
+      if ((Deno.statSync(dir).mode! & 0o777) !== 0o700) Deno.chmodSync(dir, 0o700);
+    } catch { /* not ours to change: the socket's own mode 0600 still guards it */ }
   }
   try {
     Deno.lstatSync(path);
