@@ -3,7 +3,7 @@
 #
 #   docker build -t scanblocker .
 #   docker run -d --name scanblocker --net=host \
-#     --cap-drop ALL --cap-add NET_RAW --cap-add NET_ADMIN \
+#     --cap-drop ALL --cap-add NET_RAW --cap-add NET_ADMIN --cap-add SYS_NICE \
 #     -e SB_DEVICE=eth0 scanblocker
 #
 # Stage 1 compiles the one executable (permissions from deno.json, -P).

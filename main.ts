@@ -1,78 +1,82 @@
 /**
  * scanblocker: watch an interface (or read a capture file), detect TCP port
  * scans, ban the scanners in the host firewall and export Prometheus metrics.
- * This file only wires the modules together (config → capture → pipeline →
- * firewall/log/metrics) and owns signals and exit codes: 0 normal end, 2 bad
- * usage or configuration, 1 any other fatal error.
+ * This file only wires the wings together (capture → detect → bans/firewall →
+ * report) and owns signals and exit codes: 0 normal end, 2 bad usage or
+ * configuration, 1 any other fatal error.
  */
 import denoJson from "./deno.json" with { type: "json" };
 import { realtimeMs } from "./ffi/libc.ts";
 import { Pcap } from "./ffi/pcap.ts";
-import { addressKey, formatAddress, parseAddress, parseCidr } from "./src/address.ts";
-import { AllowList, interfaceAddresses } from "./src/allowlist.ts";
+import { addressKey, parseAddress } from "./src/address.ts";
+import { Bans } from "./src/bans/bans.ts";
+import { protectedAddresses } from "./src/bans/guard.ts";
+import { runBansCommand } from "./src/bans/commands.ts";
 import {
   capabilityAdvice,
   missingCapabilities,
   raiseAmbientCapabilities,
 } from "./src/capabilities.ts";
-import { DEFAULT_FILTER, defaultInterface, runCapture } from "./src/capture/capture.ts";
-import type { ScanNotice } from "./src/capture/protocol.ts";
-import { Slot } from "./src/detect/counters.ts";
-import { createEngine, type Engine, engineSettings, publishCounters } from "./src/detect/engine.ts";
+import {
+  DEFAULT_FILTER,
+  defaultInterface,
+  interfaceProblem,
+  runCapture,
+} from "./src/capture/capture.ts";
+import { HostWatch } from "./src/capture/host.ts";
 import { LiveCapture } from "./src/capture/live.ts";
-import { IptablesFirewall, NETLINK_MAX_RULES } from "./src/firewall/iptables.ts";
-import { NFT_TABLE, NftablesFirewall } from "./src/firewall/nftables.ts";
 import {
   type Config,
   ConfigError,
+  DEFAULT_METRICS_ADDR,
   formatSettings,
   parseConfig,
   readEnv,
   usage,
 } from "./src/config.ts";
-import { lockoutGuard } from "./src/lockout.ts";
-import { OpenPorts } from "./src/openports.ts";
+import { Slot } from "./src/detect/counters.ts";
+import { createEngine, engineSettings, publishCounters } from "./src/detect/engine.ts";
 import { createFirewall } from "./src/firewall/firewall.ts";
-import {
-  EventLog,
-  journalStreams,
-  localTimestamp,
-  Severity,
-  stderrLine,
-  writeAll,
-} from "./src/report/log.ts";
-import type { Metrics } from "./src/report/metrics.ts";
-import type { Pipeline, ScanReport } from "./src/detect/pipeline.ts";
-import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
+import { OpenPorts } from "./src/openports.ts";
+import { counterSync, nullMetrics } from "./src/report/counters.ts";
+import { EventLog, journalStreams, Severity, stderrLine, writeAll } from "./src/report/log.ts";
 import { offlineProgress } from "./src/report/progress.ts";
-import {
-  bansWithReasons,
-  type ControlServer,
-  startControlServer,
-  statusCommand,
-} from "./src/report/control.ts";
-import { banListJson, formatBanList, StatusRecorder, takeSnapshot } from "./src/report/status.ts";
-import type { BanResult, Firewall } from "./src/types.ts";
-import { BanBook } from "./src/bans/book.ts";
+import { type ControlServer, startControlServer, statusCommand } from "./src/report/control.ts";
+import { StatusRecorder, takeSnapshot } from "./src/report/status.ts";
+import type { Metrics } from "./src/report/metrics.ts";
+import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
+import { startupLines } from "./src/report/startup.ts";
+import { offlineSummary } from "./src/report/summary.ts";
+import { resolvedHelpers } from "./src/firewall/helpers.ts";
+import { callerRefusal, ignoredPathVariables } from "./src/privilege.ts";
+import { quietSignals } from "./src/signals.ts";
+import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
+import { logDropWatch } from "./src/report/drops.ts";
+import { rxPackets, StallWatch } from "./src/capture/stall.ts";
+import { lockFirewall } from "./src/instance.ts";
+import { type RunningFleet, startFleet } from "./src/fleet/wire.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
 
 const encoder = new TextEncoder();
-/** Wall-clock epoch milliseconds with sub-millisecond resolution (pcap stamps have microseconds). */
-const preciseNow = realtimeMs;
 const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
 /** Where stdout and stderr go: the journal gets severity prefixes and no timestamps. */
 const journal = journalStreams();
+/** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
+const stderrOut = new LineOutput(Deno.stderr);
 const stderr = (text: string, severity: Severity) =>
-  writeAll(Deno.stderr, encoder.encode(stderrLine(text, severity, journal.stderr)));
+  stderrOut.write(encoder.encode(stderrLine(text, severity, journal.stderr)));
 /** An error or warning on stderr (`<3>` in the journal). */
 const warn = (text: string) => stderr(text, Severity.Error);
 /** A start-up notice on stderr (`<6>` in the journal). */
 const notice = (text: string) => stderr(text, Severity.Info);
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // No signal may end the daemon or open a debugger (see src/signals.ts).
+  quietSignals();
   let cfg: Config;
   try {
     cfg = parseConfig(argv, readEnv());
@@ -82,6 +86,13 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     throw e;
+  }
+  // Helpers inherit CAP_NET_ADMIN and nothing else, whatever the caller handed down.
+  raiseAmbientCapabilities();
+  const refusal = firewallCaller(cfg);
+  if (refusal) {
+    warn(refusal);
+    return 2;
   }
   switch (cfg.command) {
     case "help":
@@ -101,101 +112,75 @@ export async function main(argv: string[]): Promise<number> {
     }
     case "bans":
     case "unban":
-    case "flush":
-      return await subcommand(cfg);
+    case "flush": {
+      const out = await runBansCommand({ ...cfg, command: cfg.command });
+      for (const line of out.stderr) warn(line);
+      stdoutWrite(out.stdout);
+      return out.code;
+    }
     case "run":
       return await daemon(cfg);
   }
 }
 
-/** The firewall a command works on, guarded by the allow-list. */
-function openFirewall(cfg: Config, allow: AllowList, onError: (m: string) => void): Firewall {
-  return createFirewall(cfg.firewall, {
-    isProtected: (text) => allow.isProtectedText(text),
-    onError,
-    maxBans: cfg.maxBans,
-    // The daemon makes the hooks what it was told; subcommands leave them as found.
-    ...(cfg.command === "run" ? { hooks: cfg.hooks } : {}),
-  });
-}
-
-/** `bans`, `unban ADDRESS`, `flush`. */
-async function subcommand(cfg: Config): Promise<number> {
-  // After `setcap …+ep`, the firewall commands need the capabilities too.
-  if (cfg.firewall !== "none") raiseAmbientCapabilities();
-  let failed = false;
-  const fw = openFirewall(cfg, new AllowList([]), (m) => {
-    failed = true;
-    warn(m);
-  });
-  try {
-    await fw.init();
-    if (cfg.command === "bans") {
-      const now = Date.now();
-      const r = await bansWithReasons(await fw.list(), cfg.controlSocket);
-      stdoutWrite(cfg.json ? banListJson(r.bans, now) : formatBanList(r.bans, now, r.daemon));
-    } else if (cfg.command === "unban") {
-      const a = cfg.unbanAddress ?? "";
-      if (await fw.unban(a)) stdoutWrite(`IP ${a} unbanned.\n`);
-      else {
-        warn(`IP ${a} is not banned (${cfg.firewall})`);
-        return 1;
-      }
-    } else {
-      await fw.flush();
-      if (!failed) stdoutWrite(`Removed every rule scanblocker installed (${cfg.firewall}).\n`);
-    }
-  } finally {
-    await fw.close();
-  }
-  return failed ? 1 : 0;
+/**
+ * Why this caller may not run a command that changes the firewall (unban,
+ * flush, the daemon with a firewall), or null; see src/privilege.ts.
+ */
+function firewallCaller(cfg: Config): string | null {
+  const changes = cfg.command === "unban" || cfg.command === "flush" ||
+    (cfg.command === "run" && cfg.firewall !== "none");
+  return changes
+    ? callerRefusal(cfg.command === "run" ? "scanblocker" : `scanblocker ${cfg.command}`)
+    : null;
 }
 
 /** Live capture or offline analysis. */
 async function daemon(cfg: Config): Promise<number> {
   const startedAt = Date.now();
   const live = cfg.read === null;
-
-  // Who is this host, and who is never banned.
-  const allow = new AllowList([...cfg.allow]);
-  if (cfg.local) allow.setLocal(cfg.local);
-  else if (live) allow.setLocal(interfaceAddresses());
-
-  // A spoofed probe must not cut the host off from its gateways and resolvers.
-  const guarded: string[] = [];
-  if (live && cfg.lockoutGuard) {
-    try {
-      const g = lockoutGuard();
-      for (const a of [...g.gateways, ...g.resolvers]) {
-        const c = parseCidr(a);
-        if (c) {
-          allow.addAllowed([c]);
-          guarded.push(a);
-        }
-      }
-    } catch (e) {
-      warn(`cannot read gateways/resolvers: ${e instanceof Error ? e.message : e}`);
-    }
+  const { allow, guarded } = protectedAddresses(cfg, live, warn);
+  for (const name of ignoredPathVariables()) {
+    warn(
+      `${name} ignored: the program runs with capabilities its caller does not hold (run as root to use it)`,
+    );
   }
-
   if (live) {
-    const missing = missingCapabilities();
-    for (const line of capabilityAdvice(missing, { firewall: cfg.firewall, live })) warn(line);
+    // Configuration (exit 2): it could not do its job, and a restart would not help.
+    const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
+    for (const line of advice) warn(line);
+    if (advice.length > 0) return 2;
   }
-
+  // One daemon per firewall (the lock is released when the process ends).
+  const lock = cfg.firewall === "none" ? null : lockFirewall();
+  if (lock && !lock.held) {
+    warn("error" in lock ? lock.error : lock.warning);
+    if ("error" in lock) return 2;
+  }
   // Listening sockets describe this machine, not the host of a capture file.
   const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
   openPorts?.refresh();
-  // The settings of the detection engine, wherever it runs.
   const everyDestinationLocal = (!live && cfg.local === null) || cfg.hooks.includes("forward");
 
   // Capture first: without it there is nothing to do.
   let pcap: Pcap | null = null;
   let capture: LiveCapture | null = null;
   let device = "";
+  if (live) {
+    try {
+      device = cfg.device ?? defaultInterface();
+    } catch (e) {
+      warn(errorText(e));
+      return 2;
+    }
+    const problem = interfaceProblem(device);
+    if (problem !== null) {
+      warn(problem);
+      return 2;
+    }
+  }
   try {
     if (live) {
-      device = cfg.device ?? defaultInterface();
       capture = await LiveCapture.open({
         device,
         snaplen: cfg.snaplen,
@@ -210,34 +195,37 @@ async function daemon(cfg: Config): Promise<number> {
         logRate: cfg.logRate,
         realtime: cfg.realtime,
       });
-    } else {
-      pcap = Pcap.openOffline(cfg.read!, DEFAULT_FILTER);
-    }
+    } else pcap = Pcap.openOffline(cfg.read!, DEFAULT_FILTER);
   } catch (e) {
-    warn(e instanceof Error ? e.message : String(e));
+    warn(errorText(e));
     return live ? 1 : 2;
   }
 
-  // Metrics server (in -r mode only when asked for explicitly). prom-client
-  // takes ~50 ms to load, a third of a whole offline run: load it only when
-  // something will read the metrics.
-  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== ":8080"
+  // Metrics (in -r mode only when asked for explicitly): prom-client takes
+  // ~50 ms to load, a third of a whole offline run.
+  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== DEFAULT_METRICS_ADDR
     ? cfg.metricsAddr
     : "off";
   const listen = parseListenAddress(metricsText);
-  const metrics: Metrics = listen !== null && listen !== "off"
+  const serve = listen !== null && listen !== "off" ? listen : null;
+  const metrics: Metrics = serve
     ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
     : nullMetrics();
   // Every outcome's series from the start at 0: a series born at 1 shows no rate.
   for (const result of ["banned", "already", "failed"]) {
     metrics.bans.inc({ backend: cfg.firewall, result }, 0);
   }
+  // A live daemon's log never waits for its reader (see src/report/output.ts).
+  const restoreStdio = live ? nonBlockingStdio() : () => {};
+  const stdoutOut = new LineOutput(Deno.stdout);
   // Offline on a terminal: a progress line on stderr, erased before each write to stdout.
   const progress = live
     ? null
     : offlineProgress(cfg.read!, Deno.stderr.isTerminal(), (t) =>
       writeAll(Deno.stderr, encoder.encode(t)));
-  const out = progress
+  const out = live
+    ? (t: string) => stdoutOut.write(encoder.encode(t))
+    : progress
     ? (text: string) => {
       progress.clear();
       stdoutWrite(text);
@@ -245,199 +233,165 @@ async function daemon(cfg: Config): Promise<number> {
     : stdoutWrite;
   const log = new EventLog(cfg.logFormat, cfg.logRate, out, { journal: journal.stdout });
 
-  // The pipeline's counters: shared by the capture worker, or read from the
-  // pipeline of an offline run.
+  // The engine's counters: shared by the capture worker, or read from an offline engine.
   const counters = new Float64Array(Slot.Count);
-  let engine: Engine | null = null;
+  let engine: ReturnType<typeof createEngine> | null = null;
   const readCounters = () => {
     if (capture) { for (let i = 0; i < Slot.Count; i++) counters[i] = capture.counter(i); }
     else if (engine) publishCounters(engine, log, counters);
     return counters;
   };
-
-  // The metrics server first: a port in use ends the run before anything
-  // touches the firewall.
-  let firewallState = "starting";
-  let server: MetricsServer | null = null;
+  const syncMetrics = counterSync(metrics, readCounters);
+  let bans: Bans | null = null;
+  // The CrowdSec LAPI link (--lapi-url), started with the live capture; never with -r.
+  let fleet: RunningFleet | null = null;
+  if (!live && cfg.fleet) warn("fleet: --lapi-url is ignored with -r (nothing is shared offline)");
+  // Packets arriving but nobody processing them: /healthz answers 503.
+  const stall = new StallWatch();
+  const stalled = () =>
+    capture !== null &&
+    stall.update(Date.now(), capture.counter(Slot.Heartbeat), rxPackets(device));
+  const checkDrops = logDropWatch([stdoutOut, stderrOut], () => readCounters()[Slot.LogDropped], {
+    metrics,
+    warn,
+    log,
+  });
   let captureRunning = true;
-  const syncMetrics = metricsSync(metrics, readCounters);
-  if (listen !== null && listen !== "off") {
+
+  // The metrics server before the firewall: a port in use ends the run first.
+  let server: MetricsServer | null = null;
+  if (serve) {
     try {
-      server = startMetricsServer(listen, metrics, () => {
+      server = startMetricsServer(serve, metrics, () => {
         const c = readCounters();
         return {
           captureRunning,
+          stalled: captureRunning && stalled(),
           packetsSeen: c[Slot.Packets],
-          firewall: `${cfg.firewall} ${firewallState}`,
+          firewall: `${cfg.firewall} ${bans?.state ?? "starting"}`,
           lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
+          ...(fleet ? { fleet: fleet.status() } : {}),
         };
-      }, syncMetrics);
+      }, () => {
+        syncMetrics();
+        fleet?.sync();
+      });
     } catch (e) {
-      warn(e instanceof Error ? e.message : String(e));
+      warn(errorText(e));
       pcap?.close();
       await capture?.stop();
-      return 1;
+      return 2; // the address given cannot be listened on: configuration
     }
   }
 
-  const fw = openFirewall(cfg, allow, (m) => {
-    firewallState = "error";
-    metrics.firewallErrors.inc();
-    warn(m);
+  const fw = createFirewall(cfg.firewall, {
+    isProtected: (text) => allow.isProtectedText(text),
+    onError: (m) => bans?.failure(m),
+    maxBans: cfg.maxBans,
+    hooks: cfg.hooks,
   });
-  const existing = await fw.init();
-  if (firewallState === "starting") firewallState = "ok";
-  // What the firewall holds: address → end of the ban (epoch ms; null = until
-  // removed). Seeded from the firewall and re-read from it periodically, so a
-  // ban that expired or was removed with `scanblocker unban` is not reported
-  // as "already in disallowed list".
-  const banned = new BanBook(existing);
-  metrics.activeBans.set(banned.size);
-  // Bans the worker may still add itself: up to the cap, and with iptables
-  // only while the chain is short (each rule appended costs ~1 µs per rule
-  // already held; past that, iptables-restore batches them on this thread).
-  const room = () =>
-    Math.max(
-      0,
-      Math.min(cfg.maxBans, cfg.firewall === "iptables" ? NETLINK_MAX_RULES : Infinity) -
-        banned.size,
-    );
-
-  /** A failed ban: the source's next probes count again, so the ban is tried again. */
-  const forget = (src: string) => {
-    if (capture) capture.forget(src);
-    else {
-      const a = parseAddress(src);
-      if (a && engine) engine.forget(addressKey(a.family, a.bytes));
-    }
-  };
-  const pending = new Set<Promise<void>>();
-  // What `scanblocker status` shows beyond the firewall and the detector.
-  const recorder = new StatusRecorder(existing.map((b) => b.address));
-  const onScan = (scan: ScanReport, notice?: ScanNotice) => {
-    metrics.scansDetected.inc();
-    const detectedAt = notice?.detectedAt ?? preciseNow();
-    const reason = { rule: scan.slow ? "slow" : cfg.detector, ports: scan.ports.length };
-    const record = recorder.scan({ at: scan.ms, src: scan.src, dst: scan.dst, ...reason });
-    const settle = (result: BanResult, at = preciseNow()) => {
-      record.outcome = result;
-      if (result === "banned") recorder.banned(scan.src, reason, "local");
-      const when = live ? Date.now() : scan.ms;
-      if (result === "banned") {
-        // Packet time of the threshold probe to the firewall's confirmation.
-        const latencyMs = Math.max(0, at - scan.ms);
-        metrics.detectionToBan.observe(latencyMs / 1000);
-        log.banned(
-          when,
-          scan.src,
-          live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
-        );
-        capture?.bans({ add: [scan.src], room: room() });
-      } else if (result === "already") {
-        log.alreadyBanned(when, scan.src, false);
-      } else {
-        banned.delete(scan.src);
-        forget(scan.src);
-        warn(`IP ${scan.src} could not be banned (${result}, firewall ${cfg.firewall})`);
-      }
-      metrics.bans.inc({ backend: cfg.firewall, result: result === "refused" ? "failed" : result });
-      metrics.activeBans.set(banned.size);
-    };
-    if (banned.has(scan.src, preciseNow())) {
-      record.outcome = "already";
-      log.alreadyBanned(scan.ms, scan.src, false);
-      metrics.bans.inc({ backend: cfg.firewall, result: "already" });
-      return;
-    }
-    banned.add(scan.src, cfg.banTime > 0 ? detectedAt + cfg.banTime * 1000 : null);
-    const pre = notice?.ban ?? null;
-    if (pre?.ok) {
-      // The worker put it into the kernel already.
-      fw.adopt(scan.src, cfg.banTime, pre.expiresAt);
-      settle("banned", pre.at);
-      return;
-    }
-    if (pre) {
-      firewallState = "error";
-      metrics.firewallErrors.inc();
-      warn(`${cfg.firewall}: ban ${scan.src}: ${pre.error}; trying again from the main thread`);
-    }
-    // The synchronous path (nftables over netlink) bans before the rest of
-    // the batch is even looked at; the others confirm later.
-    const now = fw.banNow(scan.src, cfg.banTime);
-    if (now !== null) {
-      settle(now);
-      return;
-    }
-    const p = fw.ban(scan.src, cfg.banTime).then((result) => {
-      settle(result);
-      log.flush();
-    });
-    pending.add(p);
-    p.finally(() => pending.delete(p));
-  };
+  bans = new Bans({
+    fw,
+    banTime: cfg.banTime,
+    maxBans: cfg.maxBans,
+    live,
+    log,
+    metrics,
+    warn,
+    now: realtimeMs,
+  });
+  const restored = await bans.start();
 
   let code = 0;
   let control: ControlServer | null = null;
   if (capture) {
-    const c = capture;
+    const c = capture, b = bans;
+    // The last scans, for `scanblocker status` (the book keeps the bans).
+    const recorder = new StatusRecorder();
+    c.onScans = (notices) => {
+      for (const n of notices) {
+        const rule = n.scan.slow ? "slow" : cfg.detector;
+        recorder.scan({
+          at: n.scan.ms,
+          src: n.scan.src,
+          dst: n.scan.dst,
+          rule,
+          ports: n.scan.ports.length,
+        });
+        b.onScan(n.scan, n);
+      }
+      log.flush();
+    };
     control = await startControlServer(cfg.controlSocket, () =>
       takeSnapshot({
         version: VERSION,
         startedAt,
         interface: device,
-        firewall: () => ({ backend: cfg.firewall, path: firewallPath(fw), state: firewallState }),
+        firewall: () => ({ backend: cfg.firewall, path: fw.describePath(), state: b.state }),
         packets: () => ({
           seen: readCounters()[Slot.Packets],
           droppedByKernel: readCounters()[Slot.PcapDropped],
         }),
         sources: () => ({ tracked: readCounters()[Slot.TrackedSources], cap: cfg.maxSources }),
         top: (n) => c.top(n),
-        bans: () => fw.list(),
+        bans: () => b.entries(),
         recorder,
       })).catch((e) => {
-        warn(`${e instanceof Error ? e.message : e}; \`scanblocker status\` will not work`);
+        warn(`${errorText(e)}; \`scanblocker status\` will not work`);
         return null;
       });
-    c.onScans = (notices) => {
-      for (const n of notices) onScan(n.scan, n);
-      log.flush();
-    };
     c.onWarning = warn;
-    code = await runLive(cfg, c, {
-      device,
-      allow,
-      guarded,
-      openPorts,
-      server: server ? metricsText : null,
-      existing: existing.length,
-      firewallPath: firewallPath(fw),
-      tick: (n) => {
-        log.flush(Date.now());
-        banned.prune(Date.now());
-        metrics.activeBans.set(banned.size);
-        syncMetrics();
-        // The firewall is the source of truth: re-read it now and then.
-        if (n % 30 === 0 && cfg.firewall !== "none") {
-          fw.list().then((list) => {
-            banned.replace(list);
-            metrics.activeBans.set(banned.size);
-            c.bans({ replace: list.map((b) => b.address), room: room() });
-          });
-        }
-      },
-      start: () => {
-        const banTimeMs = cfg.banTime * 1000;
-        const rules = fw instanceof IptablesFirewall ? fw.fastRules(cfg.banTime > 0) : null;
-        const fast = fw instanceof NftablesFirewall && fw.path === "netlink"
-          ? { table: NFT_TABLE.split(" ")[1], banTimeMs, room: room() }
-          : rules
-          ? { rules, banTimeMs, room: room() }
-          : null;
-        c.start(existing.map((b) => b.address), fast);
-      },
+    const host = new HostWatch(c, allow, openPorts, cfg.local !== null, warn);
+    const url = server ? `http://${server.address}/metrics` : null;
+    for (
+      const line of startupLines(cfg, {
+        device,
+        allow,
+        guarded,
+        openPorts: openPorts ? host.open : null,
+        metricsUrl: url,
+        restored,
+        firewallPath: fw.describePath(),
+        realtime: c.realtime,
+      })
+    ) notice(line);
+    const helpers = resolvedHelpers();
+    if (helpers.length > 0) notice(`helpers: ${helpers.join(" ")}`);
+    const start = b.attachCapture(c);
+    c.start(start.banned, start.fast);
+    // Bans from the fleet go through the same owner, guard and firewall as local ones.
+    fleet = cfg.fleet && startFleet(cfg.fleet, {
+          version: VERSION,
+          metrics,
+          daemon: {
+            ban: (t, seconds) => b.banFrom("fleet", t, seconds),
+            unban: (t) => b.unban(t),
+            banned: (t) => b.has(t),
+            isProtectedAddress: (t) => allow.isProtectedText(t),
+            local: () => allow.local,
+            allowed: () => allow.allowed,
+            ranges: false, // the backends ban single addresses today
+            changed: () => {}, // the owner tells the capture thread itself
+            warn,
+          },
+        }) || null;
+    b.onLocalBan = (scan) =>
+      fleet?.fleet.push({
+        target: scan.src,
+        seconds: cfg.banTime,
+        ports: scan.ports.length,
+        windowSeconds: scan.slow ? cfg.slowWindowSeconds : cfg.windowSeconds,
+        at: Date.now(),
+      });
+    code = await untilStopped(c, () => {
+      checkDrops();
+      stalled();
+      log.flush(Date.now());
+      host.tick();
+      b.tick();
+      syncMetrics();
+      fleet?.sync();
     });
-    captureRunning = false;
   } else {
     engine = createEngine(cfg, {
       linktype: pcap!.linktype,
@@ -446,58 +400,46 @@ async function daemon(cfg: Config): Promise<number> {
       openPorts: null,
       everyDestinationLocal,
       summarize: true,
-      onScan,
-      onRepeatScanner: (ms, src) => {
-        if (banned.has(src, preciseNow())) log.alreadyBanned(ms, src, true);
-      },
+      onScan: (scan) => bans!.onScan(scan),
+      onRepeatScanner: (ms, src) => bans!.repeat(ms, src),
     });
-    const pl = engine.pipeline;
+    const e = engine;
+    bans.forgetSource = (src) => {
+      const a = parseAddress(src);
+      if (a) e.forget(addressKey(a.family, a.bytes));
+    };
     try {
       await runCapture(pcap!, (batch) => {
-        pl.processBatch(batch);
+        e.pipeline.processBatch(batch);
         log.flush();
-        progress?.update(pcap!.position(), pl.packets);
+        progress?.update(pcap!.position(), e.pipeline.packets);
       }, new AbortController().signal);
-    } catch (e) {
+    } catch (err) {
       // A damaged file: report it after everything read so far was processed.
-      warn(e instanceof Error ? e.message : String(e));
+      warn(errorText(err));
       code = 1;
     }
-    captureRunning = false;
     progress?.clear();
     pcap!.close();
   }
-  await Promise.all([...pending]);
+  captureRunning = false;
+  await bans.settled();
+  await fleet?.stop();
   syncMetrics();
   log.flush(engine?.pipeline.lastPacketMs || Date.now());
-  if (engine) stdoutWrite(summary(cfg, engine.pipeline));
+  if (engine) stdoutWrite(offlineSummary(cfg.logFormat, engine.pipeline));
   await control?.close();
-  await fw.close();
+  await bans.close();
   await server?.close();
+  restoreStdio();
   return code;
 }
 
 /**
- * The live run on the main thread: start-up lines, signals, the once-a-second
- * tick, refreshes of local addresses and open ports for the worker; returns
- * the exit code once a signal or a capture error ends it.
+ * Runs the live capture until SIGINT/SIGTERM or a capture error, calling
+ * `tick` once a second; returns the exit code.
  */
-async function runLive(
-  cfg: Config,
-  capture: LiveCapture,
-  o: {
-    device: string;
-    allow: AllowList;
-    guarded: string[];
-    openPorts: OpenPorts | null;
-    server: string | null;
-    existing: number;
-    /** How bans reach the kernel, e.g. "netlink"; empty for no firewall. */
-    firewallPath: string;
-    tick: (n: number) => void;
-    start: () => void;
-  },
-): Promise<number> {
+async function untilStopped(capture: LiveCapture, tick: () => void): Promise<number> {
   let stopped = false;
   let wake: () => void = () => {};
   const stopWanted = new Promise<void>((r) => (wake = r));
@@ -507,58 +449,7 @@ async function runLive(
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  notice(
-    `Listening on: ${o.device} (snaplen ${cfg.snaplen}, buffer ${cfg.bufferSize} bytes, firewall ${cfg.firewall}${
-      o.firewallPath ? ` via ${o.firewallPath}` : ""
-    }, ${o.existing} bans restored)`,
-  );
-  notice(`localIPs: ${cfg.local ? "" : "(all interfaces) "}${o.allow.localText.join(" ")}`);
-  if (cfg.allow.length > 0) notice(`allow-list: ${allowListText(cfg)}`);
-  if (o.guarded.length > 0) {
-    notice(`lockout guard (never banned; --lockout-guard off to disable): ${o.guarded.join(" ")}`);
-  }
-  let openList = o.openPorts?.list() ?? [];
-  if (o.openPorts) {
-    notice(
-      `open ports (SYNs to them are not probes; --count-open-ports counts them): ${
-        openList.join(" ") || "none"
-      }`,
-    );
-  }
-  if (cfg.realtime > 0) {
-    notice(
-      `capture thread: ${capture.realtime}${
-        capture.realtime.startsWith("off")
-          ? " (grant CAP_SYS_NICE for the fastest bans; --realtime 0 to silence this)"
-          : " (--realtime 0 for normal scheduling)"
-      }`,
-    );
-  }
-  if (o.server) notice(`metrics: http://${o.server}/metrics`);
-  o.start();
-
-  let n = 0;
-  const timer = setInterval(() => {
-    n++;
-    // Interfaces and addresses come and go: keep the list current.
-    if (!cfg.local && n % 5 === 0) {
-      try {
-        const addrs = interfaceAddresses();
-        o.allow.setLocal(addrs);
-        capture.setLocal(addrs);
-      } catch (e) {
-        warn(`cannot refresh local addresses: ${e instanceof Error ? e.message : e}`);
-      }
-    }
-    if (o.openPorts && n % 2 === 0) {
-      try {
-        o.openPorts.refresh();
-        const now = o.openPorts.list();
-        if (now.join() !== openList.join()) capture.setOpenPorts(openList = now);
-      } catch { /* lastError keeps the reason; the old list stays */ }
-    }
-    o.tick(n);
-  }, 1000);
+  const timer = setInterval(tick, 1000);
   let code = 0;
   const error = await Promise.race([capture.ended, stopWanted.then(() => null)]);
   if (error !== null && !stopped) {
@@ -576,99 +467,12 @@ async function runLive(
   return code;
 }
 
-/** Copies the pipeline's counters into the metrics (call before a scrape and once a second). */
-/**
- * How bans reach the kernel, for the start-up line: netlink (the fast
- * path), or the runner with the reason the fast path is not in use.
- */
-function firewallPath(fw: Firewall): string {
-  if (fw instanceof NftablesFirewall) {
-    return fw.path === "netlink" ? "netlink" : `${fw.path} (${fw.libError || "no libnftables"})`;
-  }
-  if (fw instanceof IptablesFirewall) {
-    if (fw.path(4) === "netlink") {
-      return fw.path(6) === "netlink" ? "netlink" : "netlink (IPv4 only)";
-    }
-    return `iptables-restore (${fw.fastError[4] || "not set up"})`;
-  }
-  return "";
-}
-
-function metricsSync(metrics: Metrics, read: () => Float64Array): () => void {
-  const seen = new Float64Array(Slot.Count);
-  const add = (slot: number, inc: (by: number) => void) => {
-    const c = read()[slot];
-    if (c > seen[slot]) inc(c - seen[slot]);
-    seen[slot] = c;
-  };
-  return () => {
-    add(Slot.Packets, (by) => metrics.packetsCaptured.inc(by));
-    add(Slot.Attempts4, (by) => metrics.connectionAttempts.inc({ family: "ipv4" }, by));
-    add(Slot.Attempts6, (by) => metrics.connectionAttempts.inc({ family: "ipv6" }, by));
-    add(Slot.DecodeErrors, (by) => metrics.decodeErrors.inc(by));
-    add(Slot.StealthProbes, (by) => metrics.stealthProbes.inc(by));
-    add(Slot.OpenPortProbes, (by) => metrics.openPortSyns.inc(by));
-    add(Slot.OutboundScans, (by) => metrics.outboundScans.inc(by));
-    add(Slot.LogSuppressed, (by) => metrics.logSuppressed.inc(by));
-    const c = read();
-    metrics.trackedSources.set(c[Slot.TrackedSources]);
-    metrics.pcapDropped.set(c[Slot.PcapDropped]);
-  };
-}
-
-/** Metrics that go nowhere, for runs without a metrics server (every field, whatever it is). */
-function nullMetrics(): Metrics {
-  const noop: Record<string, unknown> = {};
-  for (const m of ["inc", "set", "observe"]) noop[m] = () => {};
-  noop.labels = () => noop;
-  return new Proxy({}, { get: () => noop }) as unknown as Metrics;
-}
-
-function allowListText(cfg: Config): string {
-  return cfg.allow.map((c) => `${formatAddress(c.family, c.bytes)}/${c.prefix}`).join(" ");
-}
-
-/** The offline report: packets, connection attempts, and every scan found. */
-function summary(cfg: Config, pl: Pipeline): string {
-  const scans = [...pl.scans.values()];
-  if (cfg.logFormat === "json") {
-    return JSON.stringify({
-      event: "summary",
-      packets: pl.packets,
-      connection_attempts: pl.attempts4 + pl.attempts6,
-      decode_errors: pl.decodeErrors,
-      scans: scans.map((s) => ({
-        src: s.src,
-        dst: s.dst,
-        ports: s.targets.size,
-        first: new Date(s.firstMs).toISOString(),
-        last: new Date(s.lastMs).toISOString(),
-      })),
-    }) + "\n";
-  }
-  const lines = [
-    `Summary: ${pl.packets} packets, ${
-      pl.attempts4 + pl.attempts6
-    } connection attempts, ${scans.length} scans${
-      pl.decodeErrors ? `, ${pl.decodeErrors} undecodable` : ""
-    }`,
-  ];
-  for (const s of scans) {
-    lines.push(
-      `Scan: ${s.src} -> ${s.dst}, ${s.targets.size} distinct ports, first ${
-        localTimestamp(s.firstMs)
-      }, last ${localTimestamp(s.lastMs)}`,
-    );
-  }
-  return lines.join("\n") + "\n";
-}
-
 if (import.meta.main) {
   let code = 1;
   try {
     code = await main(Deno.args);
   } catch (e) {
-    warn(`fatal: ${e instanceof Error ? e.message : String(e)}`);
+    warn(`fatal: ${errorText(e)}`);
   }
   Deno.exit(code);
 }

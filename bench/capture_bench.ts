@@ -4,16 +4,14 @@
  *    against `tcpdump -r FILE -w /dev/null` with the same filter;
  *  - live: 1,000,000 SYNs from many sources sent with `tcpreplay --topspeed`
  *    into a lab veth: packets seen and pcap drops, ours and tcpdump's;
- *  - wake-up latency: packet capture timestamp → onBatch, over an nmap scan.
- * Run alone: `deno run -A bench/capture_bench.ts [offline|live|latency]...`.
+ *    (ours is the daemon's capture thread, counted through /metrics).
+ * The production path's wake-up and ban latency: bench/ban_latency_bench.ts.
+ * Run alone: `deno run -A bench/capture_bench.ts [offline|live]...`.
  */
-import { realtimeMs } from "../ffi/libc.ts";
-import type { Batch, Pcap } from "../ffi/pcap.ts";
-import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER, runCapture } from "../src/capture/capture.ts";
-import { decodePacket } from "../src/detect/decode.ts";
-import { DecodeStatus, newProbeEvent } from "../src/types.ts";
-import { canUseNetns, createLab, nmap, run } from "../tests/netns.ts";
-import { openLiveIn, writeSynPcap } from "../tests/pcap_files.ts";
+import { DEFAULT_BUFFER_BYTES, DEFAULT_FILTER } from "../src/capture/capture.ts";
+import { startDaemon } from "../tests/daemon.ts";
+import { canUseNetns, createLab, run } from "../tests/netns.ts";
+import { writeSynPcap } from "../tests/pcap_files.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const PACKETS = 1_000_000;
@@ -21,10 +19,6 @@ const PACKETS = 1_000_000;
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
 async function timeProcess(cmd: string[]): Promise<{ ms: number; code: number; out: string }> {
@@ -98,44 +92,6 @@ export async function benchOffline(): Promise<string> {
   }
 }
 
-/** Wall clock in microseconds, as precise as the kernel's packet timestamps. */
-function realtimeUs(): number {
-  return realtimeMs() * 1000;
-}
-
-/** Counts decoded records of every batch; optional per-packet hook for latency. */
-function counter(linktype: number, perPacket?: (tsUs: number, nowUs: number) => void) {
-  const ev = newProbeEvent();
-  const state = { records: 0, decoded: 0 };
-  const onBatch = (b: Batch) => {
-    const nowUs = perPacket ? realtimeUs() : 0;
-    for (let at = b.start; at < b.end;) {
-      const caplen = b.view.getUint32(at + 8, true);
-      if (decodePacket(linktype, b.view, at + 16, caplen, ev) === DecodeStatus.Ok) {
-        state.decoded++;
-      }
-      if (perPacket) {
-        perPacket(b.view.getUint32(at, true) * 1e6 + b.view.getUint32(at + 4, true), nowUs);
-      }
-      state.records++;
-      at += 16 + caplen;
-    }
-  };
-  return { state, onBatch };
-}
-
-async function settle(get: () => number, target: number, maxMs: number): Promise<void> {
-  const end = Date.now() + maxMs;
-  let last = -1, same = 0;
-  while (Date.now() < end && get() < target) {
-    await new Promise((r) => setTimeout(r, 100));
-    const v = get();
-    same = v === last ? same + 1 : 0;
-    last = v;
-    if (same >= 10) break;
-  }
-}
-
 /** tcpreplay --topspeed of 1,000,000 SYNs: what our capture and tcpdump see and drop. */
 export async function benchLive(): Promise<string> {
   if (!(await canUseNetns())) return "live: skipped (needs root for namespaces)";
@@ -159,29 +115,37 @@ export async function benchLive(): Promise<string> {
       return m ? `${Number(m[1]).toFixed(0)} pps` : `exit ${r.code}`;
     };
 
-    // Ours.
-    for (const buffer of [DEFAULT_BUFFER_BYTES]) {
-      const pcap: Pcap = openLiveIn(lab.target, lab.targetIf, buffer);
-      const abort = new AbortController();
-      const c = counter(pcap.linktype);
-      const loop = runCapture(pcap, c.onBatch, abort.signal);
-      try {
-        const t0 = performance.now();
-        const rate = await replay();
-        await settle(() => c.state.records, PACKETS, 10000);
-        const st = pcap.stats();
-        lines.push(
-          `live (ours, buffer ${
-            buffer >> 20
-          } MiB): sent ${PACKETS} at ${rate}; seen ${c.state.records}, decoded ${c.state.decoded}, pcap received ${st.received}, dropped ${st.dropped}, ifdropped ${st.ifDropped} (${
-            ((performance.now() - t0) / 1000).toFixed(1)
-          } s)`,
-        );
-      } finally {
-        abort.abort();
-        await loop.catch(() => {});
-        pcap.close();
+    // Ours: the daemon's capture thread (the loop production runs), counters from /metrics.
+    const d = startDaemon(lab.target, [
+      "-i",
+      lab.targetIf,
+      "--firewall",
+      "none",
+      "--metrics-addr",
+      "127.0.0.1:9471",
+    ]);
+    try {
+      await d.waitFor(/Listening on: /, 20000);
+      const metric = async (name: string) => {
+        const r = await lab.exec(lab.target, ["curl", "-s", "-m", "5", "127.0.0.1:9471/metrics"]);
+        return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(r.stdout)?.[1] ?? NaN);
+      };
+      const t0 = performance.now();
+      const rate = await replay();
+      let seen = 0;
+      for (let i = 0; i < 50 && seen < PACKETS; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        seen = await metric("scanblocker_packets_captured_total");
       }
+      lines.push(
+        `live (ours: the daemon's capture thread, default buffer ${
+          DEFAULT_BUFFER_BYTES >> 20
+        } MiB): sent ${PACKETS} at ${rate}; seen ${seen}, dropped by kernel ${await metric(
+          "scanblocker_pcap_dropped_packets",
+        )} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+      );
+    } finally {
+      await d.stop();
     }
 
     // tcpdump, same file, same lab.
@@ -236,62 +200,17 @@ export async function benchLive(): Promise<string> {
   }
 }
 
-/** Packet capture timestamp → onBatch delay over an nmap -sS scan of 1,000 ports (v4 and v6). */
-export async function benchLatency(): Promise<string> {
-  if (!(await canUseNetns())) return "latency: skipped (needs root for namespaces)";
-  const lab = await createLab("blt");
-  const pcap = openLiveIn(lab.target, lab.targetIf);
-  const abort = new AbortController();
-  const lat: number[] = [];
-  const c = counter(pcap.linktype, (tsUs, nowUs) => lat.push(nowUs - tsUs));
-  const loop = runCapture(pcap, c.onBatch, abort.signal);
-  try {
-    for (const [flag, addr] of [["-4", lab.target4], ["-6", lab.target6]]) {
-      await nmap(lab, [flag, "-sS", "-T4", "-p", "1-1000", "-e", lab.scannerIf, addr], {
-        seconds: 60,
-      });
-      // Idle gaps between scans: the capture sleeps in poll(2) and must wake.
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    // Single probes with idle time between them (the first packet after a quiet spell).
-    const single: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      const before = lat.length;
-      await lab.exec(lab.scanner, ["hping3", "-c", "1", "-S", "-p", String(2000 + i), lab.target4]);
-      await new Promise((r) => setTimeout(r, 30));
-      if (lat.length > before) single.push(lat[before]);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-    const s = [...lat].sort((a, b) => a - b);
-    const one = [...single].sort((a, b) => a - b);
-    return [
-      `wake-up latency, capture timestamp -> onBatch (nmap -sS 1000 ports, IPv4 + IPv6, ${s.length} SYNs):`,
-      `  median ${percentile(s, 0.5).toFixed(0)} us, p99 ${
-        percentile(s, 0.99).toFixed(0)
-      } us, max ${s[s.length - 1]?.toFixed(0)} us`,
-      `  single SYNs after idle (${one.length}): median ${
-        percentile(one, 0.5)?.toFixed(0)
-      } us, max ${one[one.length - 1]?.toFixed(0)} us`,
-    ].join("\n");
-  } finally {
-    abort.abort();
-    await loop.catch(() => {});
-    pcap.close();
-    await lab.destroy();
-  }
-}
-
 if (import.meta.main) {
-  const which = Deno.args.length ? Deno.args : ["offline", "live", "latency"];
+  // Wake-up and ban latency of the production path: bench/ban_latency_bench.ts.
+  const which = Deno.args.length ? Deno.args : ["offline", "live"];
   const benches: Record<string, () => Promise<string>> = {
     offline: benchOffline,
     live: benchLive,
-    latency: benchLatency,
   };
   for (const w of which) {
     const fn = benches[w];
     if (!fn) {
-      console.error(`unknown benchmark "${w}" (offline, live, latency)`);
+      console.error(`unknown benchmark "${w}" (offline, live)`);
       Deno.exit(2);
     }
     console.log(await fn());

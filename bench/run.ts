@@ -20,6 +20,10 @@ export const BENCHES: readonly { file: string; what: string }[] = [
     what: "end to end: ports nmap learns before the ban (issue 10)",
   },
   { file: "bench/metrics_bench.ts", what: "/metrics latency under a SYN flood (issue 5)" },
+  {
+    file: "bench/fleet_bench.ts",
+    what: "fleet: LAPI fan-out, 10,000 decisions at start, idle CPU joined (issue 16)",
+  },
 ];
 
 if (import.meta.main) {

@@ -4,6 +4,7 @@
  * every other permission boundary; FFI is granted anyway (libpcap), so reading
  * those kernel files goes through libc instead.
  */
+import { openLibrary } from "./loader.ts";
 
 const LIBC_NAMES = ["libc.so.6", "libc.so"];
 
@@ -41,6 +42,18 @@ export const libcSymbols = {
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
   /** ssize_t recv(int sockfd, void *buf, size_t len, int flags); */
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", optional: true },
+  /** int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32", optional: true },
+  /** int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen); */
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32", optional: true },
+  /** int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen); */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32", optional: true },
+  /** int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen); */
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+    optional: true,
+  },
   /** char *strerror(int errnum); */
   strerror: { parameters: ["i32"], result: "pointer", optional: true },
   /** int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param); */
@@ -55,12 +68,26 @@ export const libcSymbols = {
   fseek: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   /** int fclose(FILE *stream); */
   fclose: { parameters: ["pointer"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg); (F_GETFL, F_SETFL) */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** ssize_t readlink(const char *pathname, char *buf, size_t bufsiz); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  /** sighandler_t signal(int signum, sighandler_t handler); */
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
   /** int fstat(int fd, struct stat *statbuf); (a symbol of its own since glibc 2.33; optional) */
   fstat: { parameters: ["i32", "buffer"], result: "i32", optional: true },
   /** void *dlopen(const char *filename, int flags); (in libc since glibc 2.34; optional) */
   dlopen: { parameters: ["buffer", "i32"], result: "pointer", optional: true },
   /** void *dlsym(void *handle, const char *symbol); (in libc since glibc 2.34; optional) */
   dlsym: { parameters: ["pointer", "buffer"], result: "pointer", optional: true },
+  /** unsigned long getauxval(unsigned long type); */
+  getauxval: { parameters: ["u64"], result: "u64", optional: true },
+  /** uid_t getuid(void); the real user id */
+  getuid: { parameters: [], result: "u32" },
+  /** gid_t getgid(void); the real group id */
+  getgid: { parameters: [], result: "u32" },
+  /** int getgroups(int size, gid_t list[]); */
+  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
@@ -68,17 +95,25 @@ let libc: Libc | null = null;
 
 /** Opens libc once; throws an Error listing every name tried. */
 export function loadLibc(): Libc {
-  if (libc) return libc;
-  const tried: string[] = [];
-  for (const name of LIBC_NAMES) {
-    try {
-      libc = Deno.dlopen(name, libcSymbols);
-      return libc;
-    } catch (e) {
-      tried.push(`${name} (${e instanceof Error ? e.message : String(e)})`);
-    }
-  }
-  throw new Error(`cannot load libc; tried: ${tried.join(", ")}`);
+  libc ??= openLibrary({
+    what: "libc",
+    names: LIBC_NAMES,
+    install: `the C library (glibc) is part of every Debian or Fedora system`,
+  }, libcSymbols).lib;
+  return libc;
+}
+
+/** errno of the calling thread, as the last failed libc call left it. */
+export function errno(): number {
+  const p = loadLibc().symbols.__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+/** The system's text for an errno value (the current errno by default), as strerror(3) gives it. */
+export function errnoText(code = errno()): string {
+  const c = loadLibc().symbols;
+  const p = c.strerror ? c.strerror(code) : null;
+  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
 const O_RDONLY = 0;
@@ -166,13 +201,17 @@ const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const PR_CAP_AMBIENT = 47;
 const PR_CAP_AMBIENT_RAISE = 2;
 
+const PR_CAP_AMBIENT_CLEAR_ALL = 4;
+
 /**
- * Makes those of `bits` (capability numbers below 32) that this thread holds
- * in its permitted set inheritable and ambient, so that programs it starts
- * keep them (file capabilities from `setcap …+ep` are not passed on through
- * execve otherwise). Returns the bits now ambient; never throws.
+ * Makes the inheritable and ambient sets of the calling thread exactly those
+ * of `bits` (capability numbers below 32) that it holds in its permitted set,
+ * so that programs it starts get those and nothing else: file capabilities
+ * from `setcap …+ep` are not passed on through execve, while ambient ones
+ * from systemd are passed on whole. The thread's own permitted and effective
+ * sets are left alone. Returns the bits now ambient; never throws.
  */
-export function raiseAmbient(bits: readonly number[]): number[] {
+export function setAmbient(bits: readonly number[]): number[] {
   try {
     const c = loadLibc().symbols;
     const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
@@ -180,15 +219,102 @@ export function raiseAmbient(bits: readonly number[]): number[] {
     const data = new Uint32Array(6);
     if (c.capget(header, data) !== 0) return [];
     const held = bits.filter((b) => (data[1] & (1 << b)) !== 0);
-    if (held.length === 0) return [];
-    for (const b of held) data[2] |= 1 << b;
+    // Lowering an inheritable bit lowers the ambient one with it.
+    data[2] = held.reduce((m, b) => m | (1 << b), 0) >>> 0;
+    data[5] = 0;
     if (c.capset(header, data) !== 0) return [];
+    c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_CLEAR_ALL), 0n, 0n, 0n);
     return held.filter((b) =>
       c.prctl(PR_CAP_AMBIENT, BigInt(PR_CAP_AMBIENT_RAISE), BigInt(b), 0n, 0n) === 0
     );
   } catch {
     return [];
   }
+}
+
+/** The process's credentials as the kernel gave them at exec. */
+export interface Credentials {
+  /** Real user id: who ran the program. */
+  uid: number;
+  /** Real group id and supplementary groups of the caller. */
+  gids: number[];
+  /**
+   * getauxval(AT_SECURE): the exec raised privilege (file capabilities,
+   * setuid/setgid), so the caller's environment must not be trusted; null
+   * when libc has no getauxval.
+   */
+  secureExec: boolean | null;
+  /** The effective capability set (bits as in capabilities(7)). */
+  effective: bigint;
+}
+
+const AT_SECURE = 23n;
+
+/** Reads the real ids, the supplementary groups, AT_SECURE and the effective capabilities. */
+export function credentials(): Credentials {
+  const c = loadLibc().symbols;
+  const gids = [c.getgid()];
+  const n = c.getgroups(0, null);
+  if (n > 0) {
+    const list = new Uint32Array(n);
+    const got = c.getgroups(n, list);
+    for (let i = 0; i < got; i++) if (!gids.includes(list[i])) gids.push(list[i]);
+  }
+  const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+  const data = new Uint32Array(6);
+  const effective = c.capget(header, data) === 0 ? BigInt(data[0]) | (BigInt(data[3]) << 32n) : 0n;
+  return {
+    uid: c.getuid(),
+    gids,
+    secureExec: c.getauxval ? c.getauxval(AT_SECURE) !== 0n : null,
+    effective,
+  };
+}
+
+/**
+ * True when the program runs with privilege its caller's environment must not
+ * steer: the exec raised it (AT_SECURE: file capabilities, setuid), or a
+ * caller other than root holds capabilities (ambient ones handed down).
+ * Then no library or other path is taken from the environment.
+ */
+export function isElevated(c: Credentials): boolean {
+  return c.secureExec === true || (c.uid !== 0 && c.effective !== 0n);
+}
+
+let elevatedCache: boolean | null = null;
+
+/** isElevated for this process (read once; true when the credentials cannot be read). */
+export function elevated(): boolean {
+  if (elevatedCache === null) {
+    try {
+      elevatedCache = isElevated(credentials());
+    } catch {
+      elevatedCache = true;
+    }
+  }
+  return elevatedCache;
+}
+
+/**
+ * Environment variables that name a library to load (SB_LIBPCAP,
+ * SB_LIBNFTABLES): honoured only when the process is not elevated.
+ */
+export const PATH_VARIABLES: readonly string[] = ["SB_LIBPCAP", "SB_LIBNFTABLES"];
+
+/**
+ * The value of a PATH_VARIABLES entry, or undefined when it is unset, cannot
+ * be read, or the process is elevated (a caller without root must not choose
+ * a library that runs with the program's capabilities).
+ */
+export function trustedPathVariable(name: string): string | undefined {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+  if (!v || elevated()) return undefined;
+  return v;
 }
 
 /** Writes one byte to `fd` (a wake-up pipe); errors are ignored. */
@@ -211,18 +337,72 @@ export function descriptorIdentity(fd: number): string | null {
 }
 
 const SCHED_FIFO = 1;
+const SCHED_OTHER = 0;
 
 /**
  * Puts the calling thread under SCHED_FIFO at `priority` (1–99): it runs as
- * soon as it is woken, ahead of every normally scheduled thread. Returns null
- * on success, else the reason (EPERM without CAP_SYS_NICE or RLIMIT_RTPRIO).
+ * soon as it is woken, ahead of every normally scheduled thread; 0 puts it
+ * back under normal scheduling. Returns null on success, else the reason
+ * (EPERM without CAP_SYS_NICE or RLIMIT_RTPRIO).
  */
+
 export function setRealtimePriority(priority: number): string | null {
   const c = loadLibc().symbols;
   if (!c.sched_setscheduler) return "libc has no sched_setscheduler";
-  if (c.sched_setscheduler(0, SCHED_FIFO, new Int32Array([priority])) === 0) return null;
-  const p = c.__errno_location();
-  const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-  const text = c.strerror?.(code);
-  return text ? Deno.UnsafePointerView.getCString(text) : `errno ${code}`;
+  const policy = priority > 0 ? SCHED_FIFO : SCHED_OTHER;
+  if (c.sched_setscheduler(0, policy, new Int32Array([priority])) === 0) return null;
+  return errnoText();
+}
+
+/** SIG_IGN, as a handler pointer (made on use: creating a pointer needs --allow-ffi). */
+const sigIgn = () => Deno.UnsafePointer.create(1n);
+
+/**
+ * Sets signal `signum` to SIG_IGN for the whole process: the kernel then
+ * drops it without waking any thread, and no handler installed earlier (such
+ * as Deno's SIGUSR1 inspector trigger) runs. Returns false when libc refused.
+ */
+export function ignoreSignal(signum: number): boolean {
+  const prev = loadLibc().symbols.signal(signum, sigIgn());
+  // SIG_ERR is (void *)-1.
+  return prev === null || Deno.UnsafePointer.value(prev) !== 0xffffffffffffffffn;
+}
+
+/** The target of a symbolic link such as /proc/self/ns/net; null when it cannot be read. */
+export function readSystemLink(path: string): string | null {
+  const buf = new Uint8Array(256);
+  const n = Number(
+    loadLibc().symbols.readlink(encoder.encode(path + "\0"), buf, BigInt(buf.length)),
+  );
+  return n < 0 ? null : decoder.decode(buf.subarray(0, n));
+}
+
+const F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0o4000;
+
+/**
+ * Turns O_NONBLOCK on or off for descriptor `fd` (it belongs to the open
+ * file, so every process sharing that pipe or socket sees it). Returns the
+ * previous state, or null when fcntl failed.
+ */
+export function setNonBlocking(fd: number, on: boolean): boolean | null {
+  const c = loadLibc().symbols;
+  const flags = c.fcntl(fd, F_GETFL, 0);
+  if (flags < 0) return null;
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags && c.fcntl(fd, F_SETFL, next) < 0) return null;
+  return (flags & O_NONBLOCK) !== 0;
+}
+
+const POLLOUT = 4;
+
+/** True when a write to `fd` would not block now (poll(2) with no wait); true also when poll fails. */
+export function writable(fd: number): boolean {
+  const c = loadLibc().symbols;
+  if (!c.pollSync) return true;
+  const pfd = new Int32Array(2);
+  pfd[0] = fd;
+  pfd[1] = POLLOUT; // short events, short revents (little-endian: events in the low half)
+  const n = c.pollSync(pfd, 1n, 0);
+  if (n < 0) return true;
+  return n > 0 && ((pfd[1] >>> 16) & POLLOUT) !== 0;
 }

@@ -6,8 +6,11 @@
  * anything else comes with the error text nft would have printed. Pointers
  * never leave this module: callers get NftContext.
  */
+import { readCString } from "./cstring.ts";
+import { trustedPathVariable } from "./libc.ts";
+import { openLibrary } from "./loader.ts";
 
-/** Library names tried after the `SB_LIBNFTABLES` environment override. */
+/** Library names tried when `SB_LIBNFTABLES` is not set. */
 const NFT_NAMES = ["libnftables.so.1"];
 
 /** `nft_ctx_output_set_flags` bit: JSON output (NFT_CTX_OUTPUT_JSON). */
@@ -38,31 +41,18 @@ export const nftSymbols = {
 type NftLib = Deno.DynamicLibrary<typeof nftSymbols>;
 let lib: NftLib | null = null;
 
-function text(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-/** Opens libnftables once ($SB_LIBNFTABLES first); throws an Error listing every name tried. */
+/**
+ * Opens libnftables once ($SB_LIBNFTABLES alone when set and the process is
+ * not elevated, else the soname); throws an Error listing every name tried.
+ */
 export function loadLibnftables(): NftLib {
-  if (lib) return lib;
-  const names: string[] = [];
-  try {
-    const env = Deno.env.get("SB_LIBNFTABLES");
-    if (env) names.push(env);
-  } catch {
-    // no env permission: only the default names
-  }
-  names.push(...NFT_NAMES);
-  const tried: string[] = [];
-  for (const name of names) {
-    try {
-      lib = Deno.dlopen(name, nftSymbols);
-      return lib;
-    } catch (e) {
-      tried.push(`${name} (${text(e)})`);
-    }
-  }
-  throw new Error(`cannot load libnftables; tried: ${tried.join(", ")}`);
+  lib ??= openLibrary({
+    what: "libnftables",
+    names: NFT_NAMES,
+    override: { variable: "SB_LIBNFTABLES", value: trustedPathVariable("SB_LIBNFTABLES") },
+    install: `Debian/Ubuntu "apt-get install libnftables1", Fedora/RHEL "dnf install nftables"`,
+  }, nftSymbols).lib;
+  return lib;
 }
 
 /** Outcome of one command buffer. */
@@ -76,10 +66,6 @@ export interface NftRunResult {
 }
 
 const enc = new TextEncoder();
-
-function cString(ptr: Deno.PointerValue): string {
-  return ptr === null ? "" : Deno.UnsafePointerView.getCString(ptr);
-}
 
 /** One libnftables context with output and errors captured into buffers. */
 export class NftContext {
@@ -112,8 +98,8 @@ export class NftContext {
     }
     const rc = s.nft_run_cmd_from_buffer(ctx, enc.encode(cmd + "\0"));
     // Both getters also reset their buffer for the next command.
-    const output = cString(s.nft_ctx_get_output_buffer(ctx));
-    const error = cString(s.nft_ctx_get_error_buffer(ctx));
+    const output = readCString(s.nft_ctx_get_output_buffer(ctx));
+    const error = readCString(s.nft_ctx_get_error_buffer(ctx));
     return { ok: rc === 0, error, output };
   }
 

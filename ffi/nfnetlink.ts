@@ -14,16 +14,39 @@
  * Message layout (include/uapi/linux/netfilter/nf_tables.h, nfnetlink.h):
  * nlmsghdr (16 bytes) + nfgenmsg (4) + attributes (nlattr: u16 length, u16
  * type, payload padded to 4 bytes).
+ *
+ * Limits that bulk changes must respect (a wrapped length is not refused:
+ * the kernel then sees fewer elements and reports success): a nested
+ * attribute is at most 65,535 bytes, so the elements of one change message
+ * are bounded (MAX_LIST); a batch is one datagram, at most the socket's
+ * send buffer, so a large change is several messages per batch and several
+ * batches per call. Each batch is its own transaction; replies are matched
+ * on sequence number and this socket's port id; NETLINK_CAP_ACK keeps error
+ * acknowledgements from echoing the (up to 64 KiB) request, and the reply
+ * buffer is large enough for one that does anyway.
  */
 
-import { loadLibc } from "./libc.ts";
+import { cstr } from "./cstring.ts";
+import { errno, errnoText, loadLibc } from "./libc.ts";
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_NETFILTER = 12;
 const MSG_DONTWAIT = 0x40;
+const MSG_TRUNC = 0x20;
 const EAGAIN = 11;
+const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
+const SOL_NETLINK = 270;
+const NETLINK_CAP_ACK = 10;
+
+/** Bytes of element list (a nested attribute, u16 length) per change message. */
+export const MAX_LIST = 65535 - 1024;
+/** A change message at most: headers, table and set names (≤ 256 each), the list. */
+const MAX_MESSAGE = 20 + 2 * 260 + 4 + MAX_LIST;
+/** Bulk adds of more elements than this are checked against a dump of the set afterwards. */
+const VERIFY_FROM = 1000;
 
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
@@ -41,6 +64,7 @@ const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_NEWRULE = 6;
 const NFT_MSG_GETRULE = 7;
 const NFT_MSG_NEWSETELEM = 12;
+const NFT_MSG_GETSETELEM = 13;
 const NFT_MSG_DELSETELEM = 14;
 const NFPROTO_INET = 1;
 /** The nf_tables families of iptables-nft (table ip filter) and ip6tables-nft (ip6 filter). */
@@ -216,7 +240,6 @@ class Writer {
 }
 
 const enc = new TextEncoder();
-const cstr = (s: string) => enc.encode(s + "\0");
 
 /**
  * A netlink socket to nf_tables for the changes on the ban path: elements of
@@ -228,8 +251,13 @@ const cstr = (s: string) => enc.encode(s + "\0");
 export class NftSocket {
   #fd: number;
   #seq: number;
-  readonly #reply = new Uint8Array(65536);
-  readonly #replyView = new DataView(this.#reply.buffer);
+  /** This socket's netlink port id (replies carry it); 0 when unknown. */
+  #port = 0;
+  /** Bytes per batch (one datagram): below the socket's send buffer. */
+  #maxBatch = 128 * 1024;
+  /** Twice the largest message: an error acknowledgement echoing it still fits. */
+  #reply = new Uint8Array(2 * MAX_MESSAGE);
+  #replyView = new DataView(this.#reply.buffer);
   readonly #table: Uint8Array;
 
   /** Opens the socket; throws with the system's reason when it cannot. `table`: the inet table of the set methods. */
@@ -241,12 +269,102 @@ export class NftSocket {
     this.#fd = fd;
     this.#seq = (Date.now() / 1000) >>> 0;
     this.#table = cstr(table);
+    this.#configure();
   }
 
-  /** Adds elements (with their timeouts) to `set`, one transaction. */
+  /**
+   * Binds the socket to learn its port id, asks for acknowledgements
+   * without the echoed request, and sizes batches to the send buffer. Each
+   * step is optional: without it the defaults above still hold.
+   */
+  #configure(): void {
+    const c = loadLibc().symbols;
+    // struct sockaddr_nl { u16 family; u16 pad; u32 pid; u32 groups; }: pid 0 = kernel picks.
+    const addr = new Uint8Array(12);
+    const av = new DataView(addr.buffer);
+    av.setUint16(0, AF_NETLINK, true);
+    const len = new Uint32Array([12]);
+    if (c.bind?.(this.#fd, addr, 12) === 0 && c.getsockname?.(this.#fd, addr, len) === 0) {
+      this.#port = av.getUint32(4, true);
+    }
+    c.setsockopt?.(this.#fd, SOL_NETLINK, NETLINK_CAP_ACK, new Int32Array([1]), 4);
+    const sndbuf = new Int32Array([512 * 1024]);
+    c.setsockopt?.(this.#fd, SOL_SOCKET, SO_SNDBUF, sndbuf, 4); // capped by net.core.wmem_max
+    const got = new Uint32Array([4]);
+    if (c.getsockopt?.(this.#fd, SOL_SOCKET, SO_SNDBUF, sndbuf, got) === 0 && sndbuf[0] > 0) {
+      // netlink refuses a datagram longer than the send buffer less 32 bytes.
+      this.#maxBatch = Math.max(MAX_MESSAGE + 256, Math.min(sndbuf[0] - 1024, 256 * 1024));
+    }
+  }
+
+  /**
+   * Adds elements (with their timeouts) to `set`. Up to a batch's worth
+   * (some 1,500 IPv6 or 2,300 IPv4 elements per message, several messages
+   * per batch) is one transaction; a larger call is several, applied in
+   * order, and stops at the first refused one. A call of more than
+   * VERIFY_FROM elements is checked against a dump of the set afterwards,
+   * so a partial application is never reported as success.
+   */
   add(set: string, elements: readonly SetElement[]): string | null {
     if (elements.length === 1) return this.addOne(set, elements[0].key, elements[0].timeoutMs);
-    return this.#change(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elements);
+    const err = this.#change(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elements);
+    if (err !== null || elements.length <= VERIFY_FROM) return err;
+    const keys = elements.map((e) => e.key);
+    let missing = this.missing(set, keys);
+    // A dump taken while the kernel's hash table still resizes after a large
+    // add can skip elements (seen: 4,000-8,000 of 100,000, none 200 ms
+    // later), so a shortfall is looked at again before it counts.
+    for (let i = 0; i < 10 && missing !== 0; i++) {
+      waitReadable(-1, 100);
+      missing = this.missing(set, keys);
+    }
+    if (typeof missing === "string") return `added, but the check failed: ${missing}`;
+    return missing === 0 ? null : `${missing} of ${elements.length} elements missing after the add`;
+  }
+
+  /**
+   * How many of `keys` are not in `set`, from a dump of its elements
+   * (NFT_MSG_GETSETELEM); a string is the error.
+   */
+  missing(set: string, keys: readonly Uint8Array[]): number | string {
+    const held = this.elements(set);
+    if (typeof held === "string") return held;
+    const have = new Set(held.map(keyText));
+    let n = 0;
+    for (const k of keys) if (!have.has(keyText(k))) n++;
+    return n;
+  }
+
+  /** The keys of every element of `set`, as the kernel lists them; a string is the error. */
+  elements(set: string): Uint8Array[] | string {
+    if (this.#fd < 0) return "netlink socket closed";
+    const w = new Writer();
+    const seq = this.#seq;
+    this.#seq = (seq + 1) >>> 0;
+    const m = w.begin(
+      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+      NLM_F_REQUEST | NLM_F_DUMP,
+      seq,
+      this.family,
+      0,
+    );
+    w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
+    w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
+    w.end(m);
+    const sendErr = this.#sendBytes(w.buf, w.at);
+    if (sendErr !== null) return sendErr;
+    const out: Uint8Array[] = [];
+    return this.#replies<Uint8Array[] | string>(seq, 1, (type, flags, at, len) => {
+      if (type === NLMSG_DONE) return out;
+      if (type === NLMSG_ERROR) {
+        const err = len >= 20 ? this.#replyView.getInt32(at + 16, true) : 0;
+        return err === 0 ? out : errnoText(-err);
+      }
+      if (type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM)) {
+        parseElementKeys(this.#reply.subarray(at + 20, at + len), out);
+      }
+      return (flags & NLM_F_MULTI) === 0 ? out : undefined;
+    });
   }
 
   /**
@@ -298,13 +416,83 @@ export class NftSocket {
     );
   }
 
+  /**
+   * Changes elements of `set` in as many batches as they need (see the
+   * module comment); null when every batch was acknowledged without error.
+   */
   #change(msg: number, flags: number, set: string, elements: readonly SetElement[]): string | null {
     if (this.#fd < 0) return "netlink socket closed";
-    if (elements.length === 0) return null;
-    return this.#send(this.#elements(msg, flags, set, elements));
+    for (let done = 0; done < elements.length;) {
+      const w = new Writer();
+      const base = this.#seq;
+      let seq = base;
+      const control = (type: number) =>
+        w.end(w.begin(type, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES));
+      control(NFNL_MSG_BATCH_BEGIN);
+      const from = done;
+      let changes = 0;
+      while (done < elements.length && w.at + MAX_MESSAGE + 20 <= this.#maxBatch) {
+        const type = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+        const m = w.begin(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, this.family, 0);
+        done = this.#elementList(w, set, elements, done);
+        w.end(m);
+        changes++;
+      }
+      control(NFNL_MSG_BATCH_END);
+      this.#seq = seq >>> 0;
+      const err = this.#sendBytes(w.buf, w.at) ?? this.#acks(base, seq - base, changes);
+      if (err !== null) {
+        return from === 0 ? err : `${err} (after ${from} of ${elements.length} elements applied)`;
+      }
+    }
+    return null;
   }
 
-  /** A batch changing elements of `set`; the first element's key and timeout are the template's fields. */
+  /**
+   * Writes the table, set and element list of one change message, as many
+   * elements from `from` as fit in MAX_LIST bytes; returns the next index.
+   */
+  #elementList(w: Writer, set: string, elements: readonly SetElement[], from: number): number {
+    w.attr(NFTA_SET_ELEM_LIST_TABLE, this.#table);
+    w.attr(NFTA_SET_ELEM_LIST_SET, cstr(set));
+    const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    let i = from;
+    for (; i < elements.length; i++) {
+      const e = elements[i];
+      // LIST_ELEM + KEY nests (4 each), DATA_VALUE (4 + key, padded), TIMEOUT (12).
+      const size = 8 + ((4 + e.key.length + 3) & ~3) + (e.timeoutMs > 0 ? 12 : 0);
+      if (w.at + size - list > MAX_LIST) break;
+      const el = w.nest(NFTA_LIST_ELEM);
+      const key = w.nest(NFTA_SET_ELEM_KEY);
+      w.attr(NFTA_DATA_VALUE, e.key);
+      w.end(key, 16);
+      if (e.timeoutMs > 0) w.be64(NFTA_SET_ELEM_TIMEOUT, e.timeoutMs);
+      w.end(el, 16);
+    }
+    w.end(list, 16);
+    return i;
+  }
+
+  /**
+   * Reads the acknowledgements of a batch numbered from `base` (`count`
+   * messages, `changes` of them acknowledged): null when all are clean, else
+   * the first error. An error on the batch's begin message (no permission, a
+   * failed commit) answers for the whole batch.
+   */
+  #acks(base: number, count: number, changes: number): string | null {
+    let acked = 0;
+    let first: string | null = null;
+    const r = this.#replies<string | null>(base, count, (type, _flags, at, len) => {
+      if (type !== NLMSG_ERROR || len < 20) return undefined;
+      const err = this.#replyView.getInt32(at + 16, true);
+      if (err !== 0) first ??= errnoText(-err);
+      if (this.#replyView.getUint32(at + 8, true) === base) return first ?? "batch refused";
+      return ++acked === changes ? first : undefined;
+    });
+    return r;
+  }
+
+  /** A one-message batch changing elements of `set`; the first element's key and timeout are the template's fields. */
   #elements(msg: number, flags: number, set: string, elements: readonly SetElement[]): Template {
     return this.#batch(msg, flags, this.family, (w) => {
       let keyAt = -1, timeoutAt = -1;
@@ -388,7 +576,7 @@ export class NftSocket {
     const sendErr = this.#sendBytes(w.buf, w.at);
     if (sendErr !== null) return sendErr;
     const out: KernelRule[] = [];
-    return this.#replies<KernelRule[] | string>(seq, (type, flags, at, len) => {
+    return this.#replies<KernelRule[] | string>(seq, 1, (type, flags, at, len) => {
       if (type === NLMSG_DONE) return out;
       if (type === NLMSG_ERROR) {
         const err = len >= 20 ? this.#replyView.getInt32(at + 16, true) : 0;
@@ -408,11 +596,14 @@ export class NftSocket {
   }
 
   /**
-   * Reads the replies to `seq`, message by message, until `visit` returns
-   * something (or receiving fails: the error text).
+   * Reads the replies to the `count` requests numbered from `seq` and sent
+   * from this socket (port id), message by message, until `visit` returns
+   * something (or receiving fails: the error text). Replies to anything
+   * else (a request that timed out earlier) are skipped.
    */
   #replies<T>(
     seq: number,
+    count: number,
     visit: (type: number, flags: number, at: number, len: number) => T | undefined,
   ): T | string {
     for (;;) {
@@ -422,7 +613,8 @@ export class NftSocket {
       for (let at = 0; at + 16 <= n;) {
         const len = v.getUint32(at, true);
         if (len < 16 || at + len > n) break;
-        if (v.getUint32(at + 8, true) === seq) {
+        const ours = this.#port === 0 || v.getUint32(at + 12, true) === this.#port;
+        if (ours && ((v.getUint32(at + 8, true) - seq) >>> 0) < count) {
           const r = visit(v.getUint16(at + 4, true), v.getUint16(at + 6, true), at, len);
           if (r !== undefined) return r;
         }
@@ -431,11 +623,21 @@ export class NftSocket {
     }
   }
 
-  /** Receives one datagram into the reply buffer: its length, or the error. */
+  /**
+   * Receives one datagram into the reply buffer: its length, or the error.
+   * A datagram longer than the buffer (MSG_TRUNC gives its real length) is
+   * an error at once, and the buffer grows for the next one.
+   */
   #receive(): number | string {
     const c = loadLibc().symbols;
     for (let tries = 0; tries < 1000; tries++) {
-      const n = Number(c.recv!(this.#fd, this.#reply, BigInt(this.#reply.length), MSG_DONTWAIT));
+      const size = this.#reply.length;
+      const n = Number(c.recv!(this.#fd, this.#reply, BigInt(size), MSG_DONTWAIT | MSG_TRUNC));
+      if (n > size) {
+        this.#reply = new Uint8Array(n);
+        this.#replyView = new DataView(this.#reply.buffer);
+        return `netlink: a reply of ${n} bytes was cut at ${size}`;
+      }
       if (n >= 0) return n;
       if (errno() !== EAGAIN) return `netlink recv: ${errnoText()}`;
       waitReadable(this.#fd, 10);
@@ -481,7 +683,7 @@ export class NftSocket {
     const base = this.#seq;
     this.#seq = (base + 3) >>> 0;
     for (let i = 0; i < 3; i++) t.view.setUint32(t.seqAt[i], (base + i) >>> 0, true);
-    return this.#sendBytes(t.buf, t.buf.length) ?? this.#replies((base + 1) >>> 0, this.#ack);
+    return this.#sendBytes(t.buf, t.buf.length) ?? this.#replies(base, 3, this.#ack);
   }
 
   /** The acknowledgement of a change: null, or the kernel's error (a bound visitor: no allocation per ban). */
@@ -496,6 +698,43 @@ export class NftSocket {
     if (this.#fd >= 0) loadLibc().symbols.close(this.#fd);
     this.#fd = -1;
   }
+}
+
+/** Appends the keys of the elements in one NEWSETELEM message (its attributes, after nfgenmsg) to `out`. */
+function parseElementKeys(attrs: Uint8Array, out: Uint8Array[]): void {
+  const list = nested(attrs, NFTA_SET_ELEM_LIST_ELEMENTS);
+  if (!list) return;
+  eachAttr(list, (type, elem) => {
+    if (type !== NFTA_LIST_ELEM) return;
+    const key = nested(elem, NFTA_SET_ELEM_KEY);
+    const value = key && nested(key, NFTA_DATA_VALUE);
+    if (value) out.push(value.slice());
+  });
+}
+
+/** Calls `visit` with the type (flags masked) and payload of each attribute in `attrs`. */
+function eachAttr(attrs: Uint8Array, visit: (type: number, payload: Uint8Array) => void): void {
+  const v = new DataView(attrs.buffer, attrs.byteOffset, attrs.byteLength);
+  for (let at = 0; at + 4 <= attrs.length;) {
+    const len = v.getUint16(at, true);
+    if (len < 4 || at + len > attrs.length) break;
+    visit(v.getUint16(at + 2, true) & 0x3fff, attrs.subarray(at + 4, at + len));
+    at += (len + 3) & ~3;
+  }
+}
+
+/** The payload of the first attribute of type `type` in `attrs`, or null. */
+function nested(attrs: Uint8Array, type: number): Uint8Array | null {
+  let found: Uint8Array | null = null;
+  eachAttr(attrs, (t, p) => {
+    if (t === type && !found) found = p;
+  });
+  return found;
+}
+
+/** A set key as a Map/Set key. */
+function keyText(key: Uint8Array): string {
+  return String.fromCharCode(...key);
 }
 
 /** The attributes of one NEWRULE message (after its nfgenmsg). */
@@ -513,18 +752,6 @@ function parseRule(attrs: Uint8Array): KernelRule {
     at += (len + 3) & ~3;
   }
   return rule;
-}
-
-function errno(): number {
-  const p = loadLibc().symbols.__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
-
-/** The system's text for an errno value (the current errno by default), as `nft` would print it. */
-function errnoText(code = errno()): string {
-  const c = loadLibc().symbols;
-  const p = c.strerror ? c.strerror(code) : null;
-  return p === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(p);
 }
 
 const pfd = new Uint8Array(8);

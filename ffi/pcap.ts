@@ -16,6 +16,7 @@
  * buffer (a record is 16 header bytes plus at most snaplen bytes), and the
  * stream is rewound after each batch so every batch starts at offset 0.
  */
+import { bufferText, cstr, readCString } from "./cstring.ts";
 import { loadLibc } from "./libc.ts";
 import { type LoadedPcap, loadPcap } from "./pcap_symbols.ts";
 
@@ -73,22 +74,6 @@ const OFFLINE_BATCH_MAX = 64 << 20;
 /** Upper bound of packets per dispatch (keeps one batch's work short). */
 const MAX_BATCH_PACKETS = 65536;
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-function cstr(s: string): Uint8Array<ArrayBuffer> {
-  return enc.encode(s + "\0");
-}
-
-function fromErrbuf(buf: Uint8Array): string {
-  const end = buf.indexOf(0);
-  return dec.decode(buf.subarray(0, end < 0 ? buf.length : end)).trim();
-}
-
-function readCString(p: Deno.PointerValue): string {
-  return p ? Deno.UnsafePointerView.getCString(p) : "";
-}
-
 let dumpFn: Deno.PointerValue = null;
 
 /** Address of libpcap's `pcap_dump`, the C callback handed to pcap_dispatch. */
@@ -122,7 +107,7 @@ export function listDevices(): string[] {
   const errbuf = new Uint8Array(ERRBUF_SIZE);
   const out = new BigUint64Array(1);
   if (lib.symbols.pcap_findalldevs(out, errbuf) !== 0) {
-    throw new Error(`cannot list capture devices: ${fromErrbuf(errbuf)}`);
+    throw new Error(`cannot list capture devices: ${bufferText(errbuf)}`);
   }
   const names: string[] = [];
   const head = Deno.UnsafePointer.create(out[0]);
@@ -215,7 +200,7 @@ export class Pcap {
     const s = pcap.lib.symbols;
     const errbuf = new Uint8Array(ERRBUF_SIZE);
     const p = s.pcap_create(cstr(opts.device), errbuf);
-    if (!p) throw new Error(`cannot capture on "${opts.device}": ${fromErrbuf(errbuf)}`);
+    if (!p) throw new Error(`cannot capture on "${opts.device}": ${bufferText(errbuf)}`);
     let ok = false;
     try {
       s.pcap_set_snaplen(p, opts.snaplen);
@@ -243,7 +228,7 @@ export class Pcap {
       }
       if (s.pcap_setnonblock(p, 1, errbuf) < 0) {
         throw new Error(
-          `cannot make the capture on "${opts.device}" non-blocking: ${fromErrbuf(errbuf)}`,
+          `cannot make the capture on "${opts.device}" non-blocking: ${bufferText(errbuf)}`,
         );
       }
       ok = true;
@@ -259,7 +244,7 @@ export class Pcap {
     const errbuf = new Uint8Array(ERRBUF_SIZE);
     const p = pcap.lib.symbols.pcap_open_offline(cstr(path), errbuf);
     if (!p) {
-      const msg = fromErrbuf(errbuf);
+      const msg = bufferText(errbuf);
       let fix = "";
       if (/no such file/i.test(msg)) fix = "the capture file does not exist; check the path";
       else if (/permission denied/i.test(msg)) {

@@ -2,6 +2,8 @@
  * The libpcap symbols scanblocker uses, each with its C prototype, and the
  * loader that finds the library. Only `ffi/pcap.ts` uses this file.
  */
+import { trustedPathVariable } from "./libc.ts";
+import { openLibrary } from "./loader.ts";
 
 /** libpcap symbols (libpcap >= 1.5 for pcap_set_immediate_mode). */
 export const pcapSymbols = {
@@ -68,41 +70,17 @@ export const LIBPCAP_NAMES: readonly string[] = ["libpcap.so.0.8", "libpcap.so.1
 
 let loaded: LoadedPcap | null = null;
 
-function envOverride(): string | undefined {
-  try {
-    const v = Deno.env.get("SB_LIBPCAP");
-    return v ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
- * Opens libpcap once. SB_LIBPCAP (a file name or path) is tried alone when
- * set, so a wrong override is reported instead of silently replaced;
- * otherwise the usual sonames are tried. The error lists every name tried
- * and the packages that provide the library.
+ * Opens libpcap once: SB_LIBPCAP (a file name or path) alone when set and the
+ * process is not elevated (see trustedPathVariable), else the usual sonames;
+ * the error lists every name tried and the packages that provide it.
  */
 export function loadPcap(): LoadedPcap {
-  if (loaded) return loaded;
-  const override = envOverride();
-  const names = override ? [override] : LIBPCAP_NAMES;
-  const tried: string[] = [];
-  for (const name of names) {
-    try {
-      loaded = { lib: Deno.dlopen(name, pcapSymbols), name };
-      return loaded;
-    } catch (e) {
-      tried.push(`${name} (${e instanceof Error ? e.message : String(e)})`);
-    }
-  }
-  const hint = override
-    ? `; SB_LIBPCAP is set to "${override}": correct it, or unset it to try ${
-      LIBPCAP_NAMES.join(", ")
-    }`
-    : "";
-  throw new Error(
-    `cannot load libpcap; tried: ${tried.join("; ")}${hint}. ` +
-      `Install it: Debian/Ubuntu "apt-get install libpcap0.8", Fedora/RHEL "dnf install libpcap"`,
-  );
+  loaded ??= openLibrary({
+    what: "libpcap",
+    names: LIBPCAP_NAMES,
+    override: { variable: "SB_LIBPCAP", value: trustedPathVariable("SB_LIBPCAP") },
+    install: `Debian/Ubuntu "apt-get install libpcap0.8", Fedora/RHEL "dnf install libpcap"`,
+  }, pcapSymbols);
+  return loaded;
 }

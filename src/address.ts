@@ -31,11 +31,19 @@ function parseV4(text: string, out: Uint8Array, at: number): boolean {
   return true;
 }
 
+/** An IPv6 zone id: an interface name (at most IFNAMSIZ-1 = 15 bytes) or index. */
+const ZONE_ID = /^[A-Za-z0-9_.-]{1,15}$/;
+
 function parseV6(text: string): Uint8Array | null {
   const out = new Uint8Array(16);
   let s = text;
   const zone = s.indexOf("%");
-  if (zone >= 0) s = s.slice(0, zone);
+  if (zone >= 0) {
+    // A zone id is an interface name or index: nothing else (no whitespace,
+    // newline or control character) passes, whatever reads the text later.
+    if (!ZONE_ID.test(s.slice(zone + 1))) return null;
+    s = s.slice(0, zone);
+  }
   if (s.length === 0 || s.length > 45) return null;
   const dbl = s.indexOf("::");
   if (dbl >= 0 && s.indexOf("::", dbl + 1) >= 0) return null;

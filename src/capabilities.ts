@@ -5,7 +5,7 @@
  * The effective set is read from /proc/self/status, through libc because Deno
  * asks for --allow-all before it lets a script read /proc.
  */
-import { raiseAmbient, readSystemFile } from "../ffi/libc.ts";
+import { readSystemFile, setAmbient } from "../ffi/libc.ts";
 
 /** One capability the program uses, with its bit number and what it is for. */
 export interface CapabilityInfo {
@@ -61,10 +61,10 @@ export function missingFromStatus(status: string): MissingCapability[] {
 /**
  * The start-up check: the capabilities scanblocker uses that this process
  * does not hold in its effective set (empty when all are held or
- * /proc/self/status is unreadable). Those it does hold are first made ambient
- * (raiseAmbientCapabilities), so that after `setcap …+ep` the iptables/nft
- * commands started later keep them too; call it on the main thread before
- * the firewall starts.
+ * /proc/self/status is unreadable). CAP_NET_ADMIN, when held, is first made
+ * the one ambient capability (raiseAmbientCapabilities), so that after
+ * `setcap …+ep` the iptables/nft commands started later keep it; call it on
+ * the main thread before the firewall starts.
  */
 export function missingCapabilities(): MissingCapability[] {
   raiseAmbientCapabilities();
@@ -72,21 +72,27 @@ export function missingCapabilities(): MissingCapability[] {
   return status === null ? [] : missingFromStatus(status);
 }
 
+/** CAP_NET_ADMIN: the one capability the helpers (iptables, nft) need. */
+const HELPER_CAPABILITY = 12;
+
 /**
- * Makes the capabilities scanblocker uses that this thread holds (permitted)
- * inheritable and ambient, so the iptables/nft processes it starts keep them.
- * Needed when the binary got them from `setcap …+ep`: file capabilities are
- * not passed on through execve otherwise, and a non-root daemon could capture
- * but its firewall commands would be refused. Call it on the main thread
- * (capabilities are per thread; Deno.Command forks from it) before any
- * firewall command starts. Returns the names now ambient; never throws.
+ * Makes CAP_NET_ADMIN, when this thread holds it, the one capability the
+ * programs it starts inherit (ambient and inheritable), and takes every other
+ * out of those sets. After `setcap …+ep` the iptables/nft commands need it
+ * (file capabilities are not passed on through execve otherwise); under the
+ * systemd unit, whose ambient set also holds CAP_NET_RAW and CAP_SYS_NICE
+ * for the daemon itself, helpers must not get those. The daemon keeps all of
+ * its own (permitted, effective). Call it on the main thread (capabilities
+ * are per thread; Deno.Command forks from it) before any command starts.
+ * Returns the names now ambient; never throws.
  */
 export function raiseAmbientCapabilities(): string[] {
-  const raised = raiseAmbient(CAPABILITIES.map((c) => c.bit));
+  const raised = setAmbient([HELPER_CAPABILITY]);
   return CAPABILITIES.filter((c) => raised.includes(c.bit)).map((c) => c.name);
 }
 
-const GRANT = "grant it with `sudo setcap cap_net_raw,cap_net_admin+ep ./scanblocker`, " +
+const GRANT =
+  "grant it with `sudo setcap cap_net_raw,cap_net_admin,cap_sys_nice+ep ./scanblocker`, " +
   "run as root, or run the systemd unit deploy/scanblocker.service " +
   "(AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN); in a container add " +
   "`--cap-add NET_RAW --cap-add NET_ADMIN`";

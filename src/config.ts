@@ -10,8 +10,15 @@ import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
 import { DEFAULT_CONFIG_FILE, type FileValues, readConfigFile } from "./configfile.ts";
 
-/** A configuration or usage error: exit code 2, one line. */
-export class ConfigError extends Error {}
+/**
+ * Where /metrics and /healthz listen unless told: loopback, so the daemon
+ * adds no port every scanner sees (`:8080` opens it to every address).
+ */
+export const DEFAULT_METRICS_ADDR = "127.0.0.1:8080";
+
+import { ConfigError } from "./config_error.ts";
+
+export { ConfigError };
 
 /** A bad value of one option; parseConfig says where it came from (flag, variable or file). */
 class BadValue extends ConfigError {
@@ -55,6 +62,8 @@ export interface Config {
   /** …from one source within this many seconds. */
   windowSeconds: number;
   firewall: FirewallKind;
+  /** --firewall or SB_FIREWALL was given (subcommands otherwise look where the bans are). */
+  firewallGiven: boolean;
   /** Ban duration in seconds; 0 = until removed. */
   banTime: number;
   /** Never-ban blocks, as given and parsed. */
@@ -94,10 +103,36 @@ export interface Config {
   json: boolean;
   /** The daemon's control socket (status, bans). */
   controlSocket: string;
+  /** The CrowdSec LAPI to share bans through; null = no fleet (the default). */
+  fleet: FleetConfig | null;
 }
 
 /** Where `scanblocker status` and `bans` find the running daemon. */
 export const DEFAULT_CONTROL_SOCKET = "/run/scanblocker/control.sock";
+
+/** How this host joins a CrowdSec Local API (secrets read from their files). */
+export interface FleetConfig {
+  /** Base URL, http or https, without a trailing slash. */
+  url: string;
+  /** PEM of the CA for https; null = the system's roots. */
+  caPem: string | null;
+  /** PEM of a client certificate and its key (mutual TLS); null = none. */
+  clientCertPem: string | null;
+  clientKeyPem: string | null;
+  /** Watcher machine name. */
+  machine: string;
+  /** Watcher password (push); null = this host does not push. */
+  password: string | null;
+  /** Bouncer API key (pull); null = this host does not pull. */
+  apiKey: string | null;
+  /** Pull interval, ms. */
+  pollMs: number;
+  /** Origins whose decisions are applied; null = all. */
+  origins: string[] | null;
+}
+
+/** Default pull interval, seconds (see the README's Fleet section for why). */
+export const DEFAULT_LAPI_POLL_SECONDS = 1;
 
 /** One option: flag names, env variable, default, help text. */
 export interface OptionSpec {
@@ -200,8 +235,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     long: "metrics-addr",
     env: "SB_METRICS_ADDR",
     arg: "HOST:PORT",
-    def: ":8080",
-    help: "Prometheus /metrics and /healthz listen address; `off` disables",
+    def: DEFAULT_METRICS_ADDR,
+    help:
+      "Prometheus /metrics and /healthz listen address (unauthenticated; `:8080` = every address); `off` disables",
   },
   {
     long: "log-format",
@@ -275,6 +311,69 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: "SCHED_FIFO priority (1-99) of the capture thread, for bans within a burst; 0 = normal",
   },
   {
+    long: "lapi-url",
+    env: "SB_LAPI_URL",
+    arg: "URL",
+    def: "off",
+    help: "CrowdSec Local API to share bans through (http:// or https://); off = no fleet",
+  },
+  {
+    long: "lapi-machine",
+    env: "SB_LAPI_MACHINE",
+    arg: "NAME",
+    def: "the host name",
+    help: "watcher machine name (cscli machines add NAME)",
+  },
+  {
+    long: "lapi-password-file",
+    env: "SB_LAPI_PASSWORD_FILE",
+    arg: "FILE",
+    def: "-",
+    help: "file holding the machine's password; without it this host does not push its bans",
+  },
+  {
+    long: "lapi-key-file",
+    env: "SB_LAPI_KEY_FILE",
+    arg: "FILE",
+    def: "-",
+    help: "file holding this host's bouncer API key (cscli bouncers add); without it no pull",
+  },
+  {
+    long: "lapi-poll",
+    env: "SB_LAPI_POLL",
+    arg: "SECONDS",
+    def: String(DEFAULT_LAPI_POLL_SECONDS),
+    help: "how often the fleet's decisions are pulled (0.05 to 3600)",
+  },
+  {
+    long: "lapi-origins",
+    env: "SB_LAPI_ORIGINS",
+    arg: "LIST",
+    def: "all",
+    help: "origins whose decisions are applied, e.g. scanblocker,cscli (comma list)",
+  },
+  {
+    long: "lapi-ca",
+    env: "SB_LAPI_CA",
+    arg: "FILE",
+    def: "-",
+    help: "PEM CA certificate(s) the LAPI's https certificate is checked against",
+  },
+  {
+    long: "lapi-client-cert",
+    env: "SB_LAPI_CLIENT_CERT",
+    arg: "FILE",
+    def: "-",
+    help: "PEM client certificate for mutual TLS (with --lapi-client-key)",
+  },
+  {
+    long: "lapi-client-key",
+    env: "SB_LAPI_CLIENT_KEY",
+    arg: "FILE",
+    def: "-",
+    help: "PEM private key of --lapi-client-cert",
+  },
+  {
     long: "config",
     env: "SB_CONFIG",
     arg: "FILE",
@@ -307,8 +406,8 @@ export const COMMANDS: readonly { usage: string; help: string }[] = [
     help: "watch an interface, detect port scans, ban scanners",
   },
   { usage: "scanblocker -r FILE [options]", help: "analyse a capture file (- = standard input)" },
-  { usage: "scanblocker bans [--json]", help: "list active bans" },
-  { usage: "scanblocker unban ADDRESS", help: "remove one ban" },
+  { usage: "scanblocker bans [--json]", help: "list active bans (where they are, or --firewall)" },
+  { usage: "scanblocker unban ADDRESS", help: "remove one ban; a daemon sees it within 5 s" },
   { usage: "scanblocker flush", help: "remove everything scanblocker installed" },
   { usage: "scanblocker status [--json]", help: "ask the running daemon what it sees" },
   { usage: "scanblocker config", help: "print the effective settings and where each came from" },
@@ -647,6 +746,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
   const lockoutGuard =
     oneOf("lockout-guard", value("lockout-guard"), ["on", "off"] as const) === "on";
   const realtime = intOption("realtime", value("realtime"), 0, 99, "an integer from 0 (off) to 99");
+  const fleet = fleetConfig(get, value);
 
   return {
     command,
@@ -656,6 +756,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     ports,
     windowSeconds,
     firewall,
+    firewallGiven: fwText !== undefined,
     banTime,
     allow,
     local,
@@ -677,7 +778,123 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     settings: settingsOf(l),
     json: v.json === true,
     controlSocket: value("control-socket"),
+    fleet,
   };
+}
+
+/**
+ * The --lapi-* options: null when --lapi-url is off (then no other --lapi-*
+ * option may be given). Secrets come from files only, never from the
+ * command line or a variable's value; each file must be readable and not
+ * empty.
+ */
+function fleetConfig(
+  get: (long: string) => string | undefined,
+  value: (long: string) => string,
+): FleetConfig | null {
+  const urlText = value("lapi-url").trim();
+  const others = [
+    "lapi-machine",
+    "lapi-password-file",
+    "lapi-key-file",
+    "lapi-poll",
+    "lapi-origins",
+    "lapi-ca",
+    "lapi-client-cert",
+    "lapi-client-key",
+  ];
+  if (urlText === "off") {
+    const given = others.find((o) => get(o) !== undefined);
+    if (given) {
+      throw new ConfigError(`--${given} needs --lapi-url (the CrowdSec Local API to join)`);
+    }
+    return null;
+  }
+  let url: URL;
+  try {
+    url = new URL(urlText);
+  } catch {
+    url = new URL("invalid:");
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.username || url.search) {
+    throw new ConfigError(
+      `invalid --lapi-url "${urlText}": expected http://HOST:PORT or https://HOST:PORT (no credentials in the URL)`,
+    );
+  }
+  const file = (long: string): string | null => {
+    const path = get(long);
+    if (path === undefined) return null;
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(path);
+    } catch (e) {
+      const why = e instanceof Deno.errors.NotFound
+        ? "no such file"
+        : e instanceof Deno.errors.PermissionDenied
+        ? "permission denied"
+        : e instanceof Error
+        ? e.message
+        : String(e);
+      throw new ConfigError(`invalid --${long} "${path}": ${why}`);
+    }
+    if (text.trim() === "") throw new ConfigError(`invalid --${long} "${path}": the file is empty`);
+    return text;
+  };
+  const password = file("lapi-password-file")?.trim() ?? null;
+  const apiKey = file("lapi-key-file")?.trim() ?? null;
+  if (password === null && apiKey === null) {
+    throw new ConfigError(
+      "--lapi-url needs --lapi-password-file (to push this host's bans) and/or --lapi-key-file (to pull the fleet's decisions)",
+    );
+  }
+  const clientCertPem = file("lapi-client-cert");
+  const clientKeyPem = file("lapi-client-key");
+  if ((clientCertPem === null) !== (clientKeyPem === null)) {
+    throw new ConfigError("--lapi-client-cert and --lapi-client-key go together: give both");
+  }
+  const pollSeconds = numberOption(
+    "lapi-poll",
+    value("lapi-poll"),
+    "a number of seconds from 0.05 to 3600",
+  );
+  if (pollSeconds < 0.05 || pollSeconds > 3600) {
+    throw new ConfigError(
+      `invalid --lapi-poll "${value("lapi-poll")}": expected a number of seconds from 0.05 to 3600`,
+    );
+  }
+  const machine = get("lapi-machine")?.trim() ?? hostName();
+  if (!/^[A-Za-z0-9._@-]{1,200}$/.test(machine)) {
+    throw new ConfigError(
+      `invalid --lapi-machine "${machine}": expected letters, digits, ".", "_", "-" or "@"`,
+    );
+  }
+  const originsText = value("lapi-origins").trim();
+  const origins = originsText === "all"
+    ? null
+    : originsText.split(",").map((o) => o.trim()).filter(Boolean);
+  if (origins !== null && origins.length === 0) {
+    throw new ConfigError(`invalid --lapi-origins "${originsText}": expected all or a comma list`);
+  }
+  return {
+    url: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`,
+    caPem: file("lapi-ca"),
+    clientCertPem,
+    clientKeyPem,
+    machine,
+    password,
+    apiKey,
+    pollMs: pollSeconds * 1000,
+    origins,
+  };
+}
+
+/** This host's name, for the default machine name. */
+function hostName(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "scanblocker";
+  }
 }
 
 /** Accepts `off`, `:PORT`, `HOST:PORT`, `[IPv6]:PORT` with PORT 0–65535. */

@@ -3,6 +3,7 @@
  * way: capture → decode → ProbeEvent → allow-list/detector → ScanDetected →
  * firewall, log and metrics.
  */
+import type { RuleTemplate } from "../ffi/nfnetlink.ts";
 
 /** Address family of an IP packet. */
 export type Family = 4 | 6;
@@ -80,6 +81,30 @@ export interface Ban {
   expiresAt: number | null;
 }
 
+/**
+ * Where the capture thread may ban by itself over netlink (a capability a
+ * backend offers, see src/firewall/fastpath.ts): the nftables table's sets,
+ * or (iptables-nft) a copy of iptables' own rule per family.
+ */
+export interface FastBan {
+  /** nftables: the table within the inet family, e.g. "scanblocker". */
+  table?: string;
+  /** iptables: the rule a ban appends, per family; null: that family's bans go through the main thread. */
+  rules?: Record<Family, RuleTemplate | null>;
+  /** Ban time in milliseconds; 0 = until removed. */
+  banTimeMs: number;
+  /** Bans the thread may still add before the cap (the bans owner tops it up). */
+  room: number;
+}
+
+/** What a backend found in the kernel when it re-read it (see Firewall.reconcile). */
+export interface KernelState {
+  /** The bans the kernel holds now, expired ones left out. */
+  bans: Ban[];
+  /** What had been removed from outside and was put back (e.g. "INPUT jump (IPv4)"); empty when all was in place. */
+  repaired: string[];
+}
+
 /** Name of a firewall backend. */
 export type FirewallKind = "iptables" | "nftables" | "none";
 
@@ -109,8 +134,25 @@ export interface Firewall {
   adopt(address: string, ttlSeconds: number, expiresAt?: number | null): void;
   /** Removes one ban; true when it existed and is gone. */
   unban(address: string): Promise<boolean>;
-  /** Lists the bans currently in place. */
+  /** Lists the bans this object holds (its own copy; reconcile() reads the kernel). */
   list(): Promise<Ban[]>;
+  /**
+   * Re-reads the kernel (not this object's copy): the bans it holds now, and
+   * whether the chains, sets and hooks are as installed. What was removed
+   * from outside is put back and named in `repaired`; this object's copy
+   * becomes the kernel's list. Null when the kernel could not be read (the
+   * reason went to onError).
+   */
+  reconcile(): Promise<KernelState | null>;
+  /**
+   * The synchronous path this backend offers the capture thread, for bans
+   * of `banTimeSeconds` with `room` bans left; null when it has none.
+   */
+  fastPath(banTimeSeconds: number, room: number): FastBan | null;
+  /** Bans held beyond which the fast path is not used (Infinity: no such limit). */
+  readonly fastLimit: number;
+  /** How bans reach the kernel, for the start-up line: "netlink", or the runner and why. */
+  describePath(): string;
   /** Removes everything this program installed (chains, jumps, table). */
   flush(): Promise<void>;
   /** Stops long-lived helper processes; bans stay in place. */

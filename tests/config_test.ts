@@ -23,7 +23,7 @@ Deno.test("defaults follow the contract", () => {
   assert.equal(c.maxSources, 100000);
   assert.equal(c.maxBans, 65536);
   assert.equal(c.logRate, 100);
-  assert.equal(c.metricsAddr, ":8080");
+  assert.equal(c.metricsAddr, "127.0.0.1:8080");
   assert.equal(c.logFormat, "text");
   assert.equal(c.device, null);
   assert.equal(c.local, null);

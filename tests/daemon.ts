@@ -18,6 +18,8 @@ export interface Daemon {
   stop(): Promise<number>;
   /** Exit status, once it has ended. */
   status: Promise<Deno.CommandStatus>;
+  /** Process id (`ip netns exec` and `env` exec, so this is the daemon itself). */
+  pid: number;
 }
 
 /** Starts `argv` and collects its output (for any way of starting the daemon). */
@@ -48,6 +50,7 @@ export function spawnDaemon(
   let ended = false;
   status.then(() => (ended = true));
   return {
+    pid: child.pid,
     stdout: () => out,
     stderr: () => err,
     status,

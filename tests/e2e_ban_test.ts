@@ -3,7 +3,7 @@
  * the ban survives a restart, and `bans`, `unban` and `flush` do what they say.
  */
 import assert from "node:assert/strict";
-import { type Daemon, startDaemon } from "./daemon.ts";
+import { type Daemon, spawnDaemon, startDaemon } from "./daemon.ts";
 import { canUseNetns, createLab, esc, type Lab, nmap } from "./netns.ts";
 
 const root = await canUseNetns();
@@ -61,7 +61,9 @@ for (const firewall of ["nftables", "iptables"]) {
         assert.match(
           bans.stdout,
           new RegExp(
-            `^ADDRESS +LEFT +REASON +ORIGIN\\n${esc(lab.scanner4)} +(?:59m \\d+s|1h) +- +-\\n`,
+            `^ADDRESS +LEFT +REASON +ORIGIN +BACKEND\\n${
+              esc(lab.scanner4)
+            } +(?:59m \\d+s|1h) +- +- +${firewall}\\n`,
           ),
         );
 
@@ -69,7 +71,7 @@ for (const firewall of ["nftables", "iptables"]) {
         assert.equal(un.code, 0, un.stderr);
         assert.match(
           un.stdout,
-          new RegExp(`IP ${lab.scanner4.replaceAll(".", "\\.")} unbanned\\.`),
+          new RegExp(`IP ${lab.scanner4.replaceAll(".", "\\.")} unbanned \\(${firewall}\\)\\.`),
         );
         const again = await cli(lab, ["unban", lab.scanner4, "--firewall", firewall]);
         assert.equal(again.code, 1);
@@ -90,28 +92,41 @@ for (const firewall of ["nftables", "iptables"]) {
 }
 
 Deno.test({
-  name: "iptables missing from PATH: the daemon says so, counts it, and keeps detecting",
+  name:
+    "iptables missing from the helper directories: the daemon says so, counts it, and keeps detecting",
   ...opts,
   fn: async () => {
     const lab = await createLab("nofw");
     let d: Daemon | null = null;
     try {
-      d = startDaemon(
-        lab.target,
-        [
-          "-i",
-          lab.targetIf,
-          "--firewall",
-          "iptables",
-          "--metrics-addr",
-          "127.0.0.1:9464",
-          "--lockout-guard",
-          "off",
-        ],
-        { PATH: "/nonexistent" },
-      );
+      // Helpers are looked up in fixed directories, never through PATH: hide
+      // /usr/sbin (and /sbin, a link to it) in a mount namespace of its own.
+      d = spawnDaemon([
+        ...lab.prefix(lab.target),
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs tmpfs /usr/sbin && exec "$@"',
+        "sh",
+        Deno.execPath(),
+        "run",
+        "-P",
+        "--quiet",
+        new URL("../main.ts", import.meta.url).pathname,
+        "-i",
+        lab.targetIf,
+        "--firewall",
+        "iptables",
+        "--metrics-addr",
+        "127.0.0.1:9464",
+        "--lockout-guard",
+        "off",
+      ]);
       await d.waitFor(/Listening on: /, 20000);
-      assert.match(d.stderr(), /iptables/);
+      assert.match(d.stderr(), /iptables: not found in \/usr\/sbin, \/sbin, \/usr\/bin, \/bin/);
       const scanFrom = (src: string) =>
         nmap(lab, ["-sS", "-S", src, "-e", lab.scannerIf, "-p", "1-10", lab.target4]);
       await scanFrom(lab.scanner4);

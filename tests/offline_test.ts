@@ -126,12 +126,12 @@ Deno.test("--help and --version", async () => {
   assert.match(v.stdout, /^scanblocker \d+\.\d+\.\d+ \(deno \d+\.\d+\.\d+/);
 });
 
-Deno.test("a metrics address in use: one line naming it and how to change it, exit 1", async () => {
+Deno.test("a metrics address in use: one line naming it and how to change it, exit 2 (configuration)", async () => {
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const port = (busy.addr as Deno.NetAddr).port;
     const r = await runMain(["-r", fixture("eth.pcap"), "--metrics-addr", `127.0.0.1:${port}`]);
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${port}`));
     assert.match(r.stderr, /--metrics-addr/);
     assert.ok(!/\n\s+at /.test(r.stderr), r.stderr);

@@ -238,3 +238,109 @@ Deno.test("server: nothing is logged per request", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server: running out of descriptors is reported once, counted, and survived", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sb-server-" });
+  const root = new URL("../", import.meta.url).pathname;
+  try {
+    const file = `${dir}/emfile.ts`;
+    // Under a limit of 128 descriptors, with no connection cap, idle clients
+    // in the same process use up the descriptors until accept fails (EMFILE).
+    await Deno.writeTextFile(
+      file,
+      `
+      import { startMetricsServer } from "${root}src/report/server.ts";
+      import { createMetrics } from "${root}src/report/metrics.ts";
+      // As the daemon does at start: Deno 2.9.6 panics when it first sets up
+      // signal handling after the descriptors ran out.
+      Deno.addSignalListener("SIGTERM", () => {});
+      const problems = [];
+      const metrics = createMetrics("1");
+      const s = startMetricsServer({ hostname: "127.0.0.1", port: 0 }, metrics, () => ({
+        captureRunning: true, packetsSeen: 0, firewall: "none", lastPacketTime: null }),
+        () => {}, { limits: { maxConnections: 100000 }, onProblem: (m) => problems.push(m) });
+      const clients = [];
+      for (let i = 0; i < 400; i++) {
+        try { clients.push(await Deno.connect({ hostname: "127.0.0.1", port: s.port })); }
+        catch { break; }
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+      for (const c of clients) c.close();
+      await new Promise((r) => setTimeout(r, 1500));
+      const r = await fetch("http://127.0.0.1:" + s.port + "/healthz");
+      const text = await metrics.registry.getSingleMetricAsString("scanblocker_metrics_server_problems_total");
+      console.log(JSON.stringify({ status: r.status, body: await r.json(), problems, clients: clients.length,
+        acceptErrors: Number(/kind="accept_error"} (\\d+)/.exec(text)?.[1] ?? 0) }));
+      await s.close();
+      Deno.exit(0);
+    `,
+    );
+    const out = await new Deno.Command("prlimit", {
+      args: ["--nofile=128:128", Deno.execPath(), "run", "-A", `--config=${root}deno.json`, file],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const r = JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.status, "ok");
+    assert.ok(r.acceptErrors > 0, JSON.stringify(r));
+    assert.equal(r.problems.filter((p: string) => /cannot accept connections/.test(p)).length, 1);
+    assert.match(r.problems.at(-1), /accepting connections again/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server: idle connections time out, connections over the cap are closed", async () => {
+  const metrics = createMetrics("1");
+  const server = startMetricsServer(
+    { hostname: "127.0.0.1", port: 0 },
+    metrics,
+    () => healthy,
+    () => {},
+    { limits: { maxConnections: 2, headerTimeoutMs: 300, maxHeadBytes: 256 } },
+  );
+  const conns: Deno.Conn[] = [];
+  try {
+    const eof = async (c: Deno.Conn, ms: number) => {
+      const t0 = Date.now();
+      const r = await Promise.race([
+        c.read(new Uint8Array(16)).catch(() => null),
+        new Promise((r) => setTimeout(() => r("open"), ms)),
+      ]);
+      return r === null ? Date.now() - t0 : -1;
+    };
+    for (let i = 0; i < 3; i++) {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // The third is over the cap: closed at once; the first two when their head is late.
+    assert.ok((await eof(conns[2], 200)) >= 0, "over-cap connection left open");
+    const waited = await eof(conns[0], 2000);
+    assert.ok(waited >= 0, "idle connection left open");
+    assert.ok((await eof(conns[1], 2000)) >= 0, "idle connection left open");
+    // A head longer than the limit is closed too, and the server still answers.
+    const big = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    conns.push(big);
+    await big.write(new TextEncoder().encode(`GET /healthz HTTP/1.1\r\nx: ${"a".repeat(400)}`));
+    assert.ok((await eof(big, 2000)) >= 0, "oversized head left open");
+    const r = await fetch(`http://127.0.0.1:${server.port}/healthz`);
+    assert.equal(r.status, 200);
+    await r.body?.cancel();
+    const text = await metrics.registry.getSingleMetricAsString(
+      "scanblocker_metrics_server_problems_total",
+    );
+    assert.match(text, /kind="over_capacity"\} 1/);
+    assert.match(text, /kind="timeout"\} 2/);
+    assert.match(text, /kind="bad_request"\} 1/);
+  } finally {
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await server.close();
+  }
+});

@@ -84,7 +84,7 @@ Deno.test({
         new RegExp(
           `^Active bans \\(1\\):\\n  ADDRESS .*\\n  ${
             esc(lab.scanner4)
-          } +(?:59m \\d+s|1h) +window, 4 ports +local$`,
+          } +(?:59m \\d+s|1h) +port scan: 4 ports +local$`,
           "m",
         ),
       );
@@ -108,7 +108,7 @@ Deno.test({
       assert.equal(s.scansDetected, 1);
       assert.equal(s.bans.length, 1);
       assert.equal(s.bans[0].address, lab.scanner4);
-      assert.deepEqual(s.bans[0].reason, { rule: "window", ports: 4 });
+      assert.equal(s.bans[0].reason, "port scan: 4 ports");
       assert.equal(s.bans[0].origin, "local");
       assert.ok(s.bans[0].expiresAt! > Date.now() + 3500_000);
       assert.deepEqual(s.topSources.find((t) => t.address === lab.scanner6)?.ports, [7, 9]);
@@ -122,9 +122,9 @@ Deno.test({
       assert.match(
         bans.stdout,
         new RegExp(
-          `^ADDRESS +LEFT +REASON +ORIGIN\\n${
+          `^ADDRESS +LEFT +REASON +ORIGIN +BACKEND\\n${
             esc(lab.scanner4)
-          } +(?:59m \\d+s|1h) +window, 4 ports +local\\n$`,
+          } +(?:59m \\d+s|1h) +port scan: 4 ports +local +nftables\\n$`,
         ),
       );
       const bj = await cli(lab, [
@@ -139,7 +139,8 @@ Deno.test({
       assert.equal(list.length, 1);
       assert.equal(list[0].address, lab.scanner4);
       assert.equal(list[0].origin, "local");
-      assert.deepEqual(list[0].reason, { rule: "window", ports: 4 });
+      assert.equal(list[0].reason, "port scan: 4 ports");
+      assert.equal(list[0].backend, "nftables");
       assert.ok(list[0].seconds_left > 3500 && list[0].seconds_left <= 3600);
       assert.ok(bj.stdout.endsWith("}\n"));
 
@@ -153,7 +154,10 @@ Deno.test({
       assert.equal(none.stdout, "");
       assert.equal(none.stderr, `scanblocker: scanblocker is not running (no daemon at ${sock})\n`);
       const alone = await cli(lab, ["bans", "--firewall", "nftables", "--control-socket", sock]);
-      assert.match(alone.stdout, new RegExp(`^${esc(lab.scanner4)} +(?:59m \\d+s|1h) +- +-$`, "m"));
+      assert.match(
+        alone.stdout,
+        new RegExp(`^${esc(lab.scanner4)} +(?:59m \\d+s|1h) +- +- +nftables$`, "m"),
+      );
       await cli(lab, ["flush", "--firewall", "nftables"]);
     } finally {
       if (d) await d.stop();

@@ -117,8 +117,25 @@ export function defaultInterface(): string {
   );
 }
 
-/** Longest wait for packets before the loop looks at the abort signal again (it is woken at once anyway). */
-const WAIT_MS = 1000;
+/**
+ * Why the daemon cannot capture on `name`, as a configuration error (exit 2),
+ * or null when it exists and is up. `any` is always fine; when
+ * /sys/class/net cannot be read, null too (libpcap says what is wrong then).
+ */
+export function interfaceProblem(name: string): string | null {
+  if (name === "any") return null;
+  const names = listSystemDirectory("/sys/class/net");
+  if (names === null) return null;
+  const how = "choose one with -i/--interface or SB_DEVICE";
+  if (!names.includes(name)) {
+    return `interface "${name}" does not exist (this host has: ${names.sort().join(" ")}); ${how}`;
+  }
+  const flags = parseInt(readSystemFile(`/sys/class/net/${name}/flags`) ?? "", 16);
+  if (Number.isFinite(flags) && !(flags & IFF_UP)) {
+    return `interface "${name}" is down: bring it up (ip link set ${name} up) or ${how}`;
+  }
+  return null;
+}
 
 /**
  * A capture file is read for at most this long before the event loop gets a
@@ -155,12 +172,10 @@ function eventLoopTurns(): { turn(): Promise<void>; close(): void } {
 }
 
 /**
- * Runs until the end of a capture file or until `signal` aborts a live
- * capture, calling onBatch for every non-empty batch. Never blocks the event
- * loop: a live capture sleeps in Pcap.wait (poll(2) off the main thread,
- * woken at once by an abort) and takes a turn through the event loop after
- * every batch; a capture file yields to the event loop every few
- * milliseconds.
+ * Reads a capture file to its end (or until `signal` aborts), calling
+ * onBatch for every non-empty batch, and yields to the event loop every few
+ * milliseconds. Live captures have one loop, the capture thread's
+ * (src/capture/worker.ts via LiveCapture).
  * Rejects with the capture's Error (a damaged file after its good packets).
  */
 export async function runCapture(
@@ -174,18 +189,8 @@ export async function runCapture(
   const turns = eventLoopTurns();
   try {
     if (pcap.live) {
-      while (!signal.aborted) {
-        const b = pcap.dispatch();
-        if (b && b.count > 0) {
-          onBatch(b);
-          // Let timers and I/O run, then look again before sleeping: under
-          // load the next packets are usually there already.
-          await turns.turn();
-        } else {
-          await pcap.wait(WAIT_MS);
-        }
-      }
-      return;
+      // Live captures run on the capture thread (src/capture/worker.ts): one live loop.
+      throw new Error("runCapture reads capture files; a live capture runs in LiveCapture");
     }
     let slice = performance.now();
     while (!signal.aborted) {

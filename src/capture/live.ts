@@ -9,7 +9,8 @@
  */
 import { wakeUp } from "../../ffi/libc.ts";
 import type { Address } from "../address.ts";
-import { type FastBan, type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
+import type { FastBan } from "../firewall/fastpath.ts";
+import type { ScanNotice, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
 import type { SourcePorts } from "../detect/engine.ts";
 

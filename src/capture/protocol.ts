@@ -2,26 +2,11 @@
  * The messages between the main thread and the live capture worker
  * (src/capture/worker.ts), and the layout of the counters the worker shares.
  */
-import type { RuleTemplate } from "../../ffi/nfnetlink.ts";
+import type { FastBan, FastResult } from "../firewall/fastpath.ts";
 import type { Address, Cidr } from "../address.ts";
 import type { EngineSettings, SourcePorts } from "../detect/engine.ts";
 import type { LogFormat } from "../report/log.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
-
-/**
- * Where the worker bans by itself over netlink: the nftables table's sets,
- * or (iptables-nft) a copy of iptables' own rule per family.
- */
-export interface FastBan {
-  /** nftables: the table within the inet family, e.g. "scanblocker". */
-  table?: string;
-  /** iptables: the rule a ban appends, per family; null: that family's bans go through the main thread. */
-  rules?: Record<4 | 6, RuleTemplate | null>;
-  /** Ban time in milliseconds; 0 = until removed. */
-  banTimeMs: number;
-  /** Bans the worker may still add before the cap (the main thread tops it up). */
-  room: number;
-}
 
 /** Main thread → worker: "open" as the worker's message, the rest on its `requests` port. */
 export type WorkerRequest =
@@ -67,7 +52,7 @@ export interface ScanNotice {
    * null: not banned here (the main thread bans); else the netlink outcome,
    * with the expiry written (epoch ms, null = never) and the confirmation time.
    */
-  ban: null | { ok: true; at: number; expiresAt: number | null } | { ok: false; error: string };
+  ban: FastResult;
 }
 
 /** Worker → main thread. */

@@ -17,5 +17,9 @@ export const Slot = {
   TrackedSources: 8,
   LastPacketMs: 9,
   PcapDropped: 10,
-  Count: 11,
+  /** Log lines the capture thread dropped because stdout could not take them. */
+  LogDropped: 11,
+  /** Date.now() of the capture loop's latest turn (at least once a second while it runs). */
+  Heartbeat: 12,
+  Count: 13,
 } as const;

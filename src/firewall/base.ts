@@ -5,8 +5,11 @@
  * tick into one write to the backend.
  */
 import { formatAddress, parseAddress } from "../address.ts";
-import type { Ban, BanResult, Firewall, FirewallKind } from "../types.ts";
+import type { Ban, BanResult, FastBan, Firewall, FirewallKind, KernelState } from "../types.ts";
 import { errorText } from "./runner.ts";
+import { banExpiry } from "./fastpath.ts";
+
+export { banExpiry };
 
 /** Options of every backend (see createFirewall). */
 export interface FirewallOptions {
@@ -37,16 +40,6 @@ export function normalizeHooks(hooks: readonly string[] | undefined): FirewallHo
   return out.length > 0 ? out : ["input"];
 }
 
-/**
- * When a ban of `ttlSeconds` made now ends: epoch ms on a whole second (the
- * iptables comment holds seconds), null for 0 (until removed). The capture
- * worker uses it too, so the main thread's book matches the rule it wrote.
- */
-export function banExpiry(ttlSeconds: number, now = Date.now()): number | null {
-  const ttl = Math.ceil(ttlSeconds);
-  return ttl > 0 ? (Math.floor(now / 1000) + ttl) * 1000 : null;
-}
-
 /** One queued change: add or remove a ban; `done` receives whether it is applied. */
 export interface Op {
   add: boolean;
@@ -60,6 +53,8 @@ export abstract class BaseFirewall implements Firewall {
   /** Bans in place, by canonical address. */
   protected readonly bans = new Map<string, Ban>();
   readonly #pending = new Map<string, Promise<BanResult>>();
+  /** When each ban in `bans` was confirmed by this object (performance.now()), for reconcile. */
+  readonly #confirmedAt = new Map<string, number>();
   #queue: Op[] = [];
   #scheduled = false;
   #busy = false;
@@ -81,6 +76,7 @@ export abstract class BaseFirewall implements Firewall {
   protected abstract apply(ops: Op[]): Promise<void>;
 
   abstract init(): Promise<Ban[]>;
+  abstract reconcile(): Promise<KernelState | null>;
   abstract flush(): Promise<void>;
   abstract close(): Promise<void>;
 
@@ -142,8 +138,7 @@ export abstract class BaseFirewall implements Firewall {
       const p = this.enqueue(true, ban).then((ok): BanResult => {
         this.#pending.delete(ban.address);
         if (!ok) return "failed";
-        this.bans.set(ban.address, ban);
-        this.added(ban);
+        this.#confirm(ban);
         return "banned";
       });
       this.#pending.set(ban.address, p);
@@ -163,8 +158,7 @@ export abstract class BaseFirewall implements Firewall {
       const applied = this.applyNow(ban);
       if (applied === null) return null;
       if (!applied) return "failed";
-      this.bans.set(ban.address, ban);
-      this.added(ban);
+      this.#confirm(ban);
       return "banned";
     } catch (e) {
       this.report(`${this.kind}: ban ${String(address)} failed: ${errorText(e)}`);
@@ -181,8 +175,44 @@ export abstract class BaseFirewall implements Firewall {
       family: parsed.family,
       expiresAt: expiresAt !== undefined ? expiresAt : banExpiry(ttlSeconds),
     };
-    this.bans.set(canonical, ban);
+    this.#confirm(ban);
+  }
+
+  #confirm(ban: Ban): void {
+    this.bans.set(ban.address, ban);
+    this.#confirmedAt.set(ban.address, performance.now());
     this.added(ban);
+  }
+
+  /**
+   * Makes the kernel's list (read from `readStartedAt`, performance.now())
+   * this object's copy, keeping the bans confirmed after the read began (the
+   * list may predate them). Returns the copy, expired bans left out.
+   */
+  protected takeKernelList(found: Ban[], readStartedAt: number): Ban[] {
+    const next = new Map<string, Ban>();
+    for (const b of found) next.set(b.address, b);
+    for (const [a, at] of this.#confirmedAt) {
+      const b = this.bans.get(a);
+      if (at >= readStartedAt && b) next.set(a, b);
+      else if (!next.has(a)) this.#confirmedAt.delete(a);
+    }
+    this.bans.clear();
+    for (const [a, b] of next) this.bans.set(a, b);
+    const now = Date.now();
+    return [...next.values()].filter((b) => !this.expired(b, now)).map((b) => ({ ...b }));
+  }
+
+  fastPath(_banTimeSeconds: number, _room: number): FastBan | null {
+    return null;
+  }
+
+  get fastLimit(): number {
+    return Infinity;
+  }
+
+  describePath(): string {
+    return "";
   }
 
   /** True when applyNow() can add this ban on the calling thread. */
@@ -215,7 +245,10 @@ export abstract class BaseFirewall implements Firewall {
       const ban = this.bans.get(canonical);
       if (!ban) return false;
       const ok = await this.enqueue(false, ban);
-      if (ok) this.bans.delete(canonical);
+      if (ok) {
+        this.bans.delete(canonical);
+        this.#confirmedAt.delete(canonical);
+      }
       return ok;
     } catch (e) {
       this.report(`${this.kind}: unban ${String(address)} failed: ${errorText(e)}`);

@@ -6,9 +6,10 @@
  */
 import type { Ban, Firewall, FirewallKind } from "../types.ts";
 import type { FirewallOptions } from "./base.ts";
-import { IptablesFirewall } from "./iptables.ts";
-import { NftablesFirewall } from "./nftables.ts";
+import { IPT_CHAIN, IptablesFirewall } from "./iptables.ts";
+import { NFT_TABLE, NftablesFirewall } from "./nftables.ts";
 import { NoneFirewall } from "./none.ts";
+import { runCommand } from "./runner.ts";
 
 export type { FirewallHook, FirewallOptions } from "./base.ts";
 export { normalizeHooks } from "./base.ts";
@@ -30,6 +31,23 @@ export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firew
     default:
       return new NoneFirewall(o);
   }
+}
+
+/**
+ * The backends that hold scanblocker's rules in this namespace: nftables when
+ * the table `inet scanblocker` exists, iptables when the chain SCANBLOCKER
+ * exists in iptables or ip6tables. Only reads.
+ */
+export async function installedBackends(prefix: string[] = []): Promise<FirewallKind[]> {
+  const [nft, ipt4, ipt6] = await Promise.all([
+    runCommand([...prefix, "nft", "list", "table", ...NFT_TABLE.split(" ")]),
+    runCommand([...prefix, "iptables", "-w", "-S", IPT_CHAIN]),
+    runCommand([...prefix, "ip6tables", "-w", "-S", IPT_CHAIN]),
+  ]);
+  const out: FirewallKind[] = [];
+  if (ipt4.code === 0 || ipt6.code === 0) out.push("iptables");
+  if (nft.code === 0) out.push("nftables");
+  return out;
 }
 
 /** "1h 2m 3s" style text for a number of seconds. */

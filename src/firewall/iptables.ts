@@ -21,7 +21,7 @@
  * with `iptables -S` at init before the path is used. With iptables-legacy,
  * a commandPrefix, or any mismatch, bans go through iptables-restore.
  */
-import type { Ban, Family } from "../types.ts";
+import type { Ban, Family, FastBan, KernelState } from "../types.ts";
 import { canonicalAddress, parseAddress } from "../address.ts";
 import {
   NFPROTO_IPV4,
@@ -30,6 +30,7 @@ import {
   type RuleTemplate,
   ruleTemplate,
 } from "../../ffi/nfnetlink.ts";
+import { expiryDigits } from "./fastpath.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { type Deferred, deferred, errorText, firstLine, Helper, runCommand } from "./runner.ts";
 
@@ -65,11 +66,6 @@ export const NETLINK_MAX_RULES = 1000;
 export interface IptablesRules {
   expiring: RuleTemplate;
   never: RuleTemplate;
-}
-
-/** The variable text of a ban's rule: its expiry's ten digits, or null for none. */
-export function expiryDigits(expiresAt: number | null): string | null {
-  return expiresAt === null ? null : String(Math.floor(expiresAt / 1000));
 }
 
 /** Comment text carrying a ban's expiry. */
@@ -119,69 +115,92 @@ export function parseIptablesRules(
   return { bans, hasChain, hasSync, jumps, forwardJumps };
 }
 
-/** One family's long-lived iptables-restore. */
-class RestoreRunner {
-  #helper: Helper | null = null;
-  #waiting: Deferred<string | null> | null = null;
-  #stderr = "";
+/**
+ * One family's long-lived iptables-restore: each block is followed by a
+ * flush of the empty SCANBLOCKER-SYNC chain, whose "Flushing chain" line
+ * (with -v) confirms it. Exported for its tests (a fake slow helper).
+ */
+export class RestoreRunner {
+  /** The current process and what it owes; a replaced one keeps its own object. */
+  #gen: Generation | null = null;
   /** First line of what the last process said before it ended (or why it could not start). */
   #lastError = "";
 
-  constructor(readonly tool: string, private readonly argv: string[]) {}
+  /** `confirmMs`: longest wait for a block's confirmation before the process is replaced. */
+  constructor(
+    readonly tool: string,
+    private readonly argv: string[],
+    private readonly confirmMs = CONFIRM_MS,
+  ) {}
 
-  #start(): Helper | null {
-    if (this.#helper?.alive) return this.#helper;
-    this.#stderr = "";
-    const h: Helper = new Helper(this.argv, {
+  /**
+   * The running process, or a new one. Its events touch only its own
+   * generation: a marker answers the oldest block written to that process,
+   * its exit fails that process's blocks, and nothing of a replaced process
+   * reaches the blocks of the next one.
+   */
+  #start(): Generation | null {
+    if (this.#gen?.helper.alive && !this.#gen.retired) return this.#gen;
+    // deno-lint-ignore prefer-const -- assigned once the helper exists; its events read it later
+    let gen: Generation;
+    const helper = new Helper(this.argv, {
       onLine: (line) => {
-        if (line.startsWith(SYNC_LINE) && this.#waiting) {
-          const w = this.#waiting;
-          this.#waiting = null;
-          w.resolve(null);
-        }
+        if (line.startsWith(SYNC_LINE) && !gen.retired) gen.waits.shift()?.resolve(null);
       },
-      onStderr: (text) => (this.#stderr += text),
+      onStderr: (text) => (gen.stderr += text),
       onExit: (code) => {
-        if (this.#helper === h) this.#helper = null;
-        const text = this.#stderr;
-        this.#lastError = firstLine(text);
-        this.#stderr = "";
-        const w = this.#waiting;
-        this.#waiting = null;
-        w?.resolve(`exited with status ${code}: ${firstLine(text)}`);
+        if (this.#gen === gen) {
+          this.#gen = null;
+          this.#lastError = firstLine(gen.stderr);
+        }
+        const why = `exited with status ${code}: ${firstLine(gen.stderr)}`;
+        for (const w of gen.waits.splice(0)) w.resolve(why);
       },
     });
-    this.#helper = h;
-    return h.start() ? h : null;
+    gen = { helper, waits: [], stderr: "", retired: false };
+    this.#gen = gen;
+    return gen.helper.start() ? gen : null;
   }
 
   /** Applies one block of rule lines; null when confirmed, else the error. */
   async apply(lines: string[]): Promise<string | null> {
-    const h = this.#start();
-    if (!h) return `cannot start: ${this.#lastError}`;
+    const gen = this.#start();
+    if (!gen) return `cannot start: ${this.#lastError}`;
     const done = deferred<string | null>();
-    this.#waiting = done;
+    gen.waits.push(done);
     const text = `*filter\n${lines.join("\n")}\nCOMMIT\n*filter\n-F ${IPT_SYNC_CHAIN} -v\nCOMMIT\n`;
-    if (!(await h.write(text)) && this.#waiting === done) {
-      // The process died before reading; onExit resolves with its error.
-    }
+    // A failed write means the process died before reading; its exit answers.
+    await gen.helper.write(text);
     const timer = setTimeout(() => {
-      if (this.#waiting !== done) return;
-      this.#waiting = null;
-      done.resolve(`no confirmation within ${CONFIRM_MS / 1000} s`);
-      if (this.#helper === h) this.#helper = null;
-      h.stop(); // a fresh process for the next block
-    }, CONFIRM_MS);
+      if (!gen.waits.includes(done)) return;
+      // Give up on this process: every block it still owes fails (a late
+      // marker could no longer be told apart), and the next block gets a
+      // fresh process.
+      gen.retired = true;
+      const why = `no confirmation within ${this.confirmMs / 1000} s`;
+      for (const w of gen.waits.splice(0)) w.resolve(why);
+      if (this.#gen === gen) this.#gen = null;
+      gen.helper.stop();
+    }, this.confirmMs);
     const result = await done.promise;
     clearTimeout(timer);
     return result;
   }
 
   async stop(): Promise<void> {
-    const h = this.#helper;
-    this.#helper = null;
-    await h?.stop();
+    const gen = this.#gen;
+    this.#gen = null;
+    await gen?.helper.stop();
   }
+}
+
+/** One iptables-restore process of a RestoreRunner and the blocks it has yet to confirm, oldest first. */
+interface Generation {
+  helper: Helper;
+  waits: Deferred<string | null>[];
+  stderr: string;
+  /** Given up on after a timeout: its markers confirm nothing. */
+  retired: boolean;
 }
 
 /** iptables backend; see the module comment. */
@@ -343,6 +362,60 @@ export class IptablesFirewall extends BaseFirewall {
     const pick = (f: Family) => this.#fast[f]?.[expiring ? "expiring" : "never"] ?? null;
     const rules = { 4: pick(4), 6: pick(6) };
     return rules[4] || rules[6] ? rules : null;
+  }
+
+  /**
+   * Re-reads both families with `iptables -S` / `ip6tables -S`, puts back a
+   * chain or jump removed from outside, and takes the kernel's list of bans.
+   */
+  async reconcile(): Promise<KernelState | null> {
+    try {
+      const readAt = performance.now();
+      const found: Ban[] = [];
+      const repaired: string[] = [];
+      for (const family of [4, 6] as const) {
+        const tool = this.#tool(family);
+        const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
+        if (r.code !== 0) {
+          this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
+          return null;
+        }
+        const k = parseIptablesRules(r.stdout, family);
+        found.push(...k.bans);
+        const missing: string[] = [];
+        if (!k.hasChain) missing.push(`chain ${IPT_CHAIN}`);
+        for (const hook of this.hooks) {
+          const n = hook === "input" ? k.jumps : k.forwardJumps;
+          if (n !== 1) missing.push(`${HOOK_CHAIN[hook]} jump`);
+        }
+        if (missing.length === 0) continue;
+        this.#ready[family] = null;
+        if (!(await this.#ensure(family))) return null;
+        repaired.push(...missing.map((m) => `${tool} ${m}`));
+      }
+      const bans = this.takeKernelList(found, readAt);
+      for (const b of bans) this.added(b);
+      return { bans, repaired };
+    } catch (e) {
+      this.report(`iptables reconcile failed: ${errorText(e)}`);
+      return null;
+    }
+  }
+
+  override fastPath(banTimeSeconds: number, room: number): FastBan | null {
+    const rules = this.fastRules(banTimeSeconds > 0);
+    return rules ? { rules, banTimeMs: banTimeSeconds * 1000, room } : null;
+  }
+
+  override get fastLimit(): number {
+    return NETLINK_MAX_RULES;
+  }
+
+  override describePath(): string {
+    if (this.path(4) === "netlink") {
+      return this.path(6) === "netlink" ? "netlink" : "netlink (IPv4 only)";
+    }
+    return `iptables-restore (${this.fastError[4] || "not set up"})`;
   }
 
   /** "netlink" when bans of this family skip iptables-restore. */

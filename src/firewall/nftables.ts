@@ -15,7 +15,7 @@
  * the kernel's confirmation, about 0.06 ms per ban whether the sets are empty
  * or hold 50,000 elements. The `nft -i` runner stays as the fallback.
  */
-import type { Ban } from "../types.ts";
+import type { Ban, FastBan, KernelState } from "../types.ts";
 import { canonicalAddress } from "../address.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import {
@@ -33,7 +33,7 @@ import { parseAddress } from "../address.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
-/** Elements per transaction (netlink refuses much larger batches). */
+/** Elements per transaction on the text paths (ffi/nfnetlink.ts splits its own batches). */
 const CHUNK = 4096;
 /** How long stderr must stay quiet before an error is complete. */
 const ERR_SETTLE_MS = 15;
@@ -110,6 +110,52 @@ export function parseNftBans(json: string, now = Date.now()): Ban[] {
     }
   }
   return out;
+}
+
+/**
+ * What of the installed chains is missing in `nft -j list table` output: one
+ * entry per wanted hook whose base chain is gone, on another hook or
+ * priority, or no longer holds exactly the two rules dropping the sets'
+ * members; "sets" when a set is gone. Empty when all is in place.
+ */
+export function nftMissing(json: string, hooks: readonly FirewallHook[]): string[] {
+  let items: unknown[] = [];
+  try {
+    const doc = JSON.parse(json) as { nftables?: unknown };
+    if (Array.isArray(doc.nftables)) items = doc.nftables;
+  } catch {
+    return ["table"];
+  }
+  const chains = new Map<string, { hook?: unknown; prio?: unknown }>();
+  const rules = new Map<string, string[]>();
+  const sets = new Set<string>();
+  for (const item of items) {
+    const o = item as {
+      chain?: { name?: unknown; hook?: unknown; prio?: unknown };
+      rule?: { chain?: unknown };
+      set?: { name?: unknown };
+    };
+    if (o.chain && typeof o.chain.name === "string") chains.set(o.chain.name, o.chain);
+    if (o.rule && typeof o.rule.chain === "string") {
+      const list = rules.get(o.rule.chain) ?? [];
+      list.push(JSON.stringify(o.rule));
+      rules.set(o.rule.chain, list);
+    }
+    if (o.set && typeof o.set.name === "string") sets.add(o.set.name);
+  }
+  const missing: string[] = [];
+  if (!sets.has("banned4") || !sets.has("banned6")) missing.push("sets");
+  for (const hook of hooks) {
+    const c = chains.get(hook);
+    const r = rules.get(hook) ?? [];
+    const dropping = (set: string) =>
+      r.some((t) => t.includes(`"@${set}"`) && t.includes('"drop"'));
+    if (!c || c.hook !== hook || c.prio !== -10) missing.push(`${hook} chain`);
+    else if (r.length !== 2 || !dropping("banned4") || !dropping("banned6")) {
+      missing.push(`${hook} rules`);
+    }
+  }
+  return missing;
 }
 
 /** nftables backend; see the module comment. */
@@ -224,6 +270,47 @@ export class NftablesFirewall extends BaseFirewall {
       this.report(`nftables init failed: ${String(e)}`);
       return [];
     }
+  }
+
+  /**
+   * Re-reads the table from the kernel with `nft -j` in a child process (a
+   * list of 65,536 elements would hold the event loop for long in the
+   * library), puts back what was removed from outside, and takes the
+   * kernel's list of bans.
+   */
+  async reconcile(): Promise<KernelState | null> {
+    try {
+      const readAt = performance.now();
+      const args = ["-j", "list", "table", ...NFT_TABLE.split(" ")];
+      let r = await runCommand(this.#nft(args));
+      const gone = r.code !== 0 && /No such file or directory/.test(r.stderr);
+      if (r.code !== 0 && !gone) {
+        this.report(`nft -j list table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
+        return null;
+      }
+      const missing = gone ? ["table"] : nftMissing(r.stdout, this.hooks);
+      if (missing.length > 0) {
+        this.#ready = null;
+        if (!(await this.#setup())) return null;
+        if (gone) r = { code: 0, stdout: "{}", stderr: "" };
+      }
+      const bans = this.takeKernelList(parseNftBans(r.stdout), readAt);
+      return { bans, repaired: missing.map((m) => `nftables ${m}`) };
+    } catch (e) {
+      this.report(`nftables reconcile failed: ${errorText(e)}`);
+      return null;
+    }
+  }
+
+  override fastPath(banTimeSeconds: number, room: number): FastBan | null {
+    if (this.path !== "netlink") return null;
+    return { table: NFT_TABLE.split(" ")[1], banTimeMs: banTimeSeconds * 1000, room };
+  }
+
+  override describePath(): string {
+    return this.path === "netlink"
+      ? "netlink"
+      : `${this.path} (${this.libError || "no libnftables"})`;
   }
 
   #startHelper(): boolean {
@@ -361,8 +448,9 @@ export class NftablesFirewall extends BaseFirewall {
     const adds = ops.filter((o) => o.add);
     const dels = ops.filter((o) => !o.add);
     for (let i = 0; i < adds.length; i += CHUNK) await this.#run(adds.slice(i, i + CHUNK), true);
-    if (dels.length > 0) {
-      const failed = await this.#run(dels, false, dels.length > 1);
+    for (let i = 0; i < dels.length; i += CHUNK) {
+      const chunk = dels.slice(i, i + CHUNK);
+      const failed = await this.#run(chunk, false, chunk.length > 1);
       // One missing element fails a whole delete; retry the others one by one.
       for (const op of failed) await this.#run([op], false);
     }

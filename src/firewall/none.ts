@@ -3,7 +3,7 @@
  * `-r` analyses report what would have been banned); nothing is installed and
  * nothing is logged.
  */
-import type { Ban } from "../types.ts";
+import type { Ban, KernelState } from "../types.ts";
 import { BaseFirewall, type FirewallOptions, type Op } from "./base.ts";
 
 /** In-memory backend; see the module comment. */
@@ -16,6 +16,11 @@ export class NoneFirewall extends BaseFirewall {
 
   init(): Promise<Ban[]> {
     return Promise.resolve([]);
+  }
+
+  /** Nothing in a kernel: the in-memory list is the whole truth. */
+  async reconcile(): Promise<KernelState | null> {
+    return { bans: await this.list(), repaired: [] };
   }
 
   protected apply(ops: Op[]): Promise<void> {

@@ -1,8 +1,10 @@
 /**
  * Process plumbing shared by the firewall backends: a long-lived helper
  * process fed over stdin whose stdout lines and exit are reported to the
- * backend, and a one-shot command runner for set-up and listing.
+ * backend, and a one-shot command runner for set-up and listing. Programs
+ * are started by trusted absolute path with a fixed environment (helpers.ts).
  */
+import { HELPER_ENV, trustedArgv } from "./helpers.ts";
 
 /** Result of a command run to completion. */
 export interface CommandResult {
@@ -23,8 +25,11 @@ export function errorText(e: unknown): string {
 /** Runs argv to completion (optionally feeding stdin); never throws. */
 export async function runCommand(argv: string[], stdin?: string): Promise<CommandResult> {
   try {
-    const child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    const [program, ...args] = trustedArgv(argv);
+    const child = new Deno.Command(program, {
+      args,
+      clearEnv: true,
+      env: HELPER_ENV,
       stdin: stdin !== undefined ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
@@ -83,8 +88,11 @@ export class Helper {
   /** Starts the process; false (after onStderr + onExit) when it cannot start. */
   start(): boolean {
     try {
-      this.#child = new Deno.Command(this.argv[0], {
-        args: this.argv.slice(1),
+      const [program, ...args] = trustedArgv(this.argv);
+      this.#child = new Deno.Command(program, {
+        args,
+        clearEnv: true,
+        env: HELPER_ENV,
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",

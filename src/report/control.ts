@@ -6,7 +6,7 @@
  * (`{"request":"status"}`), one JSON answer line, then the daemon closes.
  * The daemon builds the answer from a snapshot callback, on request only.
  */
-import type { BanStatus, StatusSnapshot } from "./status.ts";
+import type { BanStatus, ListedBan, StatusSnapshot } from "./status.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -207,14 +207,14 @@ export async function statusCommand(
 }
 
 /**
- * The firewall's bans with the reason and origin the daemon knows, for
- * `scanblocker bans`; `daemon` is false when no daemon answered (then
+ * The firewall's bans with the reason and origin the daemon's book holds,
+ * for `scanblocker bans`; `daemon` is false when no daemon answered (then
  * reason is null and origin "-").
  */
 export async function bansWithReasons(
-  bans: { address: string; expiresAt: number | null }[],
+  bans: { address: string; expiresAt: number | null; backend: string }[],
   path: string,
-): Promise<{ bans: BanStatus[]; daemon: boolean }> {
+): Promise<{ bans: ListedBan[]; daemon: boolean }> {
   let known: Map<string, BanStatus> | null = null;
   try {
     const s = await askStatus(path, 2000);
@@ -225,10 +225,10 @@ export async function bansWithReasons(
     bans: bans.map((b) => {
       const k = known?.get(b.address);
       return {
-        address: b.address,
-        expiresAt: b.expiresAt,
+        ...b,
         reason: k?.reason ?? null,
-        origin: k?.origin ?? (known ? "external" : "-"),
+        // In the firewall but not in the daemon's book: put there from outside.
+        origin: k?.origin ?? (known ? "restored" : "-"),
       };
     }),
   };

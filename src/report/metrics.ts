@@ -46,16 +46,36 @@ export interface Metrics {
   trackedSources: Gauge;
   /** scanblocker_firewall_errors_total */
   firewallErrors: Counter;
+  /** Chains, sets or hooks removed from outside and put back. */
+  firewallRepairs: Counter;
+  /** Bans the kernel no longer held when it was re-read (removed from outside). */
+  bansLost: Counter;
+  /** Bans removed early to make room for new ones when the table was full. */
+  bansEvicted: Counter;
   /** scanblocker_detection_to_ban_seconds: threshold packet's time to rule in place. */
   detectionToBan: Histogram;
   /** scanblocker_log_lines_suppressed_total */
   logSuppressed: Counter;
+  /** scanblocker_log_lines_dropped_total: lines stdout/stderr could not take (nobody reading) */
+  logDropped: Counter;
   /** scanblocker_stealth_probes_total: NULL, FIN and Xmas probes arriving at this host */
   stealthProbes: Counter;
   /** scanblocker_open_port_syns_total: SYNs to listening ports, not counted toward scans */
   openPortSyns: Counter;
   /** scanblocker_outbound_scans_total: this host scanning a remote host (never banned) */
   outboundScans: Counter;
+  /** scanblocker_metrics_server_problems_total{kind}: connections the metrics server turned away, failed accepts */
+  serverProblems: Counter<"kind">;
+  /** scanblocker_fleet_pushes_total{result="sent"|"rejected"|"dropped"|"expired"}: bans pushed to the CrowdSec LAPI */
+  fleetPushes: Counter<"result">;
+  /** scanblocker_fleet_decisions_total{action,origin}: LAPI decisions applied, removed, refused, failed, own */
+  fleetDecisions: Counter<"action" | "origin">;
+  /** scanblocker_fleet_lapi_up: 1 when the last LAPI call got an answer (0 also without a fleet) */
+  fleetLapiUp: Gauge;
+  /** scanblocker_fleet_last_pull_age_seconds: since the last successful pull (-1 before the first) */
+  fleetLastPullAge: Gauge;
+  /** scanblocker_fleet_push_queue: alerts waiting for the LAPI */
+  fleetQueue: Gauge;
 }
 
 /** Buckets for detection-to-ban latency: 50 µs (a library call) up to 1 s (something is wrong). */
@@ -142,6 +162,21 @@ export function createMetrics(version: string): Metrics {
       help: "Firewall commands that failed.",
       registers,
     }),
+    firewallRepairs: new Counter({
+      name: "scanblocker_firewall_repairs_total",
+      help: "Chains, sets or hook jumps found removed from outside and put back.",
+      registers,
+    }),
+    bansLost: new Counter({
+      name: "scanblocker_bans_removed_outside_total",
+      help: "Bans the kernel no longer held when re-read (removed by unban, a flush or by hand).",
+      registers,
+    }),
+    bansEvicted: new Counter({
+      name: "scanblocker_bans_evicted_total",
+      help: "Bans removed before their time to make room for new ones (the ban table was full).",
+      registers,
+    }),
     detectionToBan: new Histogram({
       name: "scanblocker_detection_to_ban_seconds",
       help: "Time from the packet that crossed the scan threshold to the ban rule being in place.",
@@ -151,6 +186,12 @@ export function createMetrics(version: string): Metrics {
     logSuppressed: new Counter({
       name: "scanblocker_log_lines_suppressed_total",
       help: "Connection log lines not written because of the log rate limit.",
+      registers,
+    }),
+    logDropped: new Counter({
+      name: "scanblocker_log_lines_dropped_total",
+      help:
+        "Log lines dropped because stdout or stderr could not take them (a reader that does not read).",
       registers,
     }),
     stealthProbes: new Counter({
@@ -166,6 +207,41 @@ export function createMetrics(version: string): Metrics {
     outboundScans: new Counter({
       name: "scanblocker_outbound_scans_total",
       help: "Port scans made by this host of a remote host (a sign of compromise; never banned).",
+      registers,
+    }),
+    serverProblems: new Counter({
+      name: "scanblocker_metrics_server_problems_total",
+      help:
+        "Metrics server connections closed unserved (kind: over_capacity, timeout, bad_request) and failed accepts (accept_error).",
+      labelNames: ["kind"],
+      registers,
+    }),
+    fleetPushes: new Counter({
+      name: "scanblocker_fleet_pushes_total",
+      help: "Bans pushed to the CrowdSec LAPI, by result (sent, rejected, dropped, expired).",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    fleetDecisions: new Counter({
+      name: "scanblocker_fleet_decisions_total",
+      help:
+        "CrowdSec LAPI ban decisions by action (applied, removed, refused, failed, own) and origin.",
+      labelNames: ["action", "origin"] as const,
+      registers,
+    }),
+    fleetLapiUp: new Gauge({
+      name: "scanblocker_fleet_lapi_up",
+      help: "1 when the last call to the CrowdSec LAPI got an answer; 0 when down or no fleet.",
+      registers,
+    }),
+    fleetLastPullAge: new Gauge({
+      name: "scanblocker_fleet_last_pull_age_seconds",
+      help: "Seconds since the last successful pull of LAPI decisions; -1 before the first.",
+      registers,
+    }),
+    fleetQueue: new Gauge({
+      name: "scanblocker_fleet_push_queue",
+      help: "Alerts waiting to be pushed to the CrowdSec LAPI.",
       registers,
     }),
   };

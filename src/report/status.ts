@@ -8,18 +8,10 @@ import type { FirewallKind } from "../types.ts";
 import { formatDuration } from "../firewall/firewall.ts";
 import { localTimestamp } from "./log.ts";
 
-/** Why an address was banned, where known. */
-export interface BanReason {
-  /** The rule that fired: "window" (--ports/--window), "psd", or "slow". */
-  rule: string;
-  /** Distinct ports the source had tried when it fired. */
-  ports: number;
-}
-
 /**
- * Where a ban came from: "local" (this host detected the scan), "restored"
- * (found in the firewall at start), "external" (in the firewall, not added
- * by this daemon), or the name of another host once bans are shared.
+ * Where a ban came from, as the bans owner books it: "local" (this host
+ * detected the scan), "restored" (in the firewall at start, or added there
+ * from outside), "fleet" (another host, through CrowdSec's LAPI).
  */
 export type BanOrigin = string;
 
@@ -28,7 +20,8 @@ export interface BanStatus {
   address: string;
   /** End of the ban, epoch ms; null = until removed. */
   expiresAt: number | null;
-  reason: BanReason | null;
+  /** Why, where known, e.g. "port scan: 4 ports"; null when unknown. */
+  reason: string | null;
   origin: BanOrigin;
 }
 
@@ -47,9 +40,11 @@ export interface RecentScan {
   at: number;
   src: string;
   dst: string;
+  /** The rule that fired: "window", "psd" or "slow". */
   rule: string;
+  /** Distinct ports when it fired. */
   ports: number;
-  /** What happened to it: "banned", "already", "failed", "refused", or "pending". */
+  /** "banned" while the source is banned, else "not banned" (failed, refused, expired or removed). */
   outcome: string;
 }
 
@@ -83,49 +78,22 @@ export interface StatusSnapshot {
 /** How many recent scans a recorder keeps. */
 export const RECENT_SCANS = 10;
 
-/**
- * What the daemon saw that neither the firewall nor the detector keeps: the
- * last scans and the reason and origin of each ban it knows about.
- */
+/** The last scans the daemon detected (neither the firewall nor the detector keeps them). */
 export class StatusRecorder {
-  readonly #reasons = new Map<string, { reason: BanReason | null; origin: BanOrigin }>();
-  readonly #recent: RecentScan[] = [];
+  readonly #recent: Omit<RecentScan, "outcome">[] = [];
   /** Scans detected since start. */
   scans = 0;
 
-  /** Bans found in the firewall at start: origin "restored". */
-  constructor(restored: Iterable<string> = []) {
-    for (const a of restored) this.#reasons.set(a, { reason: null, origin: "restored" });
-  }
-
-  /** A scan was detected; returns its record so the outcome can be filled in. */
-  scan(s: Omit<RecentScan, "outcome">): RecentScan {
+  /** A scan was detected. */
+  scan(s: Omit<RecentScan, "outcome">): void {
     this.scans++;
-    const r: RecentScan = { ...s, outcome: "pending" };
-    this.#recent.unshift(r);
+    this.#recent.unshift(s);
     if (this.#recent.length > RECENT_SCANS) this.#recent.pop();
-    return r;
   }
 
-  /** A ban is in place, for this reason and from this origin. */
-  banned(address: string, reason: BanReason | null, origin: BanOrigin): void {
-    this.#reasons.set(address, { reason, origin });
-  }
-
-  /** Reason and origin of a ban (origin "external" when this daemon did not add it). */
-  about(address: string): { reason: BanReason | null; origin: BanOrigin } {
-    return this.#reasons.get(address) ?? { reason: null, origin: "external" };
-  }
-
-  /** Forgets bans no longer in `active` (expired or removed). */
-  keepOnly(active: Iterable<string>): void {
-    const keep = new Set(active);
-    for (const a of this.#reasons.keys()) if (!keep.has(a)) this.#reasons.delete(a);
-  }
-
-  /** The last scans, newest first. */
-  get recent(): RecentScan[] {
-    return [...this.#recent];
+  /** The last scans, newest first, each with whether its source is banned now. */
+  recent(banned: (address: string) => boolean): RecentScan[] {
+    return this.#recent.map((s) => ({ ...s, outcome: banned(s.src) ? "banned" : "not banned" }));
   }
 }
 
@@ -137,9 +105,9 @@ export function sortBans<T extends { address: string; expiresAt: number | null }
   );
 }
 
-/** "window, 4 ports" or "-". */
-export function reasonText(r: BanReason | null): string {
-  return r ? `${r.rule}, ${r.ports} ports` : "-";
+/** The reason, or "-" when unknown. */
+export function reasonText(r: string | null): string {
+  return r ? r : "-";
 }
 
 /** "12m 3s" left, or "until removed". */
@@ -241,17 +209,17 @@ export interface StatusSources {
   sources: () => StatusSnapshot["sources"];
   /** The `n` sources with the most distinct ports now. */
   top: (n: number) => Promise<TopSource[]>;
-  /** The bans in force (the firewall's list: the kernel is the truth). */
-  bans: () => Promise<{ address: string; expiresAt: number | null }[]>;
+  /** The bans owner's book: every ban with its end, origin and reason. */
+  bans: () => { address: string; expiresAt: number | null; origin: string; reason: string }[];
   recorder: StatusRecorder;
 }
 
 /** Builds a StatusSnapshot now (on a status request). */
 export async function takeSnapshot(s: StatusSources): Promise<StatusSnapshot> {
-  const [top, bans] = await Promise.all([s.top(10), s.bans()]);
+  const top = await s.top(10);
   const now = Date.now();
-  const active = bans.filter((b) => b.expiresAt === null || b.expiresAt > now);
-  s.recorder.keepOnly(active.map((b) => b.address));
+  const active = s.bans().filter((b) => b.expiresAt === null || b.expiresAt > now);
+  const held = new Set(active.map((b) => b.address));
   return {
     version: s.version,
     pid: Deno.pid,
@@ -263,31 +231,41 @@ export async function takeSnapshot(s: StatusSources): Promise<StatusSnapshot> {
     sources: s.sources(),
     scansDetected: s.recorder.scans,
     topSources: top,
-    bans: sortBans(active).map((b) => ({ ...b, ...s.recorder.about(b.address) })),
-    recentScans: s.recorder.recent,
+    bans: sortBans(active).map((b) => ({
+      address: b.address,
+      expiresAt: b.expiresAt,
+      reason: b.reason || null,
+      origin: b.origin,
+    })),
+    recentScans: s.recorder.recent((a) => held.has(a)),
   };
 }
 
-/** `scanblocker bans`: a header and one row per ban, with reason and origin where known. */
-export function formatBanList(bans: BanStatus[], now: number, daemon: boolean): string {
-  if (bans.length === 0) return "no active bans\n";
+/** A ban as `scanblocker bans` lists it: the firewall's ban and the backend holding it. */
+export type ListedBan = BanStatus & { backend: string };
+
+/** `scanblocker bans`: a header and one row per ban, with reason, origin and backend. */
+export function formatBanList(bans: ListedBan[], now: number, daemon: boolean): string {
   const rows = sortBans(bans).map((b) => [
     b.address,
     timeLeft(b.expiresAt, now),
     reasonText(b.reason),
     b.origin,
+    b.backend,
   ]);
   const note = daemon
     ? ""
     : "(reason and origin unknown: no daemon answered on its control socket)\n";
-  return columns([["ADDRESS", "LEFT", "REASON", "ORIGIN"], ...rows]).join("\n") + "\n" + note;
+  return columns([["ADDRESS", "LEFT", "REASON", "ORIGIN", "BACKEND"], ...rows]).join("\n") + "\n" +
+    note;
 }
 
 /** `scanblocker bans --json`: one document, times as ISO 8601 and seconds left. */
-export function banListJson(bans: BanStatus[], now: number): string {
+export function banListJson(bans: ListedBan[], now: number): string {
   return JSON.stringify({
     bans: sortBans(bans).map((b) => ({
       address: b.address,
+      backend: b.backend,
       expires: b.expiresAt === null ? null : new Date(b.expiresAt).toISOString(),
       seconds_left: b.expiresAt === null
         ? null

@@ -1,0 +1,75 @@
+/**
+ * The firewall's synchronous ban path, as a capability a backend offers to the
+ * capture thread: a plain, cloneable description (`FastBan`) that crosses to
+ * the worker, and the `FastBanner` that carries it out there over netlink.
+ * The capture wing only knows this module, never a concrete backend: the
+ * backend says what the thread may do (an nftables set element, or a copy of
+ * iptables-nft's own rule), and this module does exactly that.
+ */
+import { NftSocket } from "../../ffi/nfnetlink.ts";
+import type { Family, FastBan } from "../types.ts";
+
+export type { FastBan };
+
+/**
+ * When a ban of `ttlSeconds` made now ends: epoch ms on a whole second (the
+ * iptables comment holds seconds), null for 0 (until removed). The capture
+ * thread and the ban book use the same rule, so the book matches the rule.
+ */
+export function banExpiry(ttlSeconds: number, now = Date.now()): number | null {
+  const ttl = Math.ceil(ttlSeconds);
+  return ttl > 0 ? (Math.floor(now / 1000) + ttl) * 1000 : null;
+}
+
+/** The variable text of an iptables ban rule: its expiry's ten digits, or null for none. */
+export function expiryDigits(expiresAt: number | null): string | null {
+  return expiresAt === null ? null : String(Math.floor(expiresAt / 1000));
+}
+
+/** The outcome of one fast ban: confirmed (with the expiry written), failed, or not for this path. */
+export type FastResult =
+  | { ok: true; at: number; expiresAt: number | null }
+  | { ok: false; error: string }
+  | null;
+
+/** Carries out a FastBan on the thread that owns it (opens its own netlink socket). */
+export class FastBanner {
+  readonly #nl: NftSocket;
+
+  /** Opens the socket and prebuilds the messages; throws when netlink cannot be used. */
+  constructor(readonly desc: FastBan) {
+    this.#nl = new NftSocket(desc.table);
+    if (desc.table) this.#nl.prepare(desc.banTimeMs);
+    for (const t of [desc.rules?.[4], desc.rules?.[6]]) if (t) this.#nl.prepareRule(t);
+  }
+
+  /**
+   * Bans `key` (address bytes of `family`) now; null when this path does not
+   * take it (no room, no rule for the family, an expiry of another width).
+   * `now` returns CLOCK_REALTIME epoch ms (the confirmation time).
+   */
+  ban(family: Family, key: Uint8Array, now: () => number): FastResult {
+    const d = this.desc;
+    if (d.room <= 0) return null;
+    const expiresAt = banExpiry(d.banTimeMs / 1000);
+    let err: string | null;
+    if (d.table) {
+      err = this.#nl.addOne(family === 4 ? "banned4" : "banned6", key, d.banTimeMs);
+      if (err !== null) err += ` (netlink, table inet ${d.table})`;
+    } else {
+      const rule = d.rules?.[family] ?? null;
+      const text = expiryDigits(expiresAt);
+      if (!rule || (text !== null && text.length !== rule.textLen)) return null;
+      err = this.#nl.addRule(rule, key, text);
+      if (err !== null) err += ` (netlink, chain ${rule.chain})`;
+    }
+    if (err !== null) return { ok: false, error: err };
+    d.room--;
+    return { ok: true, at: now(), expiresAt };
+  }
+
+  /** Closes the socket. */
+  close(): void {
+    this.#nl.close();
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Signals the daemon gives no meaning to are ignored. SIGTERM and SIGINT end
+ * it and SIGHUP reloads (main.ts); fault and job-control-stop signals keep the
+ * kernel's action. Every other catchable signal would either end the daemon
+ * by its default action (SIGUSR2, SIGALRM, the real-time signals, …) or, for
+ * SIGUSR1, make Deno ≥ 2.9.2 start the V8 inspector on 127.0.0.1:9229: an
+ * unauthenticated debugger in a root process, which a JS signal listener does
+ * not prevent.
+ */
+import { ignoreSignal } from "../ffi/libc.ts";
+
+/** The signals set to SIG_IGN (Linux numbers; x86_64 and aarch64 share them). */
+export const IGNORED_SIGNALS: Readonly<Record<string, number>> = {
+  SIGUSR1: 10,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGSTKFLT: 16,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGVTALRM: 26,
+  SIGPROF: 27,
+  SIGIO: 29,
+  SIGPWR: 30,
+  // SIGRTMIN (34, after glibc's two) to SIGRTMAX (64).
+  ...Object.fromEntries(Array.from({ length: 31 }, (_, i) => [`SIGRT${34 + i}`, 34 + i])),
+};
+
+const SIGUSR1 = 10;
+
+/**
+ * Ignores every signal of IGNORED_SIGNALS. SIGUSR1 needs a step first: `deno
+ * run` registers its inspector trigger 500 ms after start, and the first
+ * registration of a signal installs a handler over SIG_IGN. A listener added
+ * here makes that first registration ours, so Deno's later one only joins a
+ * list and changes no handler; SIG_IGN then keeps the signal from reaching
+ * either. A one-second timer puts SIG_IGN back anyway, should a later Deno
+ * install a handler some other way (it does not keep the process alive).
+ * Returns a function that stops the timer.
+ */
+export function quietSignals(): () => void {
+  try {
+    Deno.addSignalListener("SIGUSR1", () => {});
+    for (const n of Object.values(IGNORED_SIGNALS)) ignoreSignal(n);
+  } catch {
+    return () => {}; // no libc: nothing can be done, and Deno itself needs libc
+  }
+  const timer = setInterval(() => ignoreSignal(SIGUSR1), 1000);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
+}
