@@ -1,17 +1,22 @@
 # scanblocker in a container. UNTESTED HERE: the machine this was written on
 # has no Docker engine. Review it before you rely on it.
 #
-#   docker build -t scanblocker .
+#   docker build -t scanblocker .          # BuildKit (the default since Docker 23)
 #   docker run -d --name scanblocker --net=host \
 #     --cap-drop ALL --cap-add NET_RAW --cap-add NET_ADMIN --cap-add SYS_NICE \
 #     -e SB_DEVICE=eth0 scanblocker
 #
 # Stage 1 compiles the one executable (permissions from deno.json, -P).
 # Stage 2 gathers libpcap and iptables-nft/nft with their libraries from the
-# same Debian release as the runtime base. Stage 3 is distroless: no shell,
-# no package manager.
+# same Debian release as the runtime base, and gives the executable its file
+# capabilities. Stage 3 is distroless: no shell, no package manager, and it
+# runs as the unprivileged user nonroot (65532).
+#
+# Base images are pinned by digest (the tag is for the reader). The digests
+# were taken from public Dockerfiles that pin the same tags, not pulled here;
+# refresh them with `docker buildx imagetools inspect IMAGE:TAG`.
 
-FROM denoland/deno:2.9.6 AS build
+FROM denoland/deno:2.9.6@sha256:2014dc167ece617ef7e7ba40631ac2234c59e75ce693e7cc2dc2602b3c87859d AS build
 WORKDIR /src
 COPY deno.json deno.lock ./
 COPY main.ts ./
@@ -19,9 +24,9 @@ COPY ffi/ ffi/
 COPY src/ src/
 RUN deno task compile
 
-FROM debian:12-slim AS runtime-libs
+FROM debian:12.11-slim@sha256:b1a741487078b369e78119849663d7f1a5341ef2768798f7b7406c4240f86aef AS runtime-libs
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpcap0.8 iptables nftables \
+ && apt-get install -y --no-install-recommends libpcap0.8 iptables nftables libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
 # Everything lands in /out with its final path. Libraries are copied as
 # regular files under their soname into /usr/lib/<triplet>, never under /lib
@@ -47,11 +52,28 @@ RUN set -eu; \
       | while read -r lib; do cp -L "$lib" "/out$libdir/$(basename "$lib")"; done; \
     ls -l /out/usr/sbin "/out$libdir"
 
-FROM gcr.io/distroless/cc-debian12
+# The executable, as the unit's user holds them: CAP_NET_RAW (capture),
+# CAP_NET_ADMIN (firewall) and CAP_SYS_NICE (SCHED_FIFO capture thread), here
+# as file capabilities because Docker gives a non-root user no ambient ones.
+# Permitted only (+p, no effective bit), so the file still starts when
+# --cap-add grants only some of them (`bans` needs only NET_ADMIN); the
+# program makes them effective itself and passes only CAP_NET_ADMIN on to
+# iptables/nft. Owned by root and the group of the user
+# the image runs as, mode 0750: only that group may execute it, and only that
+# group may make it change the firewall (src/privilege.ts). chown clears file
+# capabilities, so setcap comes last; COPY keeps them (BuildKit keeps xattrs).
+COPY --from=build /src/scanblocker /out/usr/local/bin/scanblocker
+RUN set -eu; \
+    chown 0:65532 /out/usr/local/bin/scanblocker; \
+    chmod 0750 /out/usr/local/bin/scanblocker; \
+    setcap cap_net_raw,cap_net_admin,cap_sys_nice+p /out/usr/local/bin/scanblocker; \
+    getcap /out/usr/local/bin/scanblocker
+
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 COPY --from=runtime-libs /out/ /
-COPY --from=build /src/scanblocker /usr/local/bin/scanblocker
-# Root inside the container, but only with the capabilities given by
-# --cap-add (NET_RAW for capture, NET_ADMIN for the firewall).
-USER 0:0
+# Not root: the user nonroot of the distroless base, with the file
+# capabilities above; --cap-add NET_RAW --cap-add NET_ADMIN --cap-add SYS_NICE
+# puts them in the container's bounding set.
+USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/scanblocker"]

@@ -8,23 +8,15 @@
 import denoJson from "./deno.json" with { type: "json" };
 import { realtimeMs } from "./ffi/libc.ts";
 import { Pcap } from "./ffi/pcap.ts";
-import { addressKey, parseAddress } from "./src/address.ts";
 import { Bans } from "./src/bans/bans.ts";
-import { protectedAddresses } from "./src/bans/guard.ts";
 import { runBansCommand } from "./src/bans/commands.ts";
-import {
-  capabilityAdvice,
-  missingCapabilities,
-  raiseAmbientCapabilities,
-} from "./src/capabilities.ts";
-import {
-  DEFAULT_FILTER,
-  defaultInterface,
-  interfaceProblem,
-  runCapture,
-} from "./src/capture/capture.ts";
+import { type GuardWatch, protectedAddresses } from "./src/bans/guard.ts";
+import type { AllowList } from "./src/allowlist.ts";
+import { raiseAmbientCapabilities } from "./src/capabilities.ts";
+import { DEFAULT_FILTER } from "./src/capture/capture.ts";
 import { HostWatch } from "./src/capture/host.ts";
 import { LiveCapture } from "./src/capture/live.ts";
+import { analyseFile } from "./src/capture/offline.ts";
 import {
   type Config,
   ConfigError,
@@ -35,42 +27,26 @@ import {
   usage,
 } from "./src/config.ts";
 import { Slot } from "./src/detect/counters.ts";
-import { createEngine, engineSettings, publishCounters } from "./src/detect/engine.ts";
+import { type Engine, engineSettings, publishCounters } from "./src/detect/engine.ts";
 import { createFirewall } from "./src/firewall/firewall.ts";
-import { OpenPorts } from "./src/openports.ts";
-import { counterSync, nullMetrics } from "./src/report/counters.ts";
-import { EventLog, journalStreams, Severity, stderrLine, writeAll } from "./src/report/log.ts";
-import { offlineProgress } from "./src/report/progress.ts";
-import { type ControlServer, startControlServer, statusCommand } from "./src/report/control.ts";
-import { StatusRecorder, takeSnapshot } from "./src/report/status.ts";
-import type { Metrics } from "./src/report/metrics.ts";
-import { type MetricsServer, parseListenAddress, startMetricsServer } from "./src/report/server.ts";
-import { startupLines } from "./src/report/startup.ts";
-import { offlineSummary } from "./src/report/summary.ts";
 import { resolvedHelpers } from "./src/firewall/helpers.ts";
-import { callerRefusal, ignoredPathVariables } from "./src/privilege.ts";
-import { quietSignals } from "./src/signals.ts";
-import { LineOutput, nonBlockingStdio } from "./src/report/output.ts";
-import { logDropWatch } from "./src/report/drops.ts";
-import { rxPackets, StallWatch } from "./src/capture/stall.ts";
-import { lockFirewall } from "./src/instance.ts";
-import { type RunningFleet, startFleet } from "./src/fleet/wire.ts";
+import { joinFleet } from "./src/fleet/join.ts";
+import type { RunningFleet } from "./src/fleet/wire.ts";
+import { OpenPorts } from "./src/openports.ts";
+import { preflight } from "./src/preflight.ts";
+import { commandRefusal } from "./src/privilege.ts";
+import { type Reporting, startReporting } from "./src/report/reporting.ts";
+import { startupLines } from "./src/report/startup.ts";
+import { startControlServer, statusCommand } from "./src/report/control.ts";
+import { StatusRecorder, takeSnapshot } from "./src/report/status.ts";
+import type { EventLog } from "./src/report/log.ts";
+import { notice, openRunLog, stdoutWrite, warn } from "./src/report/stdio.ts";
+import { offlineSummary } from "./src/report/summary.ts";
+import { quietSignals, type StopSignals, stopSignals } from "./src/signals.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
 
-const encoder = new TextEncoder();
-const stdoutWrite = (text: string) => writeAll(Deno.stdout, encoder.encode(text));
-/** Where stdout and stderr go: the journal gets severity prefixes and no timestamps. */
-const journal = journalStreams();
-/** stderr through a LineOutput: never blocks once the daemon made it non-blocking. */
-const stderrOut = new LineOutput(Deno.stderr);
-const stderr = (text: string, severity: Severity) =>
-  stderrOut.write(encoder.encode(stderrLine(text, severity, journal.stderr)));
-/** An error or warning on stderr (`<3>` in the journal). */
-const warn = (text: string) => stderr(text, Severity.Error);
-/** A start-up notice on stderr (`<6>` in the journal). */
-const notice = (text: string) => stderr(text, Severity.Info);
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Runs the program with these arguments and returns its exit code. */
@@ -89,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   // Helpers inherit CAP_NET_ADMIN and nothing else, whatever the caller handed down.
   raiseAmbientCapabilities();
-  const refusal = firewallCaller(cfg);
+  const refusal = commandRefusal(cfg);
   if (refusal) {
     warn(refusal);
     return 2;
@@ -123,40 +99,13 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/**
- * Why this caller may not run a command that changes the firewall (unban,
- * flush, the daemon with a firewall), or null; see src/privilege.ts.
- */
-function firewallCaller(cfg: Config): string | null {
-  const changes = cfg.command === "unban" || cfg.command === "flush" ||
-    (cfg.command === "run" && cfg.firewall !== "none");
-  return changes
-    ? callerRefusal(cfg.command === "run" ? "scanblocker" : `scanblocker ${cfg.command}`)
-    : null;
-}
-
 /** Live capture or offline analysis. */
 async function daemon(cfg: Config): Promise<number> {
-  const startedAt = Date.now();
   const live = cfg.read === null;
-  const { allow, guarded } = protectedAddresses(cfg, live, warn);
-  for (const name of ignoredPathVariables()) {
-    warn(
-      `${name} ignored: the program runs with capabilities its caller does not hold (run as root to use it)`,
-    );
-  }
-  if (live) {
-    // Configuration (exit 2): it could not do its job, and a restart would not help.
-    const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
-    for (const line of advice) warn(line);
-    if (advice.length > 0) return 2;
-  }
-  // One daemon per firewall (the lock is released when the process ends).
-  const lock = cfg.firewall === "none" ? null : lockFirewall();
-  if (lock && !lock.held) {
-    warn("error" in lock ? lock.error : lock.warning);
-    if ("error" in lock) return 2;
-  }
+  const { allow, guarded, guard } = protectedAddresses(cfg, live, warn);
+  const pre = preflight(cfg, live, warn);
+  if ("exit" in pre) return pre.exit;
+  const device = pre.device;
   // Listening sockets describe this machine, not the host of a capture file.
   const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
   openPorts?.refresh();
@@ -165,20 +114,6 @@ async function daemon(cfg: Config): Promise<number> {
   // Capture first: without it there is nothing to do.
   let pcap: Pcap | null = null;
   let capture: LiveCapture | null = null;
-  let device = "";
-  if (live) {
-    try {
-      device = cfg.device ?? defaultInterface();
-    } catch (e) {
-      warn(errorText(e));
-      return 2;
-    }
-    const problem = interfaceProblem(device);
-    if (problem !== null) {
-      warn(problem);
-      return 2;
-    }
-  }
   try {
     if (live) {
       capture = await LiveCapture.open({
@@ -200,88 +135,44 @@ async function daemon(cfg: Config): Promise<number> {
     warn(errorText(e));
     return live ? 1 : 2;
   }
+  if (!live && cfg.fleet) warn("fleet: --lapi-url is ignored with -r (nothing is shared offline)");
 
-  // Metrics (in -r mode only when asked for explicitly): prom-client takes
-  // ~50 ms to load, a third of a whole offline run.
-  const metricsText = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== DEFAULT_METRICS_ADDR
-    ? cfg.metricsAddr
-    : "off";
-  const listen = parseListenAddress(metricsText);
-  const serve = listen !== null && listen !== "off" ? listen : null;
-  const metrics: Metrics = serve
-    ? (await import("./src/report/metrics.ts")).createMetrics(VERSION)
-    : nullMetrics();
+  const { log, progress, restore } = openRunLog(cfg);
+  const counters = new Float64Array(Slot.Count);
+  let engine: Engine | null = null;
+  let bans: Bans | null = null;
+  let fleet = null as RunningFleet | null; // set by the live run (a callback)
+  let captureRunning = true;
+  let reports: Reporting;
+  try {
+    const asked = live || readEnv().SB_METRICS_ADDR || cfg.metricsAddr !== DEFAULT_METRICS_ADDR;
+    reports = await startReporting(asked ? cfg.metricsAddr : "off", {
+      version: VERSION,
+      log,
+      warn,
+      device,
+      counters: () => {
+        if (capture) { for (let i = 0; i < Slot.Count; i++) counters[i] = capture.counter(i); }
+        else if (engine) publishCounters(engine, log, counters);
+        return counters;
+      },
+      health: () => ({
+        captureRunning,
+        firewall: `${cfg.firewall} ${bans?.state ?? "starting"}`,
+        ...(fleet ? { fleet: fleet.status() } : {}),
+      }),
+      sync: () => fleet?.sync(),
+    });
+  } catch (e) {
+    warn(errorText(e));
+    pcap?.close();
+    await capture?.stop();
+    return 2; // the address given cannot be listened on: configuration
+  }
+  const { metrics, server } = reports;
   // Every outcome's series from the start at 0: a series born at 1 shows no rate.
   for (const result of ["banned", "already", "failed"]) {
     metrics.bans.inc({ backend: cfg.firewall, result }, 0);
-  }
-  // A live daemon's log never waits for its reader (see src/report/output.ts).
-  const restoreStdio = live ? nonBlockingStdio() : () => {};
-  const stdoutOut = new LineOutput(Deno.stdout);
-  // Offline on a terminal: a progress line on stderr, erased before each write to stdout.
-  const progress = live
-    ? null
-    : offlineProgress(cfg.read!, Deno.stderr.isTerminal(), (t) =>
-      writeAll(Deno.stderr, encoder.encode(t)));
-  const out = live
-    ? (t: string) => stdoutOut.write(encoder.encode(t))
-    : progress
-    ? (text: string) => {
-      progress.clear();
-      stdoutWrite(text);
-    }
-    : stdoutWrite;
-  const log = new EventLog(cfg.logFormat, cfg.logRate, out, { journal: journal.stdout });
-
-  // The engine's counters: shared by the capture worker, or read from an offline engine.
-  const counters = new Float64Array(Slot.Count);
-  let engine: ReturnType<typeof createEngine> | null = null;
-  const readCounters = () => {
-    if (capture) { for (let i = 0; i < Slot.Count; i++) counters[i] = capture.counter(i); }
-    else if (engine) publishCounters(engine, log, counters);
-    return counters;
-  };
-  const syncMetrics = counterSync(metrics, readCounters);
-  let bans: Bans | null = null;
-  // The CrowdSec LAPI link (--lapi-url), started with the live capture; never with -r.
-  let fleet: RunningFleet | null = null;
-  if (!live && cfg.fleet) warn("fleet: --lapi-url is ignored with -r (nothing is shared offline)");
-  // Packets arriving but nobody processing them: /healthz answers 503.
-  const stall = new StallWatch();
-  const stalled = () =>
-    capture !== null &&
-    stall.update(Date.now(), capture.counter(Slot.Heartbeat), rxPackets(device));
-  const checkDrops = logDropWatch([stdoutOut, stderrOut], () => readCounters()[Slot.LogDropped], {
-    metrics,
-    warn,
-    log,
-  });
-  let captureRunning = true;
-
-  // The metrics server before the firewall: a port in use ends the run first.
-  let server: MetricsServer | null = null;
-  if (serve) {
-    try {
-      server = startMetricsServer(serve, metrics, () => {
-        const c = readCounters();
-        return {
-          captureRunning,
-          stalled: captureRunning && stalled(),
-          packetsSeen: c[Slot.Packets],
-          firewall: `${cfg.firewall} ${bans?.state ?? "starting"}`,
-          lastPacketTime: c[Slot.LastPacketMs] > 0 ? c[Slot.LastPacketMs] : null,
-          ...(fleet ? { fleet: fleet.status() } : {}),
-        };
-      }, () => {
-        syncMetrics();
-        fleet?.sync();
-      });
-    } catch (e) {
-      warn(errorText(e));
-      pcap?.close();
-      await capture?.stop();
-      return 2; // the address given cannot be listened on: configuration
-    }
   }
 
   const fw = createFirewall(cfg.firewall, {
@@ -290,175 +181,148 @@ async function daemon(cfg: Config): Promise<number> {
     maxBans: cfg.maxBans,
     hooks: cfg.hooks,
   });
-  bans = new Bans({
-    fw,
-    banTime: cfg.banTime,
-    maxBans: cfg.maxBans,
-    live,
-    log,
-    metrics,
-    warn,
-    now: realtimeMs,
-  });
-  const restored = await bans.start();
+  const b = bans = new Bans({ ...cfg, fw, live, log, metrics, warn, now: realtimeMs });
+  const restored = await b.start();
 
   let code = 0;
-  let control: ControlServer | null = null;
   if (capture) {
-    const c = capture, b = bans;
-    // The last scans, for `scanblocker status` (the book keeps the bans).
-    const recorder = new StatusRecorder();
-    c.onScans = (notices) => {
-      for (const n of notices) {
-        const rule = n.scan.slow ? "slow" : cfg.detector;
-        recorder.scan({
-          at: n.scan.ms,
-          src: n.scan.src,
-          dst: n.scan.dst,
-          rule,
-          ports: n.scan.ports.length,
-        });
-        b.onScan(n.scan, n);
-      }
-      log.flush();
-    };
-    control = await startControlServer(cfg.controlSocket, () =>
-      takeSnapshot({
-        version: VERSION,
-        startedAt,
-        interface: device,
-        firewall: () => ({ backend: cfg.firewall, path: fw.describePath(), state: b.state }),
-        packets: () => ({
-          seen: readCounters()[Slot.Packets],
-          droppedByKernel: readCounters()[Slot.PcapDropped],
-        }),
-        sources: () => ({ tracked: readCounters()[Slot.TrackedSources], cap: cfg.maxSources }),
-        top: (n) => c.top(n),
-        bans: () => b.entries(),
-        recorder,
-      })).catch((e) => {
-        warn(`${errorText(e)}; \`scanblocker status\` will not work`);
-        return null;
-      });
-    c.onWarning = warn;
-    const host = new HostWatch(c, allow, openPorts, cfg.local !== null, warn);
-    const url = server ? `http://${server.address}/metrics` : null;
-    for (
-      const line of startupLines(cfg, {
-        device,
-        allow,
-        guarded,
-        openPorts: openPorts ? host.open : null,
-        metricsUrl: url,
-        restored,
-        firewallPath: fw.describePath(),
-        realtime: c.realtime,
-      })
-    ) notice(line);
-    const helpers = resolvedHelpers();
-    if (helpers.length > 0) notice(`helpers: ${helpers.join(" ")}`);
-    const start = b.attachCapture(c);
-    c.start(start.banned, start.fast);
-    // Bans from the fleet go through the same owner, guard and firewall as local ones.
-    fleet = cfg.fleet && startFleet(cfg.fleet, {
-          version: VERSION,
-          metrics,
-          daemon: {
-            ban: (t, seconds) => b.banFrom("fleet", t, seconds),
-            unban: (t) => b.unban(t),
-            banned: (t) => b.has(t),
-            isProtectedAddress: (t) => allow.isProtectedText(t),
-            local: () => allow.local,
-            allowed: () => allow.allowed,
-            ranges: false, // the backends ban single addresses today
-            changed: () => {}, // the owner tells the capture thread itself
-            warn,
-          },
-        }) || null;
-    b.onLocalBan = (scan) =>
-      fleet?.fleet.push({
-        target: scan.src,
-        seconds: cfg.banTime,
-        ports: scan.ports.length,
-        windowSeconds: scan.slow ? cfg.slowWindowSeconds : cfg.windowSeconds,
-        at: Date.now(),
-      });
-    code = await untilStopped(c, () => {
-      checkDrops();
-      stalled();
-      log.flush(Date.now());
-      host.tick();
-      b.tick();
-      syncMetrics();
-      fleet?.sync();
+    code = await runLive(cfg, capture, b, {
+      device,
+      allow,
+      guarded,
+      guard,
+      openPorts,
+      log,
+      reports,
+      restored,
+      firewallPath: fw.describePath(),
+      joined: (f) => (fleet = f),
     });
   } else {
-    engine = createEngine(cfg, {
-      linktype: pcap!.linktype,
+    const run = await analyseFile(pcap!, {
+      settings: engineSettings(cfg),
       allow,
       log,
-      openPorts: null,
+      progress,
       everyDestinationLocal,
-      summarize: true,
-      onScan: (scan) => bans!.onScan(scan),
-      onRepeatScanner: (ms, src) => bans!.repeat(ms, src),
+      bans: b,
+      onEngine: (e) => (engine = e),
     });
-    const e = engine;
-    bans.forgetSource = (src) => {
-      const a = parseAddress(src);
-      if (a) e.forget(addressKey(a.family, a.bytes));
-    };
-    try {
-      await runCapture(pcap!, (batch) => {
-        e.pipeline.processBatch(batch);
-        log.flush();
-        progress?.update(pcap!.position(), e.pipeline.packets);
-      }, new AbortController().signal);
-    } catch (err) {
-      // A damaged file: report it after everything read so far was processed.
-      warn(errorText(err));
+    engine = run.engine;
+    if (run.error !== null) {
+      warn(run.error);
       code = 1;
     }
-    progress?.clear();
-    pcap!.close();
   }
   captureRunning = false;
-  await bans.settled();
+  await b.settled();
   await fleet?.stop();
-  syncMetrics();
+  reports.sync();
   log.flush(engine?.pipeline.lastPacketMs || Date.now());
   if (engine) stdoutWrite(offlineSummary(cfg.logFormat, engine.pipeline));
-  await control?.close();
-  await bans.close();
+  await b.close();
   await server?.close();
-  restoreStdio();
+  restore();
   return code;
 }
 
+/** What the live run needs from the set-up. */
+interface LiveRun {
+  device: string;
+  allow: AllowList;
+  guarded: string[];
+  guard: GuardWatch | null;
+  openPorts: OpenPorts | null;
+  log: EventLog;
+  reports: Reporting;
+  restored: number;
+  firewallPath: string;
+  /** Hands the fleet link (if any) back to the set-up, for /healthz and the end. */
+  joined: (fleet: RunningFleet | null) => void;
+}
+
 /**
- * Runs the live capture until SIGINT/SIGTERM or a capture error, calling
- * `tick` once a second; returns the exit code.
+ * The live run on the main thread: start-up lines, the capture thread
+ * started with the bans owner's fast path, the fleet, and the once-a-second
+ * tick until a stop signal or a capture error; returns the exit code.
  */
-async function untilStopped(capture: LiveCapture, tick: () => void): Promise<number> {
-  let stopped = false;
-  let wake: () => void = () => {};
-  const stopWanted = new Promise<void>((r) => (wake = r));
-  const stop = () => {
-    stopped = true;
-    wake();
+async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun): Promise<number> {
+  const stop = stopSignals(); // before anything is printed: a SIGTERM now ends cleanly
+  // The last scans, for `scanblocker status` (the bans owner's book keeps the bans).
+  const recorder = new StatusRecorder();
+  c.onScans = (notices) => {
+    for (const n of notices) {
+      const { ms: at, src, dst, slow, ports } = n.scan;
+      recorder.scan({ at, src, dst, rule: slow ? "slow" : cfg.detector, ports: ports.length });
+      b.onScan(n.scan, n);
+    }
+    o.log.flush();
   };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  c.onWarning = warn;
+  // Before the start-up lines: once they are out, `status` answers.
+  const control = await startControlServer(cfg.controlSocket, () =>
+    takeSnapshot({
+      version: VERSION,
+      startedAt: performance.timeOrigin,
+      interface: o.device,
+      firewall: () => ({ backend: cfg.firewall, path: o.firewallPath, state: b.state }),
+      packets: () => ({
+        seen: c.counter(Slot.Packets),
+        droppedByKernel: c.counter(Slot.PcapDropped),
+      }),
+      sources: () => ({ tracked: c.counter(Slot.TrackedSources), cap: cfg.maxSources }),
+      top: (n) => c.top(n),
+      bans: () => b.entries(),
+      recorder,
+    })).catch((e) => {
+      warn(`${errorText(e)}; \`scanblocker status\` will not work`);
+      return null;
+    });
+  o.guard?.attach(c);
+  const host = new HostWatch(c, o.allow, o.openPorts, cfg.local !== null, warn);
+  const server = o.reports.server;
+  const lines = startupLines(cfg, {
+    device: o.device,
+    allow: o.allow,
+    guarded: o.guarded,
+    openPorts: o.openPorts ? host.open : null,
+    metricsUrl: server ? `http://${server.address}/metrics` : null,
+    restored: o.restored,
+    firewallPath: o.firewallPath,
+    realtime: c.realtime,
+    helpers: resolvedHelpers(),
+  });
+  for (const line of lines) notice(line);
+  const start = b.attachCapture(c);
+  c.start(start.banned, start.fast);
+  const metrics = o.reports.metrics;
+  o.joined(joinFleet(cfg, { bans: b, allow: o.allow, metrics, warn, version: VERSION }));
+  const code = await untilStopped(c, stop, () => {
+    o.log.flush(Date.now());
+    host.tick();
+    o.guard?.tick();
+    b.tick();
+    o.reports.tick();
+  });
+  await control?.close();
+  return code;
+}
+
+/** Runs the live capture until a stop signal or a capture error, calling `tick` once a second. */
+async function untilStopped(
+  capture: LiveCapture,
+  stop: StopSignals,
+  tick: () => void,
+): Promise<number> {
   const timer = setInterval(tick, 1000);
   let code = 0;
-  const error = await Promise.race([capture.ended, stopWanted.then(() => null)]);
-  if (error !== null && !stopped) {
+  const error = await Promise.race([capture.ended, stop.wanted.then(() => null)]);
+  if (error !== null && !stop.stopped()) {
     warn(error);
     code = 1;
   }
   clearInterval(timer);
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
+  stop.remove();
   const last = await capture.stop();
   if (last !== null && code === 0 && error === null) {
     warn(last);

@@ -204,6 +204,31 @@ const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
 /**
+ * Adds those of `bits` (capability numbers below 32) that the calling thread
+ * holds in its permitted set to its effective set: a file given `setcap …+p`
+ * (no effective bit, so exec does not fail where a container's bounding set
+ * lacks one of them) starts with them permitted only. Threads started later
+ * (the capture worker) copy the result. Returns the bits now effective.
+ */
+export function raiseEffective(bits: readonly number[]): number[] {
+  try {
+    const c = loadLibc().symbols;
+    const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
+    const data = new Uint32Array(6);
+    if (c.capget(header, data) !== 0) return [];
+    const held = bits.filter((b) => (data[1] & (1 << b)) !== 0);
+    const want = (data[0] | held.reduce((m, b) => m | (1 << b), 0)) >>> 0;
+    if (want !== data[0]) {
+      data[0] = want;
+      if (c.capset(header, data) !== 0) return [];
+    }
+    return held;
+  } catch {
+    return [];
+  }
+}
+
+/**
  * Makes the inheritable and ambient sets of the calling thread exactly those
  * of `bits` (capability numbers below 32) that it holds in its permitted set,
  * so that programs it starts get those and nothing else: file capabilities

@@ -48,6 +48,22 @@ export class AllowList {
     this.#allow.push(...cidrs);
   }
 
+  #guard: Cidr[] = [];
+
+  /**
+   * Replaces the lockout guard's blocks (gateways, resolvers, DHCP and NTP
+   * servers, metadata service): allowed like --allow, but re-read while the
+   * program runs, so kept apart from the configured list.
+   */
+  setGuard(cidrs: Cidr[]): void {
+    this.#guard = [...cidrs];
+  }
+
+  /** The lockout guard's blocks as last set, a copy. */
+  get guard(): Cidr[] {
+    return [...this.#guard];
+  }
+
   /** The allow-listed blocks (configured and added), a copy. */
   get allowed(): Cidr[] {
     return [...this.#allow];
@@ -58,12 +74,16 @@ export class AllowList {
     return this.#local.size !== 0 && this.#local.has(key);
   }
 
-  /** True for loopback or an --allow block. */
+  /** True for loopback, an --allow block or a lockout-guard block. */
   isAllowed(family: Family, bytes: Uint8Array): boolean {
     if (cidrContains(family === 4 ? LOOP4 : LOOP6, family, bytes)) return true;
     const list = this.#allow;
     for (let i = 0; i < list.length; i++) {
       if (cidrContains(list[i], family, bytes)) return true;
+    }
+    const guard = this.#guard;
+    for (let i = 0; i < guard.length; i++) {
+      if (cidrContains(guard[i], family, bytes)) return true;
     }
     return false;
   }

@@ -5,7 +5,7 @@
  * The effective set is read from /proc/self/status, through libc because Deno
  * asks for --allow-all before it lets a script read /proc.
  */
-import { readSystemFile, setAmbient } from "../ffi/libc.ts";
+import { raiseEffective, readSystemFile, setAmbient } from "../ffi/libc.ts";
 
 /** One capability the program uses, with its bit number and what it is for. */
 export interface CapabilityInfo {
@@ -72,13 +72,17 @@ export function missingCapabilities(): MissingCapability[] {
   return status === null ? [] : missingFromStatus(status);
 }
 
+/** CAP_SYS_NICE: SCHED_FIFO for the capture thread (--realtime), when granted. */
+const CAP_SYS_NICE = 23;
+
 /** CAP_NET_ADMIN: the one capability the helpers (iptables, nft) need. */
 const HELPER_CAPABILITY = 12;
 
 /**
  * Makes CAP_NET_ADMIN, when this thread holds it, the one capability the
  * programs it starts inherit (ambient and inheritable), and takes every other
- * out of those sets. After `setcap …+ep` the iptables/nft commands need it
+ * out of those sets; capabilities only permitted (`setcap …+p`) are made
+ * effective first. After `setcap …+ep` the iptables/nft commands need it
  * (file capabilities are not passed on through execve otherwise); under the
  * systemd unit, whose ambient set also holds CAP_NET_RAW and CAP_SYS_NICE
  * for the daemon itself, helpers must not get those. The daemon keeps all of
@@ -87,6 +91,8 @@ const HELPER_CAPABILITY = 12;
  * Returns the names now ambient; never throws.
  */
 export function raiseAmbientCapabilities(): string[] {
+  // Permitted but not effective after `setcap …+p`: make them usable first.
+  raiseEffective([...CAPABILITIES.map((c) => c.bit), CAP_SYS_NICE]);
   const raised = setAmbient([HELPER_CAPABILITY]);
   return CAPABILITIES.filter((c) => raised.includes(c.bit)).map((c) => c.name);
 }

@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
+import { ConfigError } from "./config_error.ts";
 import { DEFAULT_CONFIG_FILE, type FileValues, readConfigFile } from "./configfile.ts";
 
 /**
@@ -15,8 +16,6 @@ import { DEFAULT_CONFIG_FILE, type FileValues, readConfigFile } from "./configfi
  * adds no port every scanner sees (`:8080` opens it to every address).
  */
 export const DEFAULT_METRICS_ADDR = "127.0.0.1:8080";
-
-import { ConfigError } from "./config_error.ts";
 
 export { ConfigError };
 
@@ -301,7 +300,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: "SB_LOCKOUT_GUARD",
     arg: "on|off",
     def: "on",
-    help: "never ban the default gateways and the resolvers of /etc/resolv.conf",
+    help: "never ban the gateways, resolvers, DHCP and NTP servers and cloud metadata address",
   },
   {
     long: "realtime",

@@ -11,6 +11,7 @@
  * (parseConfig) checks flags, variables and the file alike.
  */
 import { parse, TomlError } from "smol-toml";
+// ConfigError is used only inside functions, so this import cycle is harmless.
 import { ConfigError } from "./config_error.ts";
 
 /** Where the daemon looks when neither --config nor SB_CONFIG names a file. */

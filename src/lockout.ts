@@ -1,13 +1,20 @@
 /**
  * Self-lockout guard: the addresses this host cannot afford to ban, to be
- * allow-listed automatically — its default gateways (IPv4 and IPv6) and the
- * resolvers of /etc/resolv.conf. A probe burst with a spoofed gateway source
- * must not cut the host off its network.
+ * allow-listed automatically — its default gateways (IPv4 and IPv6), its DNS
+ * resolvers (behind systemd-resolved's stub 127.0.0.53 too: the upstream ones
+ * of /run/systemd/resolve/resolv.conf), its DHCP servers (dhclient,
+ * systemd-networkd and NetworkManager leases, with the DNS and NTP servers
+ * they handed out), its NTP servers (ntp.conf, chrony, timesyncd) and the
+ * cloud metadata service (169.254.169.254, fd00:ec2::254). A probe burst
+ * with one of these as spoofed source must not cut the host off its network,
+ * its names, its clock or its cloud credentials.
  *
  * Gateways come from the main routing table as the kernel shows it
  * (/proc/net/route, /proc/net/ipv6_route) for the reader's network namespace;
- * policy-routing tables are not looked at. Addresses are returned in canonical
- * text form (src/address.ts), without zone ids, deduplicated, in file order.
+ * policy-routing tables are not looked at. Only literal addresses are taken:
+ * a server given by name (`pool 2.debian.pool.ntp.org`) is not resolved (use
+ * --allow). Addresses are returned in canonical text form (src/address.ts),
+ * without zone ids, deduplicated, in file order.
  */
 import { readSystemFile } from "../ffi/libc.ts";
 import { canonicalAddress, formatAddress } from "./address.ts";
@@ -83,23 +90,161 @@ export function resolvers(resolvConf: string): string[] {
   return out;
 }
 
+/** Canonical form of a literal address (zone id dropped); null for names and junk. */
+function literal(text: string): string | null {
+  const at = text.indexOf("%");
+  return canonicalAddress(at >= 0 ? text.slice(0, at) : text);
+}
+
+function addAll(out: string[], items: Iterable<string | null>): void {
+  for (const a of items) if (a !== null && !out.includes(a)) out.push(a);
+}
+
+/** systemd-resolved's stub listeners: resolv.conf naming one means "ask resolved". */
+const RESOLVED_STUBS = ["127.0.0.53", "127.0.0.54"];
+
 /**
- * Reads this host's default gateways (/proc/net/route, /proc/net/ipv6_route,
- * through libc) and resolvers (/etc/resolv.conf); a file that cannot be read
- * contributes nothing.
+ * The servers a dhclient lease file names: the DHCP server
+ * (dhcp-server-identifier), and the DNS and NTP servers it handed out
+ * (domain-name-servers, ntp-servers, dhcp6.name-servers), every lease.
  */
-export function lockoutGuard(): { gateways: string[]; resolvers: string[] } {
-  let conf = "";
-  try {
-    conf = Deno.readTextFileSync("/etc/resolv.conf");
-  } catch {
-    // No resolv.conf: no resolvers to protect.
+export function dhclientLeaseServers(text: string): string[] {
+  const out: string[] = [];
+  const re =
+    /^\s*option\s+(dhcp-server-identifier|domain-name-servers|ntp-servers|dhcp6\.name-servers)\s+([^;]+);/gm;
+  for (const m of text.matchAll(re)) addAll(out, m[2].split(",").map((a) => literal(a.trim())));
+  return out;
+}
+
+/**
+ * The servers a systemd-networkd (or NetworkManager internal) DHCP lease
+ * names: SERVER_ADDRESS, DNS and NTP (space-separated lists).
+ */
+export function networkdLeaseServers(text: string): string[] {
+  const out: string[] = [];
+  for (const m of text.matchAll(/^(SERVER_ADDRESS|DNS|NTP)=(.*)$/gm)) {
+    addAll(out, m[2].trim().split(/\s+/).map(literal));
   }
-  return {
-    gateways: defaultGateways(
-      readSystemFile("/proc/net/route") ?? "",
-      readSystemFile("/proc/net/ipv6_route") ?? "",
-    ),
-    resolvers: resolvers(conf),
+  return out;
+}
+
+/** The literal addresses of `server`, `pool` and `peer` lines (ntp.conf and chrony alike). */
+export function ntpServers(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if ((f[0] === "server" || f[0] === "pool" || f[0] === "peer") && f.length >= 2) {
+      addAll(out, [literal(f[1])]);
+    }
+  }
+  return out;
+}
+
+/** The literal addresses of timesyncd's `NTP=` and `FallbackNTP=` settings. */
+export function timesyncdServers(text: string): string[] {
+  const out: string[] = [];
+  for (const m of text.matchAll(/^\s*(?:NTP|FallbackNTP)\s*=(.*)$/gm)) {
+    addAll(out, m[1].trim().split(/\s+/).map(literal));
+  }
+  return out;
+}
+
+/** Cloud instance metadata services (AWS, GCP, Azure, OpenStack; AWS's IPv6 one). */
+export const METADATA_ADDRESSES: readonly string[] = ["169.254.169.254", "fd00:ec2::254"];
+
+/** Files the guard reads, relative to the root directory. */
+const FILES = {
+  resolvConf: "/etc/resolv.conf",
+  resolvedUpstream: "/run/systemd/resolve/resolv.conf",
+  /** Directories of lease files, each with its parser and a name filter. */
+  leaseDirs: [
+    { dir: "/var/lib/dhcp", re: /^dhclient.*\.leases?$/, parse: dhclientLeaseServers },
+    { dir: "/var/lib/dhclient", re: /\.leases?$/, parse: dhclientLeaseServers },
+    { dir: "/run/systemd/netif/leases", re: /^\d+$/, parse: networkdLeaseServers },
+    { dir: "/var/lib/NetworkManager", re: /^internal-.*\.lease$/, parse: networkdLeaseServers },
+    { dir: "/var/lib/NetworkManager", re: /^dhclient.*\.lease$/, parse: dhclientLeaseServers },
+  ],
+  ntpFiles: [
+    "/etc/ntp.conf",
+    "/etc/ntpsec/ntp.conf",
+    "/etc/chrony/chrony.conf",
+    "/etc/chrony.conf",
+  ],
+  ntpDirs: [
+    { dir: "/etc/chrony/sources.d", re: /\.sources$/ },
+    { dir: "/etc/chrony/conf.d", re: /\.conf$/ },
+  ],
+  timesyncd: "/etc/systemd/timesyncd.conf",
+  timesyncdDir: "/etc/systemd/timesyncd.conf.d",
+};
+
+/** What the guard protects, by reason. */
+export interface LockoutGuard {
+  gateways: string[];
+  resolvers: string[];
+  /** DHCP servers and the DNS/NTP servers their leases name. */
+  dhcp: string[];
+  ntp: string[];
+  metadata: string[];
+}
+
+/** A reader of the guard's files: "" = this machine (/proc through libc); else a test root. */
+function reader(root: string) {
+  const text = (path: string): string => {
+    if (root === "" && path.startsWith("/proc/")) return readSystemFile(path) ?? "";
+    try {
+      return Deno.readTextFileSync(root + path);
+    } catch {
+      return ""; // missing or unreadable: contributes nothing
+    }
   };
+  const list = (dir: string, re: RegExp): string[] => {
+    try {
+      return [...Deno.readDirSync(root + dir)]
+        .filter((e) => e.isFile && re.test(e.name))
+        .map((e) => `${dir}/${e.name}`)
+        .sort();
+    } catch {
+      return [];
+    }
+  };
+  return { text, list };
+}
+
+/**
+ * Reads what the guard protects on this host (or under `root`, for tests);
+ * a file that cannot be read contributes nothing. Cheap enough to repeat
+ * every few seconds (a handful of small files).
+ */
+export function lockoutGuard(root = ""): LockoutGuard {
+  const { text, list } = reader(root);
+  const res = resolvers(text(FILES.resolvConf));
+  if (res.some((a) => RESOLVED_STUBS.includes(a))) {
+    addAll(res, resolvers(text(FILES.resolvedUpstream)));
+  }
+  const dhcp: string[] = [];
+  for (const d of FILES.leaseDirs) {
+    for (const f of list(d.dir, d.re)) addAll(dhcp, d.parse(text(f)));
+  }
+  const ntp: string[] = [];
+  for (const f of FILES.ntpFiles) addAll(ntp, ntpServers(text(f)));
+  for (const d of FILES.ntpDirs) {
+    for (const f of list(d.dir, d.re)) addAll(ntp, ntpServers(text(f)));
+  }
+  addAll(ntp, timesyncdServers(text(FILES.timesyncd)));
+  for (const f of list(FILES.timesyncdDir, /\.conf$/)) addAll(ntp, timesyncdServers(text(f)));
+  return {
+    gateways: defaultGateways(text("/proc/net/route"), text("/proc/net/ipv6_route")),
+    resolvers: res,
+    dhcp,
+    ntp,
+    metadata: [...METADATA_ADDRESSES],
+  };
+}
+
+/** Every address of a LockoutGuard, deduplicated, in reason order. */
+export function guardAddresses(g: LockoutGuard): string[] {
+  const out: string[] = [];
+  addAll(out, [...g.gateways, ...g.resolvers, ...g.dhcp, ...g.ntp, ...g.metadata]);
+  return out;
 }

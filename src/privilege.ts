@@ -83,3 +83,17 @@ export function ignoredPathVariables(): string[] {
     }
   });
 }
+
+/**
+ * Why this caller may not run a command that changes the firewall (unban,
+ * flush, the daemon with a firewall), or null; see src/privilege.ts.
+ */
+export function commandRefusal(
+  cfg: { command: string; firewall: string },
+): string | null {
+  const changes = cfg.command === "unban" || cfg.command === "flush" ||
+    (cfg.command === "run" && cfg.firewall !== "none");
+  return changes
+    ? callerRefusal(cfg.command === "run" ? "scanblocker" : `scanblocker ${cfg.command}`)
+    : null;
+}

@@ -50,3 +50,34 @@ export function quietSignals(): () => void {
   Deno.unrefTimer(timer);
   return () => clearInterval(timer);
 }
+
+/** The stop signals of a live run (see stopSignals). */
+export interface StopSignals {
+  /** Resolves on the first SIGINT or SIGTERM. */
+  wanted: Promise<void>;
+  /** True once one came. */
+  stopped(): boolean;
+  /** Removes the listeners. */
+  remove(): void;
+}
+
+/** SIGINT/SIGTERM listeners, installed before the start-up lines; `wanted` resolves on either. */
+export function stopSignals(): StopSignals {
+  let stopped = false;
+  let wake: () => void = () => {};
+  const wanted = new Promise<void>((r) => (wake = r));
+  const stop = () => {
+    stopped = true;
+    wake();
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  return {
+    wanted,
+    stopped: () => stopped,
+    remove: () => {
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+    },
+  };
+}

@@ -140,73 +140,77 @@ Deno.test({
 
 const haveSetcap = canSetpriv && await have("setcap");
 
-Deno.test({
-  name:
-    "capabilities: after setcap …+ep, an unprivileged daemon passes CAP_NET_ADMIN (only) to the commands it runs",
-  ignore: !haveSetcap,
-  fn: async () => {
-    // A copy of the Deno runtime with file capabilities stands in for `setcap … ./scanblocker`.
-    const dir = await Deno.makeTempDir({ prefix: "sb-setcap-" });
-    try {
-      await Deno.chmod(dir, 0o755);
-      const deno = `${dir}/deno`;
-      await Deno.copyFile(Deno.execPath(), deno);
-      await Deno.chmod(deno, 0o755);
-      const sc = await run(["setcap", "cap_net_raw,cap_net_admin,cap_sys_nice+ep", deno]);
-      if (sc.code !== 0) {
-        console.log(`skipped: setcap failed here (${sc.stderr.trim()})`);
-        return;
+for (const flags of ["+ep", "+p"]) {
+  Deno.test({
+    name:
+      `capabilities: after setcap …${flags}, an unprivileged daemon holds both and passes CAP_NET_ADMIN (only) to the commands it runs`,
+    ignore: !haveSetcap,
+    fn: async () => {
+      // A copy of the Deno runtime with file capabilities stands in for `setcap … ./scanblocker`.
+      const dir = await Deno.makeTempDir({ prefix: "sb-setcap-" });
+      try {
+        await Deno.chmod(dir, 0o755);
+        const deno = `${dir}/deno`;
+        await Deno.copyFile(Deno.execPath(), deno);
+        await Deno.chmod(deno, 0o755);
+        const sc = await run(["setcap", `cap_net_raw,cap_net_admin,cap_sys_nice${flags}`, deno]);
+        if (sc.code !== 0) {
+          console.log(`skipped: setcap failed here (${sc.stderr.trim()})`);
+          return;
+        }
+        const mod = new URL("../src/capabilities.ts", import.meta.url).href;
+        const libc = new URL("../ffi/libc.ts", import.meta.url).href;
+        const script = `${dir}/probe.ts`;
+        await Deno.writeTextFile(
+          script,
+          `import { missingCapabilities, raiseAmbientCapabilities } from ${
+            JSON.stringify(mod)
+          };\n` +
+            `const child = async () => new TextDecoder().decode((await new Deno.Command("cat", ` +
+            `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
+            `const before = await child();\n` +
+            `const missing = missingCapabilities().map((m) => m.name);\n` +
+            `import { setRealtimePriority } from ${JSON.stringify(libc)};\n` +
+            `const raised = raiseAmbientCapabilities();\n` +
+            `const fifo = setRealtimePriority(10);\n` +
+            `console.log(JSON.stringify({ missing, before, raised, after: await child(), fifo }));\n`,
+        );
+        await Deno.chmod(script, 0o644);
+        await Deno.mkdir(`${dir}/deno-dir`, { mode: 0o777 });
+        await Deno.chmod(`${dir}/deno-dir`, 0o777);
+        const r = await run([
+          "timeout",
+          "60",
+          ...nobody,
+          "--inh-caps=-all",
+          "env",
+          `DENO_DIR=${dir}/deno-dir`,
+          "DENO_NO_UPDATE_CHECK=1",
+          deno,
+          "run",
+          "--no-lock",
+          "--allow-ffi",
+          "--allow-read",
+          "--allow-run=cat",
+          script,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}");
+        const eff = (s: string) => parseEffectiveCapabilities(s) ?? -1n;
+        assert.deepEqual(out.missing, []);
+        // Without the ambient set, a command started by the daemon has nothing …
+        assert.equal(eff(out.before) & 0x3000n, 0n);
+        // … with it, iptables/nft get CAP_NET_ADMIN, and not CAP_NET_RAW (capture is the daemon's).
+        assert.deepEqual(out.raised, ["CAP_NET_ADMIN"]);
+        assert.equal(eff(out.after), 0x1000n);
+        // The documented setcap grants what the ban-latency figures need: SCHED_FIFO.
+        assert.equal(out.fifo, null, `SCHED_FIFO refused: ${out.fifo}`);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
       }
-      const mod = new URL("../src/capabilities.ts", import.meta.url).href;
-      const libc = new URL("../ffi/libc.ts", import.meta.url).href;
-      const script = `${dir}/probe.ts`;
-      await Deno.writeTextFile(
-        script,
-        `import { missingCapabilities, raiseAmbientCapabilities } from ${JSON.stringify(mod)};\n` +
-          `import { setRealtimePriority } from ${JSON.stringify(libc)};\n` +
-          `const child = async () => new TextDecoder().decode((await new Deno.Command("cat", ` +
-          `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
-          `const before = await child();\n` +
-          `const missing = missingCapabilities().map((m) => m.name);\n` +
-          `const raised = raiseAmbientCapabilities();\n` +
-          `const fifo = setRealtimePriority(10);\n` +
-          `console.log(JSON.stringify({ missing, before, raised, after: await child(), fifo }));\n`,
-      );
-      await Deno.chmod(script, 0o644);
-      await Deno.mkdir(`${dir}/deno-dir`, { mode: 0o777 });
-      await Deno.chmod(`${dir}/deno-dir`, 0o777);
-      const r = await run([
-        "timeout",
-        "60",
-        ...nobody,
-        "--inh-caps=-all",
-        "env",
-        `DENO_DIR=${dir}/deno-dir`,
-        "DENO_NO_UPDATE_CHECK=1",
-        deno,
-        "run",
-        "--no-lock",
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-run=cat",
-        script,
-      ]);
-      assert.equal(r.code, 0, r.stderr);
-      const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}");
-      const eff = (s: string) => parseEffectiveCapabilities(s) ?? -1n;
-      assert.deepEqual(out.missing, []);
-      // Without the ambient set, a command started by the daemon has nothing …
-      assert.equal(eff(out.before) & 0x3000n, 0n);
-      // … with it, iptables/nft get CAP_NET_ADMIN, and not CAP_NET_RAW (capture is the daemon's).
-      assert.deepEqual(out.raised, ["CAP_NET_ADMIN"]);
-      assert.equal(eff(out.after), 0x1000n);
-      // The documented setcap grants what the ban-latency figures need: SCHED_FIFO.
-      assert.equal(out.fifo, null, `SCHED_FIFO refused: ${out.fifo}`);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-});
+    },
+  });
+}
 
 Deno.test({
   name:
@@ -525,6 +529,129 @@ Deno.test("compile task: every worker module is --include'd (deno compile does n
   for (const dir of ["src", "ffi"]) await walk(dir);
   assert.ok(workers.includes("src/capture/worker.ts"), workers.join(" "));
   for (const w of workers) assert.ok(task.includes(`--include ${w}`), `${w} missing in: ${task}`);
+});
+
+Deno.test("Dockerfile: every base image pinned by digest; the image runs as a non-root user", async () => {
+  const dockerfile = await Deno.readTextFile(`${root}Dockerfile`);
+  const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
+  assert.ok(froms.length >= 3, froms.join(" "));
+  for (const f of froms) assert.match(f, /^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$/, f);
+  const users = [...dockerfile.matchAll(/^USER\s+(\S+)/gm)].map((m) => m[1]);
+  const last = users.at(-1) ?? "";
+  assert.match(last, /^[1-9]\d*:[1-9]\d*$/, `final USER ${last || "(none: root)"}`);
+  // The executable belongs to root and to that user's group, mode 0750, with the two capabilities.
+  const gid = last.split(":")[1];
+  assert.match(dockerfile, new RegExp(`chown 0:${gid} /out/usr/local/bin/scanblocker`));
+  assert.match(dockerfile, /chmod 0750 \/out\/usr\/local\/bin\/scanblocker/);
+  assert.match(
+    dockerfile,
+    /setcap cap_net_raw,cap_net_admin,cap_sys_nice\+p \/out\/usr\/local\/bin\/scanblocker/,
+  );
+});
+
+/** The Dockerfile's RUN step that gives the executable its owner, mode and capabilities. */
+function executableScript(dockerfile: string): string {
+  const lines = dockerfile.split("\n");
+  const at = lines.findIndex((l, i) =>
+    l.startsWith("RUN set -eu;") && /\bchown\b/.test(lines[i + 1] ?? "")
+  );
+  assert.ok(at >= 0, "no `RUN set -eu;` step that chowns the executable");
+  const block: string[] = [];
+  for (let i = at; i < lines.length; i++) {
+    block.push(lines[i]);
+    if (!lines[i].trimEnd().endsWith("\\")) break;
+  }
+  return block.join("\n").replace(/^RUN /, "");
+}
+
+Deno.test({
+  name:
+    "Dockerfile: its executable, run as the image's user with --cap-add NET_RAW/NET_ADMIN/SYS_NICE, holds them; with one it still starts",
+  ignore: !haveSetcap,
+  fn: async () => {
+    const dockerfile = await Deno.readTextFile(`${root}Dockerfile`);
+    const [uid, gid] = ([...dockerfile.matchAll(/^USER\s+(\d+):(\d+)/gm)].at(-1) ?? []).slice(1);
+    assert.ok(uid && gid, "numeric USER uid:gid");
+    const dir = await Deno.makeTempDir({ prefix: "sb-image-" });
+    try {
+      await Deno.chmod(dir, 0o755);
+      // The Deno runtime stands in for the compiled executable.
+      const exe = `${dir}/out/usr/local/bin/scanblocker`;
+      await Deno.mkdir(`${dir}/out/usr/local/bin`, { recursive: true });
+      await run(["chmod", "-R", "0755", `${dir}/out`]);
+      await Deno.copyFile(Deno.execPath(), exe);
+      const script = executableScript(dockerfile).replaceAll(" /out/", ` ${dir}/out/`);
+      const s = await run(["timeout", "60", "sh", "-c", script]);
+      if (s.code !== 0 && /setcap/.test(s.stderr)) {
+        console.log(`skipped: setcap failed here (${s.stderr.trim()})`);
+        return;
+      }
+      assert.equal(s.code, 0, s.stderr);
+      const st = await Deno.stat(exe);
+      assert.equal(st.uid, 0);
+      assert.equal(st.gid, Number(gid));
+      assert.equal((st.mode ?? 0) & 0o7777, 0o750);
+
+      const mod = new URL("../src/capabilities.ts", import.meta.url).href;
+      const priv = new URL("../src/privilege.ts", import.meta.url).href;
+      const libc = new URL("../ffi/libc.ts", import.meta.url).href;
+      await Deno.writeTextFile(
+        `${dir}/probe.ts`,
+        `import { missingCapabilities } from ${JSON.stringify(mod)};\n` +
+          `import { callerRefusal } from ${JSON.stringify(priv)};\n` +
+          `import { setRealtimePriority } from ${JSON.stringify(libc)};\n` +
+          `const missing = missingCapabilities().map((m) => m.name);\n` +
+          `const child = new TextDecoder().decode((await new Deno.Command("cat", ` +
+          `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
+          `const fifo = setRealtimePriority(10);\n` +
+          `console.log(JSON.stringify({ missing, child, fifo, refusal: callerRefusal("scanblocker flush") }));\n`,
+      );
+      await Deno.chmod(`${dir}/probe.ts`, 0o644);
+      await Deno.mkdir(`${dir}/deno-dir`, { mode: 0o777 });
+      await Deno.chmod(`${dir}/deno-dir`, 0o777);
+      // As Docker runs it: the image's user, no capabilities of its own, the bounding set from --cap-add.
+      const probe = async (bounding: string) => {
+        const r = await run([
+          "timeout",
+          "60",
+          "setpriv",
+          `--reuid=${uid}`,
+          `--regid=${gid}`,
+          "--clear-groups",
+          "--inh-caps=-all",
+          `--bounding-set=-all,${bounding}`,
+          "env",
+          `DENO_DIR=${dir}/deno-dir`,
+          "DENO_NO_UPDATE_CHECK=1",
+          exe,
+          "run",
+          "--no-lock",
+          "--allow-ffi",
+          "--allow-read",
+          "--allow-env",
+          "--allow-sys",
+          "--allow-run=cat",
+          `${dir}/probe.ts`,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        return JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}");
+      };
+      const both = await probe("+net_raw,+net_admin,+sys_nice");
+      assert.deepEqual(both.missing, []);
+      assert.equal(
+        parseEffectiveCapabilities(both.child),
+        0x1000n,
+        "helpers get CAP_NET_ADMIN only",
+      );
+      assert.equal(both.refusal, null, "the image's user may change the firewall");
+      assert.equal(both.fifo, null, "--cap-add SYS_NICE: the capture thread may use SCHED_FIFO");
+      // `docker run --cap-add NET_ADMIN … bans`: +p lets it start with one of the two.
+      const one = await probe("+net_admin");
+      assert.deepEqual(one.missing, ["CAP_NET_RAW"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 Deno.test("every documented deployment grants CAP_SYS_NICE (the ban-latency figures need SCHED_FIFO)", async () => {

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   type FileFacts,
+  HELPER_DIRS,
   type HelperFs,
   resolveHelper,
   trustedArgv,
@@ -160,4 +161,23 @@ Deno.test("firewallRefusal: root, handed-down capabilities and the file's group 
   // Unknown AT_SECURE (no getauxval) counts as gained.
   assert.notEqual(firewallRefusal("scanblocker", { ...nobody, secureExec: null }, rootOwned), null);
   assert.notEqual(firewallRefusal("scanblocker", nobody, null), null);
+});
+
+Deno.test("deno.json: run permissions name helpers by absolute path, in every helper directory", async () => {
+  const json = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const run: string[] = json.permissions.default.run;
+  const names = new Set<string>();
+  for (const entry of run) {
+    // A bare name is resolved through the caller's PATH when Deno starts: never.
+    assert.ok(entry.startsWith("/"), `bare program name in deno.json: ${entry}`);
+    const at = entry.lastIndexOf("/");
+    assert.ok(HELPER_DIRS.includes(entry.slice(0, at)), entry);
+    names.add(entry.slice(at + 1));
+  }
+  for (const n of ["iptables", "iptables-restore", "ip6tables", "nft", "stdbuf"]) {
+    assert.ok(names.has(n), n);
+  }
+  for (const n of names) {
+    for (const d of HELPER_DIRS) assert.ok(run.includes(`${d}/${n}`), `${d}/${n} missing`);
+  }
 });

@@ -236,11 +236,11 @@ Deno.test({
       const err = d.stderr();
       assert.match(
         err,
-        /missing capability CAP_NET_RAW: .*capture.*setcap cap_net_raw,cap_net_admin\+ep/,
+        /missing capability CAP_NET_RAW: .*capture.*setcap cap_net_raw,cap_net_admin,cap_sys_nice\+ep/,
       );
       assert.match(
         err,
-        /missing capability CAP_NET_ADMIN: .*iptables.*setcap cap_net_raw,cap_net_admin\+ep/,
+        /missing capability CAP_NET_ADMIN: .*iptables.*setcap cap_net_raw,cap_net_admin,cap_sys_nice\+ep/,
       );
       assert.equal(code, 2, `exit ${code}\n${err}`);
     } finally {

@@ -14,6 +14,7 @@ import type { ScanReport } from "../detect/pipeline.ts";
 import { banExpiry, type FastResult } from "../firewall/fastpath.ts";
 import type { BanResult, FastBan, Firewall } from "../types.ts";
 import { BanBook, type BookEntry } from "./book.ts";
+import { LineLimiter } from "../report/ratelimit.ts";
 
 /**
  * How often the kernel is re-read: 5 s. A ban removed from outside, or a
@@ -96,8 +97,12 @@ export class Bans {
   /** Called for every ban this host made itself (the fleet pushes them). */
   onLocalBan: (scan: ScanReport) => void = () => {};
 
+  /** Failed-ban and firewall-error lines: a few per 10 s of each, then a count (ban cap, dead firewall). */
+  readonly #lines: LineLimiter;
+
   constructor(o: BansOptions) {
     this.#o = o;
+    this.#lines = new LineLimiter({ burst: 5, intervalMs: 10_000, write: o.warn, now: o.now });
   }
 
   /** The firewall's state now, for /healthz: "ok", or "error: …" until the next success. */
@@ -147,7 +152,7 @@ export class Bans {
   failure(message: string): void {
     this.#state = `error: ${message}`;
     this.#o.metrics.firewallErrors.inc();
-    this.#o.warn(message);
+    this.#lines.line("firewall", message, "firewall error");
   }
 
   /**
@@ -244,7 +249,11 @@ export class Bans {
       this.#book.delete(scan.src);
       if (this.#capture) this.#capture.forget(scan.src);
       else this.#forget(scan.src);
-      o.warn(`IP ${scan.src} could not be banned (${result}, firewall ${o.fw.kind})`);
+      this.#lines.line(
+        "ban-failed",
+        `IP ${scan.src} could not be banned (${result}, firewall ${o.fw.kind})`,
+        "failed-ban",
+      );
     }
     o.metrics.bans.inc({ backend: o.fw.kind, result: result === "refused" ? "failed" : result });
     o.metrics.activeBans.set(this.#book.size);
@@ -313,6 +322,7 @@ export class Bans {
    * read is slow) re-reads the kernel; see the module comment.
    */
   tick(now = Date.now()): void {
+    this.#lines.flush();
     this.#book.prune(now);
     this.#o.metrics.activeBans.set(this.#book.size);
     if (this.#evicting && this.#book.size < this.#o.maxBans * 0.9) this.#evicting = false;
@@ -362,6 +372,7 @@ export class Bans {
   /** Stops the firewall's helpers (bans stay in place). */
   async close(): Promise<void> {
     await this.settled();
+    this.#lines.flush(true);
     await this.#o.fw.close();
   }
 }

@@ -8,7 +8,7 @@
  * so a worker asleep in poll(2) reads it at once.
  */
 import { wakeUp } from "../../ffi/libc.ts";
-import type { Address } from "../address.ts";
+import type { Address, Cidr } from "../address.ts";
 import type { FastBan } from "../firewall/fastpath.ts";
 import type { ScanNotice, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
@@ -140,6 +140,11 @@ export class LiveCapture {
   /** This host's addresses changed. */
   setLocal(local: Address[]): void {
     this.#send({ type: "local", local });
+  }
+
+  /** The lockout guard's blocks changed (or are set before start). */
+  setGuard(guard: Cidr[]): void {
+    this.#send({ type: "guard", guard });
   }
 
   /** The listening ports changed. */

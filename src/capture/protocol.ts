@@ -36,6 +36,7 @@ export type WorkerRequest =
   }
   | { type: "start"; banned: string[]; fastBan: FastBan | null }
   | { type: "local"; local: Address[] }
+  | { type: "guard"; guard: Cidr[] }
   | { type: "openPorts"; ports: number[] }
   | { type: "banned"; add?: string[]; replace?: string[]; room?: number }
   | { type: "forget"; address: string }

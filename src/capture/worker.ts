@@ -106,6 +106,9 @@ function handle(m: WorkerRequest): void {
     case "local":
       allow?.setLocal(m.local);
       break;
+    case "guard":
+      allow?.setGuard(m.guard);
+      break;
     case "openPorts":
       openPorts.fill(0);
       for (const p of m.ports) openPorts[p] = 1;

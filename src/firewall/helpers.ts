@@ -130,12 +130,15 @@ export function resolveHelper(name: string, fs: HelperFs = realFs): Resolution {
 const cache = new Map<string, Resolution>();
 
 /**
- * resolveHelper for this process, once per name (the start-up line prints
- * them: see resolvedHelpers).
+ * resolveHelper for this process: a path found is kept (the start-up line
+ * prints them: see resolvedHelpers); a helper not found is looked up again
+ * next time, so one installed while the daemon runs is used.
  */
 export function helperPath(name: string): Resolution {
-  let r = cache.get(name);
-  if (!r) cache.set(name, r = resolveHelper(name));
+  const known = cache.get(name);
+  if (known && "path" in known) return known;
+  const r = resolveHelper(name);
+  cache.set(name, r);
   return r;
 }
 

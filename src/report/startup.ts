@@ -18,6 +18,8 @@ export interface StartupFacts {
   firewallPath: string;
   /** The capture thread's scheduling, e.g. "SCHED_FIFO 10" or "off (…)". */
   realtime: string;
+  /** The firewall helpers by the absolute paths they were resolved to (src/firewall/helpers.ts). */
+  helpers: string[];
 }
 
 /** One line each, without the "scanblocker: " prefix. */
@@ -56,6 +58,7 @@ export function startupLines(cfg: Config, f: StartupFacts): string[] {
       }`,
     );
   }
+  if (f.helpers.length > 0) lines.push(`helpers: ${f.helpers.join(" ")}`);
   if (f.metricsUrl) lines.push(`metrics: ${f.metricsUrl}`);
   return lines;
 }
