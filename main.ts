@@ -22,7 +22,7 @@ import {
   ConfigError,
   DEFAULT_METRICS_ADDR,
   formatSettings,
-  parseConfig,
+  loadConfig,
   readEnv,
   usage,
 } from "./src/config.ts";
@@ -43,6 +43,7 @@ import type { EventLog } from "./src/report/log.ts";
 import { notice, openRunLog, stdoutWrite, warn } from "./src/report/stdio.ts";
 import { offlineSummary } from "./src/report/summary.ts";
 import { quietSignals, type StopSignals, stopSignals } from "./src/signals.ts";
+import { allowEverythingWarnings, reloadLive } from "./src/reload.ts";
 
 /** The program version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -55,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
   quietSignals();
   let cfg: Config;
   try {
-    cfg = parseConfig(argv, readEnv());
+    cfg = loadConfig(argv, readEnv());
   } catch (e) {
     if (e instanceof ConfigError) {
       warn(e.message);
@@ -95,14 +96,15 @@ export async function main(argv: string[]): Promise<number> {
       return out.code;
     }
     case "run":
-      return await daemon(cfg);
+      return await daemon(cfg, argv);
   }
 }
 
 /** Live capture or offline analysis. */
-async function daemon(cfg: Config): Promise<number> {
+async function daemon(cfg: Config, argv: string[]): Promise<number> {
   const live = cfg.read === null;
   const { allow, guarded, guard } = protectedAddresses(cfg, live, warn);
+  for (const line of allowEverythingWarnings(cfg)) warn(line);
   const pre = preflight(cfg, live, warn);
   if ("exit" in pre) return pre.exit;
   const device = pre.device;
@@ -186,7 +188,8 @@ async function daemon(cfg: Config): Promise<number> {
 
   let code = 0;
   if (capture) {
-    code = await runLive(cfg, capture, b, {
+    const c = capture;
+    code = await runLive(cfg, c, b, {
       device,
       allow,
       guarded,
@@ -197,6 +200,19 @@ async function daemon(cfg: Config): Promise<number> {
       restored,
       firewallPath: fw.describePath(),
       joined: (f) => (fleet = f),
+      // SIGHUP: the settings, the lockout guard and (when they changed) the hooks, read again.
+      reload: async () => {
+        await reloadLive(argv, cfg, {
+          warn,
+          allow,
+          guarded: [],
+          log,
+          capture: c,
+          fw,
+          onBans: () => b.reconcile(),
+        });
+        guard?.reload();
+      },
     });
   } else {
     const run = await analyseFile(pcap!, {
@@ -239,6 +255,8 @@ interface LiveRun {
   firewallPath: string;
   /** Hands the fleet link (if any) back to the set-up, for /healthz and the end. */
   joined: (fleet: RunningFleet | null) => void;
+  /** SIGHUP: re-read the settings and apply what can change while running. */
+  reload: () => Promise<void>;
 }
 
 /**
@@ -247,7 +265,7 @@ interface LiveRun {
  * tick until a stop signal or a capture error; returns the exit code.
  */
 async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun): Promise<number> {
-  const stop = stopSignals(); // before anything is printed: a SIGTERM now ends cleanly
+  const stop = stopSignals(o.reload); // before anything is printed: a SIGTERM now ends cleanly
   // The last scans, for `scanblocker status` (the bans owner's book keeps the bans).
   const recorder = new StatusRecorder();
   c.onScans = (notices) => {
@@ -322,7 +340,7 @@ async function untilStopped(
     code = 1;
   }
   clearInterval(timer);
-  stop.remove();
+  await stop.remove();
   const last = await capture.stop();
   if (last !== null && code === 0 && error === null) {
     warn(last);

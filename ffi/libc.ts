@@ -431,3 +431,30 @@ export function writable(fd: number): boolean {
   if (n < 0) return true;
   return n > 0 && ((pfd[1] >>> 16) & POLLOUT) !== 0;
 }
+
+const O_WRONLY = 1, O_NOCTTY = 0o400;
+
+/**
+ * Opens `path` (e.g. /proc/self/fd/1) again for writing, non-blocking: a new
+ * open file description, so its O_NONBLOCK concerns nobody else sharing the
+ * old one (a shell on the same terminal). Returns the descriptor, or null.
+ */
+export function openNonBlocking(path: string): number | null {
+  const fd = loadLibc().symbols.open(
+    encoder.encode(path + "\0"),
+    O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+  );
+  return fd < 0 ? null : fd;
+}
+
+/** A synchronous writer over a raw descriptor; a refused write (EAGAIN, EPIPE, …) throws. */
+export function descriptorWriter(fd: number): { writeSync(p: Uint8Array): number } {
+  const c = loadLibc().symbols;
+  return {
+    writeSync(p: Uint8Array): number {
+      const n = Number(c.write(fd, p, BigInt(p.length)));
+      if (n < 0) throw new Error(`write to descriptor ${fd} refused`);
+      return n;
+    },
+  };
+}

@@ -22,7 +22,7 @@ const LOOP6: Cidr = {
 
 /** Membership tests for local and allow-listed addresses, cheap enough per packet. */
 export class AllowList {
-  readonly #allow: Cidr[];
+  #allow: Cidr[];
   #local = new Set<number | string>();
   /** Text of the local addresses, for the start-up notice. */
   localText: string[] = [];
@@ -62,6 +62,11 @@ export class AllowList {
   /** The lockout guard's blocks as last set, a copy. */
   get guard(): Cidr[] {
     return [...this.#guard];
+  }
+
+  /** Replaces the allow-listed blocks (a reload). */
+  setAllowed(cidrs: Cidr[]): void {
+    this.#allow = [...cidrs];
   }
 
   /** The allow-listed blocks (configured and added), a copy. */

@@ -102,6 +102,8 @@ export interface Config {
   json: boolean;
   /** The daemon's control socket (status, bans). */
   controlSocket: string;
+  /** File of SB_* variables read at start and on SIGHUP; null = none. */
+  envFile: string | null;
   /** The CrowdSec LAPI to share bans through; null = no fleet (the default). */
   fleet: FleetConfig | null;
 }
@@ -388,6 +390,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: "unix socket where the daemon answers `status` (change it only for tests)",
   },
   {
+    long: "env-file",
+    env: "SB_ENV_FILE",
+    arg: "FILE",
+    def: "-",
+    help:
+      "SB_* variables (KEY=VALUE lines) read at start and again on SIGHUP; they replace the environment's",
+    fileKey: false,
+  },
+  {
     long: "json",
     boolean: true,
     def: "",
@@ -432,10 +443,13 @@ export function usage(): string {
 }
 
 function intOption(name: string, text: string, min: number, max: number, form: string): number {
-  if (!/^\d+$/.test(text.trim())) throw new BadValue(name, text, `expected ${form}`);
+  if (!/^\d+$/.test(text.trim())) {
+    const why = /^\s*-\d/.test(text) ? "negative numbers are not allowed; " : "";
+    throw new BadValue(name, text, `${why}expected ${form}`);
+  }
   const n = Number(text.trim());
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new BadValue(name, text, `expected ${form}`);
+    throw new BadValue(name, text, `out of range; expected ${form}`);
   }
   return n;
 }
@@ -443,9 +457,14 @@ function intOption(name: string, text: string, min: number, max: number, form: s
 function numberOption(name: string, text: string, form: string): number {
   const t = text.trim();
   const n = /^\d+(\.\d+)?$/.test(t) ? Number(t) : NaN;
-  if (!(n > 0) || !Number.isFinite(n)) throw new BadValue(name, text, `expected ${form}`);
+  if (!(n > 0) || !Number.isFinite(n) || n > MAX_SECONDS) {
+    throw new BadValue(name, text, `expected ${form}`);
+  }
   return n;
 }
+
+/** Longest window accepted: ten years, far beyond any use (and finite). */
+const MAX_SECONDS = 10 * 365 * 86400;
 
 function oneOf<T extends string>(name: string, text: string, allowed: readonly T[]): T {
   const t = text.trim() as T;
@@ -453,6 +472,64 @@ function oneOf<T extends string>(name: string, text: string, allowed: readonly T
     throw new BadValue(name, text, `expected one of ${allowed.join(", ")}`);
   }
   return t;
+}
+
+/**
+ * Reads an /etc/default-style file of variables: `KEY=VALUE` lines, `#` or
+ * `;` comments, an optional `export `, values optionally in single or double
+ * quotes (as systemd's EnvironmentFile= reads them). Throws ConfigError
+ * naming the file and line for anything else.
+ */
+export function readEnvFile(path: string): Record<string, string> {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    throw new ConfigError(`cannot read the environment file "${path}" (--env-file): ${why}`);
+  }
+  const out: Record<string, string> = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+    if (!m) {
+      throw new ConfigError(
+        `${path}:${i + 1}: expected KEY=VALUE, got ${JSON.stringify(line.slice(0, 60))}`,
+      );
+    }
+    let v = m[2].trim();
+    if (v.length >= 2 && (v[0] === '"' || v[0] === "'") && v.at(-1) === v[0]) v = v.slice(1, -1);
+    out[m[1]] = v;
+  }
+  return out;
+}
+
+/**
+ * The configuration in force: parseConfig over argv and the environment,
+ * where an --env-file (or SB_ENV_FILE) replaces every SB_* variable of the
+ * environment with the file's, so that a reload (SIGHUP) sees the file as
+ * it is now rather than the values the service manager loaded at start.
+ */
+export function loadConfig(argv: string[], env: Record<string, string | undefined>): Config {
+  const first = parseConfig(argv, env);
+  if (first.envFile === null) return first;
+  const file = readEnvFile(first.envFile);
+  const merged: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith("SB_") || k === "SB_ENV_FILE") merged[k] = v;
+  }
+  for (const [k, v] of Object.entries(file)) {
+    if (k.startsWith("SB_") && k !== "SB_ENV_FILE") merged[k] = v;
+  }
+  return parseConfig(argv, merged, first.envFile);
 }
 
 /** Reads the environment without failing when env access is denied. */
@@ -468,7 +545,11 @@ export function readEnv(): Record<string, string | undefined> {
  * Parses argv and the environment into a Config. Throws ConfigError for any
  * unknown option or invalid value (flags and environment alike).
  */
-export function parseConfig(argv: string[], env: Record<string, string | undefined>): Config {
+export function parseConfig(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  envFile?: string,
+): Config {
   const options: Record<
     string,
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
@@ -481,7 +562,15 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     };
   }
   // `deno task start -- -i eth0` passes the `--` on; it means nothing here.
-  const args = argv[0] === "--" ? argv.slice(1) : argv;
+  // `--ports -1`: parseArgs takes "-1" for an option; join it so the value is
+  // checked, and refused with a reason, like any other.
+  const args: string[] = [];
+  for (const a of argv[0] === "--" ? argv.slice(1) : argv) {
+    const prev = args.at(-1) ?? "";
+    const spec = OPTIONS.find((o) => `--${o.long}` === prev && !o.boolean);
+    if (spec && /^-\d/.test(a)) args[args.length - 1] = `${prev}=${a}`;
+    else args.push(a);
+  }
   let parsed;
   try {
     parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
@@ -526,12 +615,21 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     : readConfigFile(configPath, explicitFile !== undefined, OPTIONS);
   const layers = { flags: v, env, file, filePath: configPath };
   try {
-    return validate(command, unbanAddress, layers);
+    const cfg = validate(command, unbanAddress, layers);
+    return { ...cfg, envFile: envFile ?? cfg.envFile };
   } catch (e) {
-    if (e instanceof BadValue && file && sourceOf(e.option, layers) === configPath) {
+    if (!(e instanceof BadValue)) throw e;
+    const source = sourceOf(e.option, layers);
+    if (file && source === configPath) {
       throw new ConfigError(
         `config file ${configPath}: key "${e.option}": invalid value "${e.value}": ${e.why}`,
       );
+    }
+    // Error lines name the variable when the value came from one.
+    if (source.startsWith("SB_")) {
+      const where = envFile && source !== "SB_ENV_FILE" ? `${source} (in ${envFile})` : source;
+      const shown = e.value.length > 60 ? `${e.value.slice(0, 60)}…` : e.value;
+      throw new ConfigError(`invalid ${where} ${JSON.stringify(shown)}: ${e.why}`);
     }
     throw e;
   }
@@ -580,6 +678,13 @@ function settingsOf(l: Layers): Setting[] {
   });
 }
 
+/** The --env-file in force, or null; an empty one is an error. */
+function envFileOf(text: string | undefined): string | null {
+  if (text === undefined || text === "-") return null;
+  if (text.trim() === "") throw new BadValue("env-file", "", "expected a file");
+  return text;
+}
+
 /** Checks every value (the strongest layer's) and builds the Config. */
 function validate(command: Command, unbanAddress: string | null, l: Layers): Config {
   const v = l.flags, env = l.env;
@@ -591,6 +696,11 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
   const getList = (long: string): string[] | undefined => {
     const r = rawValue(long, l);
     if (r === undefined) return undefined;
+    const f = v[long];
+    const empty = Array.isArray(f) ? f.find((x) => x.trim() === "") : undefined;
+    if (empty !== undefined) {
+      throw new BadValue(long, empty, "expected a value (an empty one means nothing)");
+    }
     return (Array.isArray(r) ? r : [r]).flatMap((x) => x.split(",")).map((x) => x.trim())
       .filter(Boolean);
   };
@@ -777,6 +887,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     settings: settingsOf(l),
     json: v.json === true,
     controlSocket: value("control-socket"),
+    envFile: envFileOf(get("env-file")),
     fleet,
   };
 }

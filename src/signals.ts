@@ -42,6 +42,9 @@ const SIGUSR1 = 10;
 export function quietSignals(): () => void {
   try {
     Deno.addSignalListener("SIGUSR1", () => {});
+    // SIGHUP reloads a running daemon (main.ts); until then, and for the
+    // other commands, it does nothing rather than end the process.
+    Deno.addSignalListener("SIGHUP", () => {});
     for (const n of Object.values(IGNORED_SIGNALS)) ignoreSignal(n);
   } catch {
     return () => {}; // no libc: nothing can be done, and Deno itself needs libc
@@ -57,12 +60,16 @@ export interface StopSignals {
   wanted: Promise<void>;
   /** True once one came. */
   stopped(): boolean;
-  /** Removes the listeners. */
-  remove(): void;
+  /** Removes the listeners; resolves once a reload under way is done. */
+  remove(): Promise<void>;
 }
 
-/** SIGINT/SIGTERM listeners, installed before the start-up lines; `wanted` resolves on either. */
-export function stopSignals(): StopSignals {
+/**
+ * SIGINT/SIGTERM listeners that end a live run, and SIGHUP for `reload` (one
+ * reload at a time; a SIGHUP during one runs another after it). Installed
+ * before the start-up lines, so a signal right after them is handled.
+ */
+export function stopSignals(reload: () => Promise<void> = async () => {}): StopSignals {
   let stopped = false;
   let wake: () => void = () => {};
   const wanted = new Promise<void>((r) => (wake = r));
@@ -70,14 +77,23 @@ export function stopSignals(): StopSignals {
     stopped = true;
     wake();
   };
+  let reloading: Promise<void> = Promise.resolve();
+  const hup = () => {
+    reloading = reloading.then(reload).catch((e) =>
+      Deno.stderr.writeSync(new TextEncoder().encode(`scanblocker: SIGHUP: reload failed: ${e}\n`))
+    ).then(() => {});
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGHUP", hup);
   return {
     wanted,
     stopped: () => stopped,
-    remove: () => {
+    remove: async () => {
       Deno.removeSignalListener("SIGINT", stop);
       Deno.removeSignalListener("SIGTERM", stop);
+      Deno.removeSignalListener("SIGHUP", hup);
+      await reloading;
     },
   };
 }

@@ -157,4 +157,6 @@ export interface Firewall {
   flush(): Promise<void>;
   /** Stops long-lived helper processes; bans stay in place. */
   close(): Promise<void>;
+  /** The hooks bans drop traffic on from the next init() (a reload runs init again). */
+  setHooks?(hooks: readonly string[]): void;
 }

@@ -46,6 +46,7 @@ function owner(maxBans: number, extra: Partial<BansOptions> = {}) {
     metrics: nullMetrics(),
     warn: (l) => lines.push(l),
     now: () => Date.now(),
+    claims: true, // the in-memory backend stands in for a kernel one here
     ...extra,
   });
   return { bans, fw, lines, log };

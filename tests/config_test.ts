@@ -56,15 +56,15 @@ Deno.test("a flag wins over its environment variable; lists read comma lists", (
 Deno.test("bad values exit 2 with one line naming option, value and accepted form", () => {
   assert.match(bad(["--ports", "0"]), /--ports "0".*1 to 65535/);
   assert.match(bad(["--ports", "abc"]), /--ports "abc"/);
-  assert.match(bad([], { SB_PORTS: "-1" }), /--ports "-1"/);
+  assert.match(bad([], { SB_PORTS: "-1" }), /SB_PORTS "-1": negative/);
   assert.match(bad(["--window", "0"]), /--window "0".*greater than 0/);
   assert.match(bad(["--window", "-5"]), /--window/);
   assert.match(bad(["--allow", "10.0.0.0/33"]), /--allow "10.0.0.0\/33".*CIDR/);
   assert.match(bad(["--allow", "nonsense"]), /--allow "nonsense"/);
-  assert.match(bad([], { SB_ALLOW: "1.2.3.4,fd00::/129" }), /--allow "fd00::\/129"/);
+  assert.match(bad([], { SB_ALLOW: "1.2.3.4,fd00::/129" }), /SB_ALLOW "fd00::\/129"/);
   assert.match(bad(["--local", "300.1.1.1"]), /--local "300.1.1.1"/);
   assert.match(bad(["--firewall", "pf"]), /--firewall "pf".*iptables, nftables, none/);
-  assert.match(bad([], { SB_FIREWALL: "ufw" }), /--firewall "ufw"/);
+  assert.match(bad([], { SB_FIREWALL: "ufw" }), /SB_FIREWALL "ufw"/);
   assert.match(bad(["--log-format", "xml"]), /--log-format "xml".*text, json/);
   assert.match(bad(["--metrics-addr", "8080"]), /--metrics-addr "8080"/);
   assert.match(bad(["--metrics-addr", ":99999"]), /--metrics-addr/);

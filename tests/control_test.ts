@@ -88,10 +88,18 @@ Deno.test("bans text: header, reason, origin, backend, trailing newline; JSON; p
     backend: "nftables",
     expires: new Date(now + 90_000).toISOString(),
     seconds_left: 90,
+    expired: false,
     reason: "port scan: 4 ports",
     origin: "local",
   });
   assert.equal(j.bans[1].expires, null);
+  // A rule past its expiry that is still in the kernel (no daemon removed it).
+  const old = [{ ...bans[1], expiresAt: now - 5_000 }];
+  assert.match(
+    formatBanList(old, now, false),
+    /^10\.0\.0\.10 +expired 5s ago, still dropping +port scan/m,
+  );
+  assert.equal(JSON.parse(banListJson(old, now)).bans[0].expired, true);
   assert.equal(portRanges([1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
 });
 

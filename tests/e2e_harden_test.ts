@@ -5,7 +5,7 @@
  * SIGHUP reloads.
  */
 import assert from "node:assert/strict";
-import { type Daemon, startDaemon } from "./daemon.ts";
+import { type Daemon, spawnDaemon, startDaemon } from "./daemon.ts";
 import { canUseNetns, createLab, esc, type Lab, nmap, run } from "./netns.ts";
 
 const root = await canUseNetns();
@@ -79,28 +79,52 @@ const MEANINGLESS = [
   ...Array.from({ length: 31 }, (_, i) => 34 + i), // SIGRTMIN..SIGRTMAX
 ];
 
+/** Sends SIGUSR1, then every meaningless signal: no listener appears, the daemon lives and bans. */
+async function signalChecks(lab: Lab, d: Daemon): Promise<void> {
+  // Past Deno's 500 ms grace period, after which `deno run` listens for SIGUSR1.
+  await sleep(1000);
+  const before = await listeners(d.pid);
+  assert.deepEqual(before, ["127.0.0.1:9118"]);
+  await run(["kill", "-USR1", String(d.pid)]);
+  await sleep(700);
+  assert.deepEqual(await listeners(d.pid), before, `after SIGUSR1\n${d.stderr()}`);
+  for (const n of MEANINGLESS) await run(["kill", `-${n}`, String(d.pid)]);
+  await sleep(1500);
+  assert.equal(await d.exited(0), null, `daemon ended\n${d.stderr()}`);
+  assert.deepEqual(await listeners(d.pid), before, d.stderr());
+  assert.doesNotMatch(d.stderr(), /Debugger|inspect/i);
+  await scanAndBan(lab, d);
+}
+
+const SIGNAL_ARGS = ["--firewall", "nftables", "--metrics-addr", "127.0.0.1:9118"];
+
 Deno.test({
   name: "no signal opens a listener or ends the daemon; it still captures and bans (item 1)",
   ...opts,
-  fn: () =>
-    withDaemon(
-      ["--firewall", "nftables", "--metrics-addr", "127.0.0.1:9118"],
-      async (lab, d) => {
-        // Past Deno's 500 ms grace period, after which it listens for SIGUSR1.
-        await sleep(1000);
-        const before = await listeners(d.pid);
-        assert.deepEqual(before, ["127.0.0.1:9118"]);
-        await run(["kill", "-USR1", String(d.pid)]);
-        await sleep(700);
-        assert.deepEqual(await listeners(d.pid), before, `after SIGUSR1\n${d.stderr()}`);
-        for (const n of MEANINGLESS) await run(["kill", `-${n}`, String(d.pid)]);
-        await sleep(1500);
-        assert.equal(await d.exited(0), null, `daemon ended\n${d.stderr()}`);
-        assert.deepEqual(await listeners(d.pid), before, d.stderr());
-        assert.doesNotMatch(d.stderr(), /Debugger|inspect/i);
-        await scanAndBan(lab, d);
-      },
-    ),
+  fn: () => withDaemon(SIGNAL_ARGS, signalChecks),
+});
+
+/** The compiled binary, when CI built one (.ci/run sets it after `deno task compile`). */
+const binary = Deno.env.get("SB_TEST_BINARY") ?? "";
+
+Deno.test({
+  name: "compiled binary: no signal opens a listener or ends it (item 1)",
+  ...opts,
+  ignore: !root || binary === "",
+  fn: async () => {
+    const lab = await createLab("hard");
+    const d = spawnDaemon([
+      ...["ip", "netns", "exec", lab.target, binary],
+      ...["-i", lab.targetIf, "--lockout-guard", "off", ...SIGNAL_ARGS],
+    ]);
+    try {
+      await d.waitFor(/Listening on: /, 30000);
+      await signalChecks(lab, d);
+    } finally {
+      await d.stop();
+      await lab.destroy();
+    }
+  },
 });
 
 Deno.test({
@@ -164,7 +188,11 @@ function assertConfigError(
   assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stderr}`);
   assert.equal(err.length, lines, `${what}: ${err.length} lines\n${r.stderr}`);
   assert.match(r.stderr, re, what);
-  assert.doesNotMatch(r.stderr, /\n\s+at |Error:|Stack|panicked/, `${what}: stack trace`);
+  assert.doesNotMatch(
+    r.stderr,
+    /^\s+at |Stack backtrace|panicked|Uncaught|^error: /m,
+    `${what}: stack trace`,
+  );
 }
 
 Deno.test({
@@ -268,10 +296,42 @@ Deno.test({
     }),
 });
 
-Deno.test({
-  name: "stdout that nobody reads: lines dropped and counted, capture and bans go on (item 5)",
-  ...opts,
-  fn: async () => {
+/**
+ * A child that runs argv with stdout on a terminal (a pty) nobody reads:
+ * the pty fills and stays full, like a paused terminal or a dead SSH session.
+ * SIGTERM is passed on to the child.
+ */
+const STUCK_TERMINAL = `
+import os, pty, signal, sys
+m, s = pty.openpty()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    os.dup2(s, 1)
+    os.close(m)
+    os.close(s)
+    os.execvp(sys.argv[1], sys.argv[1:])
+os.close(s)
+signal.signal(signal.SIGTERM, lambda *a: os.kill(pid, signal.SIGTERM))
+while True:
+    try:
+        os.waitpid(pid, 0)
+        break
+    except InterruptedError:
+        pass
+`;
+
+for (const kind of ["pipe", "terminal"] as const) {
+  Deno.test({
+    name:
+      `stdout a ${kind} nobody reads: lines dropped and counted, capture and bans go on (item 5)`,
+    ...opts,
+    fn: () => blockedOutput(kind),
+  });
+}
+
+async function blockedOutput(kind: "pipe" | "terminal"): Promise<void> {
+  {
     const lab = await createLab("hard");
     const fifo = await Deno.makeTempFile({ prefix: "sb-hard-fifo-" });
     const daemonOut = await Deno.makeTempFile({ prefix: "sb-hard-err-" });
@@ -282,13 +342,17 @@ Deno.test({
       await run(["mkfifo", fifo]);
       // A reader that never reads: holds the fifo open and sleeps.
       reader = new Deno.Command("sh", { args: ["-c", `exec sleep 120 < ${fifo}`] }).spawn();
+      const cmd =
+        `ip netns exec ${lab.target} ${Deno.execPath()} run -P --quiet ${
+          new URL("../main.ts", import.meta.url).pathname
+        } -i ${lab.targetIf} --firewall nftables --lockout-guard off --log-rate 0 ` +
+        `--metrics-addr 127.0.0.1:9118`;
       daemon = new Deno.Command("sh", {
         args: [
           "-c",
-          `exec ip netns exec ${lab.target} ${Deno.execPath()} run -P --quiet ${
-            new URL("../main.ts", import.meta.url).pathname
-          } -i ${lab.targetIf} --firewall nftables --lockout-guard off --log-rate 0 ` +
-          `--metrics-addr 127.0.0.1:9118 > ${fifo} 2> ${daemonOut}`,
+          kind === "pipe"
+            ? `exec ${cmd} > ${fifo} 2> ${daemonOut}`
+            : `exec python3 -c '${STUCK_TERMINAL}' ${cmd} 2> ${daemonOut}`,
         ],
       }).spawn();
       const health = async () => {
@@ -345,6 +409,166 @@ Deno.test({
       await reader?.status;
       await Deno.remove(fifo).catch(() => {});
       await Deno.remove(daemonOut).catch(() => {});
+      await lab.destroy();
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "SIGHUP reloads thresholds and log settings from the env file, keeping state; a bad value keeps the old (item 7)",
+  ...opts,
+  fn: async () => {
+    const envFile = await Deno.makeTempFile({ prefix: "sb-hard-env-" });
+    try {
+      await Deno.writeTextFile(envFile, "SB_PORTS=30\nSB_LOG_FORMAT=text\n");
+      await withDaemon(
+        ["--firewall", "nftables", "--metrics-addr", "off", "--env-file", envFile],
+        async (lab, d) => {
+          const hup = () => run(["kill", "-HUP", String(d.pid)]);
+          // 10 ports: below 30, no ban; the detector remembers them.
+          let scan = await nmap(lab, ["-sS", "-p", "1-10", lab.target4]);
+          assert.equal(scan.code, 0, scan.stderr);
+          await sleep(1000);
+          assert.doesNotMatch(d.stdout(), /banned/);
+          await Deno.writeTextFile(
+            envFile,
+            "# edited\nSB_PORTS=12\nexport SB_LOG_FORMAT='json'\nSB_SNAPLEN=200\n",
+          );
+          await hup();
+          await d.waitFor(
+            /SIGHUP: reloaded: ports 30→12, log-format text→json; snaplen changed but take effect at restart/,
+          );
+          // 3 more ports: 13 in all, more than 12 only if the first 10 were kept.
+          scan = await nmap(lab, ["-sS", "-p", "11-13", lab.target4]);
+          assert.equal(scan.code, 0, scan.stderr);
+          await d.waitFor(new RegExp(`"event":"banned","address":"${esc(lab.scanner4)}"`));
+          // The allow-list and the hooks.
+          await Deno.writeTextFile(
+            envFile,
+            "SB_PORTS=12\nSB_LOG_FORMAT=json\nSB_ALLOW=10.250.0.0/16\nSB_HOOK=input,forward\n",
+          );
+          await hup();
+          await d.waitFor(
+            /SIGHUP: reloaded: allow none→10\.250\.0\.0\/16, hook input→input,forward/,
+          );
+          const fwd = await lab.exec(lab.target, [
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "scanblocker",
+            "forward",
+          ]);
+          assert.equal(fwd.code, 0, `no forward chain after the reload: ${fwd.stderr}`);
+          // A bad value: one line, the old settings stay, the daemon goes on.
+          await Deno.writeTextFile(envFile, "SB_PORTS=abc\n");
+          await hup();
+          await d.waitFor(/SIGHUP: invalid SB_PORTS \(in .*\) "abc".*the old settings stay/);
+          const lines = d.stderr().split("\n").filter((l) => /SIGHUP/.test(l));
+          assert.equal(lines.length, 3, d.stderr());
+          assert.equal(await d.exited(500), null, "the daemon ended");
+          // Same capture (started once), the ban still in place.
+          assert.equal(d.stderr().match(/Listening on: /g)?.length, 1);
+          const set = await lab.exec(lab.target, [
+            ...["nft", "list", "set", "inet", "scanblocker", "banned4"],
+          ]);
+          assert.match(set.stdout, new RegExp(esc(lab.scanner4)));
+          assert.equal(await d.stop(), 0, d.stderr());
+        },
+      );
+    } finally {
+      await Deno.remove(envFile).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "`bans` only reads: creates nothing, says when it cannot read, marks expired rules that still drop (item 9)",
+  ...opts,
+  fn: async () => {
+    const lab = await createLab("hard");
+    try {
+      const t = lab.target;
+      const clean = await firewallText(lab);
+      for (const fw of ["iptables", "nftables"]) {
+        const r = await runIn(t, ["bans", "--firewall", fw]);
+        assert.equal(r.code, 0, `${fw}: ${r.stderr}`);
+        assert.match(r.stdout, /no active bans/, fw);
+        // Without CAP_NET_ADMIN it cannot read: it says so, never "no active bans".
+        const denied = await runIn(t, ["bans", "--firewall", fw], [
+          ...["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"],
+        ]);
+        assertConfigError(denied, /cannot read the .*(rules|table).*CAP_NET_ADMIN/, `${fw} denied`);
+        assert.doesNotMatch(denied.stdout, /no active bans/);
+      }
+      assert.equal(await firewallText(lab), clean, "`bans` changed the firewall");
+
+      // A ban whose time is over while no daemon runs: the rule still drops.
+      const d = startDaemon(t, [
+        ...["-i", lab.targetIf, "--lockout-guard", "off", "--metrics-addr", "off"],
+        ...["--firewall", "iptables", "--ban-time", "2"],
+      ]);
+      try {
+        await d.waitFor(/Listening on: /, 30000);
+        await scanAndBan(lab, d);
+      } finally {
+        await d.stop();
+      }
+      await sleep(3000);
+      const r = await runIn(t, ["bans", "--firewall", "iptables"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        new RegExp(`${esc(lab.scanner4)}\\s+expired \\d+s ago, still dropping`),
+        r.stdout,
+      );
+    } finally {
+      await lab.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    'live lines: ban line right after the detection, no "already" for this scan, stealth probes logged, real metrics URL (item 10)',
+  ...opts,
+  fn: async () => {
+    const lab = await createLab("hard");
+    const args = [
+      ...["-i", lab.targetIf, "--lockout-guard", "off", "--firewall", "nftables"],
+      ...["--log-rate", "0", "--metrics-addr", "127.0.0.1:0"],
+    ];
+    let d: Daemon | null = null;
+    try {
+      d = startDaemon(lab.target, args);
+      await d.waitFor(/metrics: http/, 30000);
+      const url = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(d.stderr());
+      assert.ok(url && Number(url[1]) > 0, d.stderr());
+      assert.deepEqual(await listeners(d.pid), [`127.0.0.1:${url[1]}`]);
+      await scanAndBan(lab, d, "1-200");
+      await sleep(1000);
+      const s = esc(lab.scanner4);
+      const lines = d.stdout().split("\n");
+      const at = lines.findIndex((l) => new RegExp(`Port scan detected: ${s} `).test(l));
+      assert.match(lines[at + 1] ?? "", new RegExp(`IP ${s} banned\\.$`), d.stdout());
+      assert.doesNotMatch(d.stdout(), /already in disallowed list/);
+      assert.equal(await d.stop(), 0);
+
+      // Restarted with the ban restored: the same scanner, with FIN probes, is "already" banned.
+      d = startDaemon(lab.target, args);
+      await d.waitFor(/Listening on: .*1 bans restored/, 30000);
+      const fin = await nmap(lab, ["-sF", "-p", "300-320", lab.target4]);
+      assert.equal(fin.code, 0, fin.stderr);
+      await d.waitFor(new RegExp(`IP to ban: ${s} is already in disallowed list\\.`));
+      assert.match(
+        d.stdout(),
+        new RegExp(`New connection: ${s}:\\d+ -> ${esc(lab.target4)}:3[0-2]\\d`),
+      );
+      assert.doesNotMatch(d.stdout(), new RegExp(`IP ${s} banned\\.`));
+    } finally {
+      if (d) await d.stop();
       await lab.destroy();
     }
   },

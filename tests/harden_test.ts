@@ -116,3 +116,75 @@ Deno.test({
     }
   },
 });
+
+import { runMain } from "./daemon.ts";
+
+const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
+
+Deno.test("-r with --firewall none claims no ban; --allow X/0 warns (item 10)", async () => {
+  const r = await runMain(["-r", fixture("eth.pcap"), "--log-rate", "0", "--firewall", "none"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Port scan detected/);
+  assert.doesNotMatch(r.stdout, /banned\.|already in disallowed list/);
+  for (const cidr of ["0.0.0.0/0", "::/0"]) {
+    const w = await runMain(["-r", fixture("eth.pcap"), "--allow", cidr]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.match(
+      w.stderr,
+      new RegExp(`${cidr.replace(/[./]/g, "\\$&")} covers every IPv[46] address`),
+    );
+  }
+});
+
+Deno.test("bad numbers and SB_* values say what is wrong and where they came from (item 10)", async () => {
+  const neg = await runMain(["-r", fixture("eth.pcap"), "--ports", "-1"]);
+  assert.equal(neg.code, 2);
+  assert.match(neg.stderr, /^scanblocker: invalid --ports "-1": negative numbers are not allowed/);
+  const env = await runMain(["-r", fixture("eth.pcap")], { SB_WINDOW: "soon" });
+  assert.equal(env.code, 2);
+  assert.match(env.stderr, /^scanblocker: invalid SB_WINDOW "soon"/);
+});
+
+import { Detector, Verdict } from "../src/detect/detector.ts";
+
+Deno.test("Detector.reconfigure keeps each source's newest ports under new thresholds (item 7)", () => {
+  const d = new Detector({ ports: 30, windowMs: 60_000, maxSources: 10 });
+  for (let p = 1; p <= 10; p++) assert.equal(d.observe(1, p, p), Verdict.Counted);
+  d.observe(2, 80, 1);
+  // Down to 12: source 1 keeps its 10 ports; its 13th distinct port is a scan.
+  d.reconfigure(12, 60_000);
+  assert.deepEqual(d.portsOf(1), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(d.portsOf(2), [80]);
+  assert.equal(d.observe(1, 11, 20), Verdict.Counted);
+  assert.equal(d.observe(1, 12, 21), Verdict.Counted);
+  assert.equal(d.observe(1, 13, 22), Verdict.Scan);
+  // Down to 3: source 2 (1 port) keeps it; a source above the new count keeps its newest.
+  const e = new Detector({ ports: 30, windowMs: 60_000, maxSources: 10 });
+  for (let p = 1; p <= 10; p++) e.observe(7, p, p);
+  e.reconfigure(3, 1000);
+  assert.deepEqual(e.portsOf(7), [8, 9, 10]);
+  assert.equal(e.observe(7, 11, 10), Verdict.Scan);
+});
+
+import { DropWatch } from "../src/report/output.ts";
+
+Deno.test("DropWatch: one start per episode, one end with the count, every drop counted (item 5)", () => {
+  let total = 0;
+  const events: string[] = [];
+  const w = new DropWatch(() => total);
+  const on = {
+    counted: (n: number) => events.push(`+${n}`),
+    started: () => events.push("start"),
+    ended: (n: number) => events.push(`end ${n}`),
+  };
+  w.check(true, on);
+  total = 5;
+  w.check(false, on);
+  total = 9;
+  w.check(false, on);
+  w.check(false, on); // nothing new, but the output is still stuck
+  w.check(true, on);
+  total = 10;
+  w.check(true, on);
+  assert.deepEqual(events, ["+5", "start", "+4", "end 9", "+1", "start"]);
+});

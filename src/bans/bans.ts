@@ -76,6 +76,11 @@ export interface BansOptions {
   warn: (line: string) => void;
   /** Wall-clock epoch ms with sub-millisecond resolution. */
   now: () => number;
+  /**
+   * Bans are made and claimed ("banned", "already"): by default only with a
+   * firewall; with `none` nothing is banned, and no line claims it was.
+   */
+  claims?: boolean;
 }
 
 /** The owner of every ban; see the module comment. */
@@ -93,6 +98,8 @@ export class Bans {
   #evicting = false;
   /** Bans to tell the capture thread about, sent together (a fleet batch is thousands). */
   #toCapture: string[] = [];
+  /** Scanners banned before the scan that found them: only they are "already" banned. */
+  readonly #wasBanned = new Set<string>();
   #replacing = false;
   /** Called for every ban this host made itself (the fleet pushes them). */
   onLocalBan: (scan: ScanReport) => void = () => {};
@@ -162,7 +169,9 @@ export class Bans {
   onScan(scan: ScanReport, pre?: ScanPre): void {
     const o = this.#o;
     o.metrics.scansDetected.inc();
+    if (!(o.claims ?? o.fw.kind !== "none")) return;
     if (this.#book.has(scan.src, o.now())) {
+      this.#wasBanned.add(scan.src);
       o.log.alreadyBanned(scan.ms, scan.src, false);
       o.metrics.bans.inc({ backend: o.fw.kind, result: "already" });
       return;
@@ -176,12 +185,13 @@ export class Bans {
       "local",
       reason,
     );
-    const settle = (result: BanResult, at = o.now()) => this.#settle(scan, result, at, detectedAt);
+    const settle = (result: BanResult, at = o.now(), logged = false) =>
+      this.#settle(scan, result, at, detectedAt, logged);
     if (!fast?.ok && this.#book.size > o.maxBans) return this.#evictThenBan(scan, settle);
     if (fast?.ok) {
       // The capture thread put it into the kernel already.
       o.fw.adopt(scan.src, o.banTime, fast.expiresAt);
-      settle("banned", fast.at);
+      settle("banned", fast.at, true); // the capture thread wrote the line
       return;
     }
     if (fast) {
@@ -228,7 +238,13 @@ export class Bans {
     p.finally(() => this.#pending.delete(p));
   }
 
-  #settle(scan: ScanReport, result: BanResult, at: number, detectedAt: number): void {
+  #settle(
+    scan: ScanReport,
+    result: BanResult,
+    at: number,
+    detectedAt: number,
+    logged = false,
+  ): void {
     const o = this.#o;
     const when = o.live ? Date.now() : scan.ms;
     if (result === "banned") {
@@ -236,11 +252,13 @@ export class Bans {
       // Packet time of the threshold probe to the firewall's confirmation.
       const latencyMs = Math.max(0, at - scan.ms);
       o.metrics.detectionToBan.observe(latencyMs / 1000);
-      o.log.banned(
-        when,
-        scan.src,
-        o.live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
-      );
+      if (!logged) {
+        o.log.banned(
+          when,
+          scan.src,
+          o.live ? { latencyMs, detectMs: detectedAt - scan.ms } : undefined,
+        );
+      }
       this.#tellCapture(scan.src);
       this.onLocalBan(scan);
     } else if (result === "already") {
@@ -314,7 +332,9 @@ export class Bans {
 
   /** A source seen again after its scan (offline summary): "already" if it is banned. */
   repeat(ms: number, src: string): void {
-    if (this.#book.has(src, this.#o.now())) this.#o.log.alreadyBanned(ms, src, true);
+    if (this.#wasBanned.has(src) && this.#book.has(src, this.#o.now())) {
+      this.#o.log.alreadyBanned(ms, src, true);
+    }
   }
 
   /**

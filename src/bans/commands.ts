@@ -7,6 +7,7 @@
  * daemon sees an `unban` within its reconciliation period (src/bans/bans.ts).
  */
 import { createFirewall, installedBackends } from "../firewall/firewall.ts";
+import { readBans } from "../firewall/readonly.ts";
 import { bansWithReasons } from "../report/control.ts";
 import { banListJson, formatBanList } from "../report/status.ts";
 import type { Ban, FirewallKind } from "../types.ts";
@@ -32,26 +33,28 @@ export interface CommandOutput {
 }
 
 /** The backends to work on: the one named, or those holding scanblocker's chain or table. */
-async function backends(s: CommandSettings): Promise<FirewallKind[]> {
-  if (s.firewallGiven) return s.firewall === "none" ? [] : [s.firewall];
+async function backends(
+  s: CommandSettings,
+): Promise<{ kinds: FirewallKind[]; error: string | null }> {
+  if (s.firewallGiven) return { kinds: s.firewall === "none" ? [] : [s.firewall], error: null };
   return await installedBackends();
 }
 
 /** Runs `bans`, `unban` or `flush`; never throws for a firewall failure. */
 export async function runBansCommand(s: CommandSettings): Promise<CommandOutput> {
   const out: CommandOutput = { stdout: "", stderr: [], code: 0 };
-  const kinds = await backends(s);
+  const found = await backends(s);
+  if (found.error !== null) return { stdout: "", stderr: [found.error], code: 2 };
+  const kinds = found.kinds;
+  if (s.command === "bans") return await listing(kinds, s);
   if (kinds.length === 0) {
     const where = s.firewallGiven ? s.firewall : "iptables or nftables";
-    if (s.command === "bans") {
-      out.stdout = s.json ? `{"bans":[]}\n` : `no active bans (no scanblocker rules in ${where})\n`;
-    } else if (s.command === "unban") {
+    if (s.command === "unban") {
       out.stderr.push(`IP ${s.unbanAddress} is not banned (no scanblocker rules in ${where})`);
       out.code = 1;
     } else out.stdout = `Nothing to remove (no scanblocker rules in ${where}).\n`;
     return out;
   }
-  const lists: { kind: FirewallKind; bans: Ban[] }[] = [];
   let unbanned: FirewallKind | null = null;
   for (const kind of kinds) {
     let failed = false;
@@ -65,8 +68,7 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
     });
     try {
       await fw.init();
-      if (s.command === "bans") lists.push({ kind, bans: await fw.list() });
-      else if (s.command === "unban") {
+      if (s.command === "unban") {
         if (await fw.unban(s.unbanAddress ?? "")) unbanned ??= kind;
       } else {
         await fw.flush();
@@ -77,7 +79,6 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
     }
     if (failed) out.code = 1;
   }
-  if (s.command === "bans") out.stdout = await bansText(lists, s);
   if (s.command === "unban") {
     if (unbanned) out.stdout = `IP ${s.unbanAddress} unbanned (${unbanned}).\n`;
     else {
@@ -89,19 +90,27 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
 }
 
 /**
- * The `bans` listing: a header and one row per ban with time left, reason,
- * origin (asked of the running daemon) and backend; `--json` as one
- * document; one line when there are none.
+ * `bans`: reads the kernel only (src/firewall/readonly.ts: never creates the
+ * chain, jump or table it lists); a header and one row per ban with time
+ * left (rules past their expiry that still drop marked as such), the reason
+ * and origin the running daemon's book holds (asked over its control
+ * socket), and the backend; `--json` as one document; one line when there
+ * are none.
  */
-async function bansText(
-  lists: { kind: FirewallKind; bans: Ban[] }[],
-  s: CommandSettings,
-): Promise<string> {
-  const all = lists.flatMap((l) => l.bans.map((b) => ({ ...b, backend: l.kind })));
-  const now = Date.now();
-  if (all.length === 0 && !s.json) {
-    return `no active bans (${lists.map((l) => l.kind).join(", ")})\n`;
+async function listing(kinds: FirewallKind[], s: CommandSettings): Promise<CommandOutput> {
+  const where = s.firewallGiven ? s.firewall : "iptables or nftables";
+  const none = (text: string) => ({ stdout: s.json ? `{"bans":[]}\n` : text, stderr: [], code: 0 });
+  if (kinds.length === 0) return none(`no active bans (no scanblocker rules in ${where})\n`);
+  const lists: { kind: FirewallKind; bans: Ban[] }[] = [];
+  for (const kind of kinds) {
+    const r = await readBans(kind);
+    if (!r.ok) return { stdout: "", stderr: [r.error], code: 2 };
+    lists.push({ kind, bans: r.bans });
   }
+  const all = lists.flatMap((l) => l.bans.map((b) => ({ ...b, backend: l.kind })));
+  if (all.length === 0) return none(`no active bans (${kinds.join(", ")})\n`);
   const r = await bansWithReasons(all, s.controlSocket);
-  return s.json ? banListJson(r.bans, now) : formatBanList(r.bans, now, r.daemon);
+  const now = Date.now();
+  const text = s.json ? banListJson(r.bans, now) : formatBanList(r.bans, now, r.daemon);
+  return { stdout: text, stderr: [], code: 0 };
 }

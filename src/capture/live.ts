@@ -178,6 +178,11 @@ export class LiveCapture {
     });
   }
 
+  /** New settings (a reload): thresholds, allow-list and log settings; detection state is kept. */
+  settings(s: Omit<Extract<WorkerRequest, { type: "settings" }>, "type">): void {
+    this.#send({ type: "settings", ...s });
+  }
+
   /** A ban failed: the source's next probes count again. */
   forget(address: string): void {
     this.#send({ type: "forget", address });

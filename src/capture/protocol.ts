@@ -42,6 +42,14 @@ export type WorkerRequest =
   | { type: "forget"; address: string }
   /** The `n` tracked sources with the most distinct ports (for `scanblocker status`). */
   | { type: "top"; id: number; n: number }
+  | {
+    type: "settings";
+    settings: EngineSettings;
+    allow: Cidr[];
+    everyDestinationLocal: boolean;
+    logFormat: LogFormat;
+    logRate: number;
+  }
   | { type: "stop" };
 
 /** What the worker did about one scan. */

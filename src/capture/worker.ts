@@ -29,9 +29,17 @@ import { FastBanner } from "../firewall/fastpath.ts";
 import { AllowList } from "../allowlist.ts";
 import { type ScanNotice, type WorkerReply, type WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
-import { createEngine, publishCounters, type SourcePorts, topSources } from "../detect/engine.ts";
+import {
+  createEngine,
+  type Engine,
+  type EngineSettings,
+  publishCounters,
+  reconfigureEngine,
+  type SourcePorts,
+  topSources,
+} from "../detect/engine.ts";
 import { EventLog, journalStreams } from "../report/log.ts";
-import { LineOutput } from "../report/output.ts";
+import { stdioOutput } from "../report/output.ts";
 import { warmUp } from "./warmup.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
 
@@ -44,7 +52,7 @@ const scope = globalThis as unknown as {
 const post = (m: WorkerReply) => scope.postMessage(m);
 const enc = new TextEncoder();
 /** stdout that never blocks this thread (main.ts makes it O_NONBLOCK): lines it cannot take are counted. */
-const out = new LineOutput(Deno.stdout);
+const out = stdioOutput(1);
 const stdout = (text: string) => out.write(enc.encode(text));
 
 /** Longest sleep in poll(2): the log's suppression notes are written at least this often. */
@@ -58,6 +66,10 @@ let allow: AllowList | null = null;
 const openPorts = new Uint8Array(65536);
 let countOpen = false;
 const banned = new Set<string>();
+/** Scanners that were banned before the scan that found them ("already in disallowed list"). */
+const wasBanned = new Set<string>();
+/** The running engine, its log and settings, for a reload ("settings"). */
+let current: { engine: Engine; log: EventLog; settings: EngineSettings } | null = null;
 let fast: FastBanner | null = null;
 const forgets: string[] = [];
 let requests: MessagePort | null = null;
@@ -117,6 +129,7 @@ function handle(m: WorkerRequest): void {
       if (m.replace) {
         banned.clear();
         for (const a of m.replace) banned.add(a);
+        for (const a of wasBanned) if (!banned.has(a)) wasBanned.delete(a);
       }
       for (const a of m.add ?? []) banned.add(a);
       if (fast && m.room !== undefined) fast.desc.room = m.room;
@@ -126,6 +139,15 @@ function handle(m: WorkerRequest): void {
       break;
     case "top":
       post({ type: "top", id: m.id, sources: topOf ? topOf(m.n) : [] });
+      break;
+    case "settings":
+      if (current) {
+        reconfigureEngine(current.engine, current.settings, m.settings);
+        current.settings = m.settings;
+        current.engine.pipeline.setEveryDestinationLocal(m.everyDestinationLocal);
+        current.log.configure(m.logFormat, m.logRate);
+      }
+      allow?.setAllowed(m.allow);
       break;
     case "stop":
       stopped = true;
@@ -194,15 +216,30 @@ async function run(): Promise<string | null> {
     let ban: ScanNotice["ban"] = null;
     // The pipeline never reports a local or allow-listed source; checked
     // again on the bytes (parsing text here cost 30-100 µs of cold code).
+    if (banned.has(scan.src)) wasBanned.add(scan.src);
     if (fast && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)) {
       ban = fast.ban(scan.family, scan.key, realtimeMs);
-      if (ban?.ok) banned.add(scan.src);
+      if (ban?.ok) {
+        banned.add(scan.src);
+        fastBanned = { src: scan.src, at: ban.at, detectedAt };
+      }
     }
     // Without a ban here the main thread bans: tell it now, not after the batch.
     if (ban === null) post({ type: "scans", scans: [{ scan, detectedAt, ban }] });
     else notices.push({ scan, detectedAt, ban });
   };
-  const onScan = () => {}; // noticed in banFirst, posted after the batch's lines
+  // Banned here: the ban line follows the detection line at once (the main
+  // thread does not write it again), before any later probe's line.
+  let fastBanned: { src: string; at: number; detectedAt: number } | null = null;
+  const onScan = (scan: ScanReport) => {
+    const f = fastBanned;
+    fastBanned = null;
+    if (f?.src !== scan.src) return;
+    log.banned(Date.now(), scan.src, {
+      latencyMs: Math.max(0, f.at - scan.ms),
+      detectMs: f.detectedAt - scan.ms,
+    });
+  };
   const engine = createEngine(m.settings, {
     linktype: p.linktype,
     allow: al,
@@ -213,9 +250,11 @@ async function run(): Promise<string | null> {
     onScan,
     banFirst,
     onRepeatScanner: (ms, src) => {
-      if (banned.has(src)) log.alreadyBanned(ms, src, true);
+      // Only a source banned before this scan began is "already" banned.
+      if (wasBanned.has(src)) log.alreadyBanned(ms, src, true);
     },
   });
+  current = { engine, log, settings: m.settings };
   const pl = engine.pipeline;
   topOf = (n) => topSources(engine, n);
   const publish = () => {

@@ -49,8 +49,8 @@ export interface ScanDetector {
 
 /** Sliding-window distinct-port counter per source. */
 export class Detector implements ScanDetector {
-  readonly #n: number;
-  readonly #windowMs: number;
+  #n: number;
+  #windowMs: number;
   readonly #table: SourceTable;
   #last = new Float64Array(0);
   #count = new Int32Array(0); // distinct ports held; -1 = detected
@@ -70,6 +70,30 @@ export class Detector implements ScanDetector {
       this.#ports = growInt32(this.#ports, cap * this.#n);
       this.#times = growFloat64(this.#times, cap * this.#n);
     });
+  }
+
+  /**
+   * New thresholds for the sources already tracked (a reload): each keeps
+   * its most recent ports, up to the new count, so a scan under way is not
+   * forgotten; the window applies from the next observation.
+   */
+  reconfigure(ports: number, windowMs: number): void {
+    this.#windowMs = windowMs;
+    const n = Math.max(1, ports);
+    if (n === this.#n) return;
+    const old = this.#n, cap = this.#count.length;
+    const P = new Int32Array(cap * n), T = new Float64Array(cap * n);
+    for (let slot = 0; slot < cap; slot++) {
+      const c = this.#count[slot];
+      if (c <= 0) continue;
+      const keep = Math.min(c, n), from = slot * old + c - keep;
+      P.set(this.#ports.subarray(from, from + keep), slot * n);
+      T.set(this.#times.subarray(from, from + keep), slot * n);
+      this.#count[slot] = keep;
+    }
+    this.#n = n;
+    this.#ports = P;
+    this.#times = T;
   }
 
   /** Number of sources tracked now. */

@@ -30,6 +30,7 @@ export interface Engine {
   pipeline: Pipeline;
   detector: ScanDetector;
   slow: ScanDetector | null;
+  outbound: Detector;
   /** Forgets a source in every inbound rule (its ban failed: the next probes try again). */
   forget(key: number | string): void;
 }
@@ -77,6 +78,7 @@ export function createEngine(
     pipeline,
     detector,
     slow,
+    outbound,
     forget: (key) => {
       detector.forget(key);
       slow?.forget(key);
@@ -151,4 +153,23 @@ export function publishCounters(e: Engine, log: EventLog, out: Float64Array): vo
   out[Slot.LogSuppressed] = log.suppressedTotal;
   out[Slot.TrackedSources] = e.detector.size;
   out[Slot.LastPacketMs] = pl.lastPacketMs;
+}
+
+/**
+ * Applies new thresholds to a running engine (a reload) without losing what
+ * it knows of each source; returns the names of the settings that only a
+ * new engine can change (they wait for a restart).
+ */
+export function reconfigureEngine(e: Engine, from: EngineSettings, to: EngineSettings): string[] {
+  const restart: string[] = [];
+  if (to.detector !== from.detector) restart.push("detector");
+  if (to.maxSources !== from.maxSources) restart.push("max-sources");
+  if ((to.slowPorts > 0) !== (from.slowPorts > 0)) restart.push("slow-ports");
+  const windowMs = to.windowSeconds * 1000;
+  if (e.detector instanceof Detector) e.detector.reconfigure(to.ports, windowMs);
+  e.outbound.reconfigure(to.ports, windowMs);
+  if (e.slow instanceof Detector && to.slowPorts > 0) {
+    e.slow.reconfigure(to.slowPorts, to.slowWindowSeconds * 1000);
+  }
+  return restart;
 }

@@ -133,6 +133,11 @@ export class Pipeline {
     this.#o = opts;
   }
 
+  /** Whether every destination counts as this host (a reload changed --hook). */
+  setEveryDestinationLocal(on: boolean): void {
+    this.#o.everyDestinationLocal = on;
+  }
+
   /** Processes every record of a batch. */
   processBatch(b: RecordBatch): void {
     const view = b.view, end = b.end, o = this.#o, ev = this.#ev;
@@ -258,7 +263,7 @@ export class Pipeline {
     } else this.stealthProbes++;
     const v = this.#verdict(type, family, src, srcKey, dst, dport, ms);
     // The ban comes first; the lines about this probe are written after it.
-    if (type === T_SYN) o.log.newConnection(ms, family, src, sport, dst, dport);
+    o.log.newConnection(ms, family, src, sport, dst, dport);
     if (v === Verdict.Counted || v === Verdict.Repeat) return;
     if (v === Verdict.Scan) {
       const report = this.#report!;

@@ -61,7 +61,7 @@ export abstract class BaseFirewall implements Firewall {
   protected readonly prefix: string[];
   protected readonly maxBans: number;
   /** The hooks whose traffic the bans drop (see FirewallOptions.hooks). */
-  protected readonly hooks: FirewallHook[];
+  protected hooks: FirewallHook[];
   /** The hooks whose jump/chain init() adds or removes; the others are left as found. */
   protected readonly managedHooks: FirewallHook[];
 
@@ -71,6 +71,15 @@ export abstract class BaseFirewall implements Firewall {
     this.hooks = normalizeHooks(opts.hooks);
     this.managedHooks = opts.hooks === undefined ? ["input"] : ["input", "forward"];
   }
+
+  /** The hooks bans drop traffic on from the next init() (a reload runs init again). */
+  setHooks(hooks: readonly string[]): void {
+    this.hooks = normalizeHooks(hooks);
+    this.resetSetup();
+  }
+
+  /** Forgets that the set-up was done, so the next init() does it again. */
+  protected resetSetup(): void {}
 
   /** Applies one batch; must call every op's `done` exactly once and never throw. */
   protected abstract apply(ops: Op[]): Promise<void>;

@@ -9,7 +9,7 @@ import type { FirewallOptions } from "./base.ts";
 import { IPT_CHAIN, IptablesFirewall } from "./iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./nftables.ts";
 import { NoneFirewall } from "./none.ts";
-import { runCommand } from "./runner.ts";
+import { firstLine, runCommand } from "./runner.ts";
 
 export type { FirewallHook, FirewallOptions } from "./base.ts";
 export { normalizeHooks } from "./base.ts";
@@ -33,21 +33,39 @@ export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firew
   }
 }
 
+/** Words of iptables/nft when the caller may not read the firewall. */
+const NOT_ALLOWED = /Operation not permitted|Permission denied|must be root/i;
+
 /**
  * The backends that hold scanblocker's rules in this namespace: nftables when
  * the table `inet scanblocker` exists, iptables when the chain SCANBLOCKER
- * exists in iptables or ip6tables. Only reads.
+ * exists in iptables or ip6tables. Only reads (no xtables lock); `error` says
+ * why the firewall could not be read (without CAP_NET_ADMIN), so that is not
+ * taken for "no bans". A missing tool counts as no rules of that kind.
  */
-export async function installedBackends(prefix: string[] = []): Promise<FirewallKind[]> {
+export async function installedBackends(
+  prefix: string[] = [],
+): Promise<{ kinds: FirewallKind[]; error: string | null }> {
   const [nft, ipt4, ipt6] = await Promise.all([
-    runCommand([...prefix, "nft", "list", "table", ...NFT_TABLE.split(" ")]),
-    runCommand([...prefix, "iptables", "-w", "-S", IPT_CHAIN]),
-    runCommand([...prefix, "ip6tables", "-w", "-S", IPT_CHAIN]),
+    runCommand([...prefix, "nft", "list", "tables"]),
+    runCommand([...prefix, "iptables", "-S"]),
+    runCommand([...prefix, "ip6tables", "-S"]),
   ]);
-  const out: FirewallKind[] = [];
-  if (ipt4.code === 0 || ipt6.code === 0) out.push("iptables");
-  if (nft.code === 0) out.push("nftables");
-  return out;
+  for (const r of [nft, ipt4, ipt6]) {
+    if (r.code !== 0 && NOT_ALLOWED.test(r.stderr)) {
+      return {
+        kinds: [],
+        error: `cannot read the firewall (${
+          firstLine(r.stderr)
+        }); run it as root or with CAP_NET_ADMIN`,
+      };
+    }
+  }
+  const kinds: FirewallKind[] = [];
+  const chain = (t: string) => t.split("\n").some((l) => l.trim() === `-N ${IPT_CHAIN}`);
+  if (chain(ipt4.stdout) || chain(ipt6.stdout)) kinds.push("iptables");
+  if (nft.stdout.split("\n").some((l) => l.trim() === `table ${NFT_TABLE}`)) kinds.push("nftables");
+  return { kinds, error: null };
 }
 
 /** "1h 2m 3s" style text for a number of seconds. */

@@ -163,6 +163,10 @@ export class NftablesFirewall extends BaseFirewall {
   readonly kind = "nftables" as const;
   #helper: Helper | null = null;
   #ready: Promise<boolean> | null = null;
+
+  protected override resetSetup(): void {
+    this.#ready = null;
+  }
   /** Random start: marks of an earlier instance may still be in the set. */
   #mark = crypto.getRandomValues(new Uint32Array(1))[0];
   #waiting: { mark: number; done: Deferred<string | null>; refused: boolean } | null = null;

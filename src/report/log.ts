@@ -107,8 +107,8 @@ export function writeLines(w: { writeSync(p: Uint8Array): number }, data: Uint8A
 
 /** Event logger with a per-second limit on "New connection" lines. */
 export class EventLog {
-  readonly #format: LogFormat;
-  readonly #rate: number;
+  #format: LogFormat;
+  #rate: number;
   readonly #out: (text: string) => void;
   readonly #journal: boolean;
   #lines: string[] = [];
@@ -135,6 +135,12 @@ export class EventLog {
   /** A text line: the original's `TIME: TEXT`, or `<N>TEXT` for the journal. */
   #text(ms: number, severity: Severity, text: string): void {
     this.#lines.push(this.#journal ? `<${severity}>${text}` : `${this.#time(ms)}: ${text}`);
+  }
+
+  /** New format and rate limit from the next line on (a reload); pending lines stay as written. */
+  configure(format: LogFormat, ratePerSecond: number): void {
+    this.#format = format;
+    this.#rate = ratePerSecond;
   }
 
   #time(ms: number): string {

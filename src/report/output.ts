@@ -6,7 +6,12 @@
  * not write and counts them. A line cut by a partial write is finished
  * first when the output drains again, so lines never mix.
  */
-import { setNonBlocking } from "../../ffi/libc.ts";
+import {
+  descriptorWriter,
+  openNonBlocking,
+  readSystemLink,
+  setNonBlocking,
+} from "../../ffi/libc.ts";
 
 /** Largest write the kernel keeps whole on a pipe (PIPE_BUF). */
 const ATOMIC_WRITE = 4096;
@@ -88,19 +93,85 @@ function countLines(data: Uint8Array): number {
 }
 
 /**
- * Makes stdout and stderr non-blocking when they are pipes or sockets (a
- * terminal is left alone: it is shared with the shell). Returns a function
- * that puts back what was there, for the end of the run.
+ * Makes stdout and stderr non-blocking when they are sockets (journald's
+ * stream): those cannot be opened again (see stdioOutput), and the socket
+ * is the daemon's alone. Returns a function that puts back what was there.
  */
 export function nonBlockingStdio(): () => void {
   const changed: number[] = [];
-  for (const [fd, f] of [[1, Deno.stdout], [2, Deno.stderr]] as const) {
+  for (const fd of [1, 2]) {
     try {
-      if (f.isTerminal()) continue;
+      if (!readSystemLink(`/proc/self/fd/${fd}`)?.startsWith("socket:")) continue;
       if (setNonBlocking(fd, true) === false) changed.push(fd);
     } catch { /* no libc: writes stay blocking */ }
   }
   return () => {
     for (const fd of changed) setNonBlocking(fd, false);
   };
+}
+
+/**
+ * Episodes of dropped log lines: the first drop after a quiet period starts
+ * one (one stderr line), and it ends once nothing more was dropped and the
+ * output takes lines again (one log line saying how many were lost).
+ */
+export class DropWatch {
+  readonly #total: () => number;
+  #seen = 0;
+  #episodeFrom = -1;
+
+  /** `total`: lines dropped so far by every output (both threads). */
+  constructor(total: () => number) {
+    this.#total = total;
+  }
+
+  /** Call once a second; `writable`: the output would take a line now. */
+  check(
+    writable: boolean,
+    on: { counted(n: number): void; started(): void; ended(n: number): void },
+  ): void {
+    const total = this.#total();
+    if (total > this.#seen) {
+      on.counted(total - this.#seen);
+      if (this.#episodeFrom < 0) {
+        this.#episodeFrom = this.#seen;
+        on.started();
+      }
+      this.#seen = total;
+    } else if (this.#episodeFrom >= 0 && writable) {
+      const n = this.#seen - this.#episodeFrom;
+      this.#episodeFrom = -1;
+      on.ended(n);
+    }
+  }
+}
+
+/** True for a named pipe (`> fifo`); false when it cannot be told. */
+function isFifo(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFifo === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A LineOutput for descriptor 1 or 2 that never blocks the calling thread.
+ * A pipe or a terminal is opened again through /proc/self/fd, non-blocking:
+ * its own open file description, so the shell sharing a terminal is not
+ * touched. A socket is made non-blocking by nonBlockingStdio; a regular
+ * file or /dev/null never blocks (and must keep its shared offset).
+ */
+export function stdioOutput(fd: 1 | 2): LineOutput {
+  try {
+    const target = readSystemLink(`/proc/self/fd/${fd}`) ?? "";
+    if (
+      target.startsWith("pipe:") || target.startsWith("/dev/pts/") || /^\/dev\/tty/.test(target) ||
+      (target.startsWith("/") && isFifo(target))
+    ) {
+      const own = openNonBlocking(`/proc/self/fd/${fd}`);
+      if (own !== null) return new LineOutput(descriptorWriter(own));
+    }
+  } catch { /* no libc: the plain descriptor */ }
+  return new LineOutput(fd === 1 ? Deno.stdout : Deno.stderr);
 }

@@ -110,9 +110,16 @@ export function reasonText(r: string | null): string {
   return r ? r : "-";
 }
 
-/** "12m 3s" left, or "until removed". */
+/**
+ * "12m 3s" (left), "until removed", or, for a rule past its expiry still in
+ * the kernel (iptables while no daemon runs), how long ago it expired.
+ */
 export function timeLeft(expiresAt: number | null, now: number): string {
-  return expiresAt === null ? "until removed" : formatDuration((expiresAt - now) / 1000);
+  if (expiresAt === null) return "until removed";
+  if (expiresAt <= now) {
+    return `expired ${formatDuration((now - expiresAt) / 1000)} ago, still dropping`;
+  }
+  return formatDuration((expiresAt - now) / 1000);
 }
 
 /** Rows as aligned columns (two spaces apart), the last column unpadded. */
@@ -253,9 +260,11 @@ export function formatBanList(bans: ListedBan[], now: number, daemon: boolean): 
     b.origin,
     b.backend,
   ]);
-  const note = daemon
-    ? ""
-    : "(reason and origin unknown: no daemon answered on its control socket)\n";
+  const expired = bans.some((b) => b.expiresAt !== null && b.expiresAt <= now)
+    ? "(an expired rule still drops until the daemon runs again or `scanblocker unban ADDRESS`)\n"
+    : "";
+  const note = expired +
+    (daemon ? "" : "(reason and origin unknown: no daemon answered on its control socket)\n");
   return columns([["ADDRESS", "LEFT", "REASON", "ORIGIN", "BACKEND"], ...rows]).join("\n") + "\n" +
     note;
 }
@@ -270,6 +279,8 @@ export function banListJson(bans: ListedBan[], now: number): string {
       seconds_left: b.expiresAt === null
         ? null
         : Math.max(0, Math.round((b.expiresAt - now) / 1000)),
+      // Past its expiry but still in the kernel (it still drops).
+      expired: b.expiresAt !== null && b.expiresAt <= now,
       reason: b.reason,
       origin: b.origin,
     })),
