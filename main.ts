@@ -37,6 +37,8 @@ import { preflight } from "./src/preflight.ts";
 import { commandRefusal } from "./src/privilege.ts";
 import { type Reporting, startReporting } from "./src/report/reporting.ts";
 import { startupLines } from "./src/report/startup.ts";
+import { startControlServer, statusCommand } from "./src/report/control.ts";
+import { StatusRecorder, takeSnapshot } from "./src/report/status.ts";
 import type { EventLog } from "./src/report/log.ts";
 import { notice, openRunLog, stdoutWrite, warn } from "./src/report/stdio.ts";
 import { offlineSummary } from "./src/report/summary.ts";
@@ -79,9 +81,12 @@ export async function main(argv: string[]): Promise<number> {
     case "config":
       stdoutWrite(formatSettings(cfg));
       return 0;
-    case "status":
-      warn("status: not available in this build");
-      return 1;
+    case "status": {
+      const r = await statusCommand(cfg.controlSocket, cfg.json);
+      stdoutWrite(r.stdout);
+      if (r.stderr) warn(r.stderr);
+      return r.code;
+    }
     case "bans":
     case "unban":
     case "flush": {
@@ -167,6 +172,10 @@ async function daemon(cfg: Config, argv: string[]): Promise<number> {
     return 2; // the address given cannot be listened on: configuration
   }
   const { metrics, server } = reports;
+  // Every outcome's series from the start at 0: a series born at 1 shows no rate.
+  for (const result of ["banned", "already", "failed"]) {
+    metrics.bans.inc({ backend: cfg.firewall, result }, 0);
+  }
 
   const fw = createFirewall(cfg.firewall, {
     isProtected: (text) => allow.isProtectedText(text),
@@ -259,11 +268,36 @@ interface LiveRun {
  */
 async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun): Promise<number> {
   const stop = stopSignals(o.reload); // before anything is printed: a SIGTERM now ends cleanly
+  // The last scans, for `scanblocker status` (the bans owner's book keeps the bans).
+  const recorder = new StatusRecorder();
   c.onScans = (notices) => {
-    for (const n of notices) b.onScan(n.scan, n);
+    for (const n of notices) {
+      const { ms: at, src, dst, slow, ports } = n.scan;
+      recorder.scan({ at, src, dst, rule: slow ? "slow" : cfg.detector, ports: ports.length });
+      b.onScan(n.scan, n);
+    }
     o.log.flush();
   };
   c.onWarning = warn;
+  // Before the start-up lines: once they are out, `status` answers.
+  const control = await startControlServer(cfg.controlSocket, () =>
+    takeSnapshot({
+      version: VERSION,
+      startedAt: performance.timeOrigin,
+      interface: o.device,
+      firewall: () => ({ backend: cfg.firewall, path: o.firewallPath, state: b.state }),
+      packets: () => ({
+        seen: c.counter(Slot.Packets),
+        droppedByKernel: c.counter(Slot.PcapDropped),
+      }),
+      sources: () => ({ tracked: c.counter(Slot.TrackedSources), cap: cfg.maxSources }),
+      top: (n) => c.top(n),
+      bans: () => b.entries(),
+      recorder,
+    })).catch((e) => {
+      warn(`${errorText(e)}; \`scanblocker status\` will not work`);
+      return null;
+    });
   o.guard?.attach(c);
   const host = new HostWatch(c, o.allow, o.openPorts, cfg.local !== null, warn);
   const server = o.reports.server;
@@ -283,13 +317,15 @@ async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun): Promis
   c.start(start.banned, start.fast);
   const metrics = o.reports.metrics;
   o.joined(joinFleet(cfg, { bans: b, allow: o.allow, metrics, warn, version: VERSION }));
-  return await untilStopped(c, stop, () => {
+  const code = await untilStopped(c, stop, () => {
     o.log.flush(Date.now());
     host.tick();
     o.guard?.tick();
     b.tick();
     o.reports.tick();
   });
+  await control?.close();
+  return code;
 }
 
 /** Runs the live capture until a stop signal or a capture error, calling `tick` once a second. */

@@ -94,12 +94,17 @@ export function spawnDaemon(
   };
 }
 
+let daemons = 0;
+
 /** Starts `main.ts ARGS` inside namespace `ns` (or here when ns is null). */
 export function startDaemon(
   ns: string | null,
   args: string[],
   env: Record<string, string> = {},
 ): Daemon {
+  // A control socket of its own, so daemons of parallel runs never meet
+  // (an explicit --control-socket or SB_CONTROL_SOCKET wins).
+  env = { SB_CONTROL_SOCKET: `/run/scanblocker/test-${Deno.pid}-${++daemons}.sock`, ...env };
   const argv = [Deno.execPath(), "run", "-P", "--quiet", `${root}main.ts`, ...args];
   // In a namespace the variables go through env(1), so that one like PATH
   // changes the daemon's environment, not the lookup of `ip` itself.

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type Daemon, spawnDaemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, type Lab, nmap } from "./netns.ts";
+import { canUseNetns, createLab, esc, type Lab, nmap } from "./netns.ts";
 
 const root = await canUseNetns();
 const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
@@ -57,7 +57,15 @@ for (const firewall of ["nftables", "iptables"]) {
 
         const bans = await cli(lab, ["bans", "--firewall", firewall]);
         assert.equal(bans.code, 0, bans.stderr);
-        assert.match(bans.stdout, new RegExp(`${lab.scanner4.replaceAll(".", "\\.")}\\s.*left`));
+        // Header, then address, time left, reason and origin ("-": no daemon to ask).
+        assert.match(
+          bans.stdout,
+          new RegExp(
+            `^ADDRESS +LEFT +REASON +ORIGIN +BACKEND\\n${
+              esc(lab.scanner4)
+            } +(?:59m \\d+s|1h) +- +- +${firewall}\\n`,
+          ),
+        );
 
         const un = await cli(lab, ["unban", lab.scanner4, "--firewall", firewall]);
         assert.equal(un.code, 0, un.stderr);

@@ -7,7 +7,9 @@
  * daemon sees an `unban` within its reconciliation period (src/bans/bans.ts).
  */
 import { createFirewall, installedBackends } from "../firewall/firewall.ts";
-import { formatBanList, readBans } from "../firewall/readonly.ts";
+import { readBans } from "../firewall/readonly.ts";
+import { bansWithReasons } from "../report/control.ts";
+import { banListJson, formatBanList } from "../report/status.ts";
 import type { Ban, FirewallKind } from "../types.ts";
 
 /** What a subcommand needs of the configuration. */
@@ -17,6 +19,10 @@ export interface CommandSettings {
   firewall: FirewallKind;
   firewallGiven: boolean;
   maxBans: number;
+  /** `bans --json`: one JSON document. */
+  json: boolean;
+  /** Where a running daemon answers (reason and origin of each ban). */
+  controlSocket: string;
 }
 
 /** Output of a subcommand: text for stdout and stderr, and the exit code. */
@@ -85,24 +91,26 @@ export async function runBansCommand(s: CommandSettings): Promise<CommandOutput>
 
 /**
  * `bans`: reads the kernel only (src/firewall/readonly.ts: never creates the
- * chain, jump or table it lists); per backend its bans, rules past their
- * expiry that still drop marked as such, or one line saying there are none.
+ * chain, jump or table it lists); a header and one row per ban with time
+ * left (rules past their expiry that still drop marked as such), the reason
+ * and origin the running daemon's book holds (asked over its control
+ * socket), and the backend; `--json` as one document; one line when there
+ * are none.
  */
 async function listing(kinds: FirewallKind[], s: CommandSettings): Promise<CommandOutput> {
   const where = s.firewallGiven ? s.firewall : "iptables or nftables";
-  if (kinds.length === 0) {
-    return { stdout: `no active bans (no scanblocker rules in ${where})\n`, stderr: [], code: 0 };
-  }
+  const none = (text: string) => ({ stdout: s.json ? `{"bans":[]}\n` : text, stderr: [], code: 0 });
+  if (kinds.length === 0) return none(`no active bans (no scanblocker rules in ${where})\n`);
   const lists: { kind: FirewallKind; bans: Ban[] }[] = [];
   for (const kind of kinds) {
     const r = await readBans(kind);
     if (!r.ok) return { stdout: "", stderr: [r.error], code: 2 };
     lists.push({ kind, bans: r.bans });
   }
-  if (lists.every((l) => l.bans.length === 0)) {
-    return { stdout: `no active bans (${kinds.join(", ")})\n`, stderr: [], code: 0 };
-  }
-  const text = lists.filter((l) => l.bans.length > 0)
-    .map((l) => `${l.kind}:\n${formatBanList(l.bans)}\n`).join("");
+  const all = lists.flatMap((l) => l.bans.map((b) => ({ ...b, backend: l.kind })));
+  if (all.length === 0) return none(`no active bans (${kinds.join(", ")})\n`);
+  const r = await bansWithReasons(all, s.controlSocket);
+  const now = Date.now();
+  const text = s.json ? banListJson(r.bans, now) : formatBanList(r.bans, now, r.daemon);
   return { stdout: text, stderr: [], code: 0 };
 }

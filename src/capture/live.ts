@@ -12,6 +12,7 @@ import type { Address, Cidr } from "../address.ts";
 import type { FastBan } from "../firewall/fastpath.ts";
 import type { ScanNotice, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
+import type { SourcePorts } from "../detect/engine.ts";
 
 /** What the worker needs to open the capture and build its engine. */
 export type LiveOptions = Omit<
@@ -102,6 +103,9 @@ export class LiveCapture {
           case "warning":
             self?.onWarning(m.message);
             break;
+          case "top":
+            if (self) (self as LiveCapture).#answered(m.id, m.sources);
+            break;
           case "ended":
             endWith(m.error);
             break;
@@ -151,6 +155,27 @@ export class LiveCapture {
   /** Bans made or found (replace: the whole list), and how many the worker may still add. */
   bans(change: { add?: string[]; replace?: string[]; room?: number }): void {
     this.#send({ type: "banned", ...change });
+  }
+
+  #asked = new Map<number, (s: SourcePorts[]) => void>();
+  #nextId = 1;
+
+  #answered(id: number, sources: SourcePorts[]): void {
+    this.#asked.get(id)?.(sources);
+    this.#asked.delete(id);
+  }
+
+  /** The `n` sources with the most distinct ports now (empty if the worker does not answer within 2 s). */
+  top(n: number): Promise<SourcePorts[]> {
+    const id = this.#nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#answered(id, []), 2000);
+      this.#asked.set(id, (s) => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      this.#send({ type: "top", id, n });
+    });
   }
 
   /** New settings (a reload): thresholds, allow-list and log settings; detection state is kept. */

@@ -4,7 +4,7 @@
  */
 import type { FastBan, FastResult } from "../firewall/fastpath.ts";
 import type { Address, Cidr } from "../address.ts";
-import type { EngineSettings } from "../detect/engine.ts";
+import type { EngineSettings, SourcePorts } from "../detect/engine.ts";
 import type { LogFormat } from "../report/log.ts";
 import type { ScanReport } from "../detect/pipeline.ts";
 
@@ -40,6 +40,8 @@ export type WorkerRequest =
   | { type: "openPorts"; ports: number[] }
   | { type: "banned"; add?: string[]; replace?: string[]; room?: number }
   | { type: "forget"; address: string }
+  /** The `n` tracked sources with the most distinct ports (for `scanblocker status`). */
+  | { type: "top"; id: number; n: number }
   | {
     type: "settings";
     settings: EngineSettings;
@@ -68,4 +70,5 @@ export type WorkerReply =
   | { type: "failed"; message: string }
   | { type: "scans"; scans: ScanNotice[] }
   | { type: "warning"; message: string }
+  | { type: "top"; id: number; sources: SourcePorts[] }
   | { type: "ended"; error: string | null };

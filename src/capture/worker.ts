@@ -35,6 +35,8 @@ import {
   type EngineSettings,
   publishCounters,
   reconfigureEngine,
+  type SourcePorts,
+  topSources,
 } from "../detect/engine.ts";
 import { EventLog, journalStreams } from "../report/log.ts";
 import { stdioOutput } from "../report/output.ts";
@@ -71,6 +73,8 @@ let current: { engine: Engine; log: EventLog; settings: EngineSettings } | null 
 let fast: FastBanner | null = null;
 const forgets: string[] = [];
 let requests: MessagePort | null = null;
+/** The engine's top sources, once it exists. */
+let topOf: ((n: number) => SourcePorts[]) | null = null;
 /** The thread runs under SCHED_FIFO (--realtime was granted). */
 let fifo = false;
 
@@ -132,6 +136,9 @@ function handle(m: WorkerRequest): void {
       break;
     case "forget":
       forgets.push(m.address);
+      break;
+    case "top":
+      post({ type: "top", id: m.id, sources: topOf ? topOf(m.n) : [] });
       break;
     case "settings":
       if (current) {
@@ -249,6 +256,7 @@ async function run(): Promise<string | null> {
   });
   current = { engine, log, settings: m.settings };
   const pl = engine.pipeline;
+  topOf = (n) => topSources(engine, n);
   const publish = () => {
     publishCounters(engine, log, counters);
     counters[Slot.LogDropped] = out.dropped;

@@ -164,6 +164,18 @@ export class Detector implements ScanDetector {
     return Array.from(this.#ports.subarray(slot * this.#n, slot * this.#n + c));
   }
 
+  /**
+   * Calls `fn` for every tracked source with the distinct ports it tried
+   * within the window (empty once detected: the rule stops keeping them).
+   */
+  forEachSource(fn: (key: number | string, ports: number[], detected: boolean) => void): void {
+    this.#table.forEach((slot, key) => {
+      const c = this.#count[slot];
+      const base = slot * this.#n;
+      fn(key, c > 0 ? Array.from(this.#ports.subarray(base, base + c)) : [], c < 0);
+    });
+  }
+
   /** True when the source was reported as a scanner and is still tracked. */
   isDetected(key: number | string): boolean {
     const slot = this.#table.find(key);

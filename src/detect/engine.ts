@@ -4,6 +4,7 @@
  * run (on the main thread) and by the live capture worker, so both apply the
  * same logic.
  */
+import { formatAddress } from "../address.ts";
 import type { AllowList } from "../allowlist.ts";
 import type { Config } from "../config.ts";
 import { Detector, type ScanDetector } from "./detector.ts";
@@ -83,6 +84,60 @@ export function createEngine(
       slow?.forget(key);
     },
   };
+}
+
+/** One source as `scanblocker status` lists it (see src/report/status.ts TopSource). */
+export interface SourcePorts {
+  address: string;
+  ports: number[];
+  detected: boolean;
+}
+
+/**
+ * The `n` tracked sources with the most distinct ports now, the main and the
+ * slow rule's ports together (the psd rule keeps scores, not ports); sources
+ * already reported as scanners come first (the rules stop keeping their ports). Walks
+ * every tracked source: on request only (100,000 sources take a few ms).
+ */
+export function topSources(e: Engine, n: number): SourcePorts[] {
+  const all = new Map<number | string, { ports: Set<number>; detected: boolean }>();
+  const add = (key: number | string, ports: number[], detected: boolean) => {
+    const s = all.get(key) ?? { ports: new Set<number>(), detected: false };
+    // The rules count targets: (destination hash << 16) | port.
+    for (const t of ports) s.ports.add(t & 0xffff);
+    s.detected ||= detected;
+    all.set(key, s);
+  };
+  if (e.detector instanceof Detector) e.detector.forEachSource(add);
+  if (e.slow instanceof Detector) e.slow.forEachSource(add);
+  return [...all]
+    // Reported scanners first: they tried more ports than the rules keep.
+    .sort((a, b) =>
+      Number(b[1].detected) - Number(a[1].detected) || b[1].ports.size - a[1].ports.size
+    )
+    .slice(0, n)
+    .map(([key, s]) => ({
+      address: keyAddress(key),
+      ports: [...s.ports].sort((a, b) => a - b),
+      detected: s.detected,
+    }));
+}
+
+/** The address text of a detector key (see addressKey). */
+function keyAddress(key: number | string): string {
+  if (typeof key === "number") {
+    return formatAddress(
+      4,
+      new Uint8Array([key >>> 24, (key >>> 16) & 255, (key >>> 8) & 255, key & 255]),
+    );
+  }
+  const b = new Uint8Array(16);
+  for (let i = 0; i < 8; i++) {
+    const c = key.charCodeAt(i);
+    b[2 * i] = c >> 8;
+    b[2 * i + 1] = c & 255;
+  }
+  return formatAddress(6, b);
 }
 
 /** Writes the engine's counters into `out` at the slots of capture_protocol.ts. */

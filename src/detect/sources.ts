@@ -108,6 +108,14 @@ export class SourceTable {
     this.#free.push(slot);
   }
 
+  /** Calls `fn` for every tracked source, least recently seen first (for status reports). */
+  forEach(fn: (slot: number, key: number | string) => void): void {
+    for (let slot = this.head; slot !== NIL; slot = this.#next[slot]) {
+      const k6 = this.#keys6[slot];
+      fn(slot, k6 !== "" ? k6 : this.#keys4[slot]);
+    }
+  }
+
   #insert4(key: number, slot: number): void {
     const idx = this.#index4, mask = this.#mask;
     let i = Math.imul(key, 0x9e3779b1) >>> this.#shift;
