@@ -606,8 +606,8 @@ export function parseConfig(
   // The file: --config, else SB_CONFIG, else the default path (which need not exist).
   const explicitFile = typeof v.config === "string"
     ? v.config
-    : env.SB_CONFIG !== undefined && env.SB_CONFIG !== ""
-    ? env.SB_CONFIG
+    : env.SB_CONFIG !== undefined && env.SB_CONFIG.trim() !== ""
+    ? env.SB_CONFIG.trim()
     : undefined;
   const configPath = explicitFile ?? DEFAULT_CONFIG_FILE;
   const file: FileValues | null = command === "help" || command === "version"
@@ -886,7 +886,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     configFile: l.file ? l.filePath : null,
     settings: settingsOf(l),
     json: v.json === true,
-    controlSocket: value("control-socket"),
+    controlSocket: controlSocketPath(value("control-socket")),
     envFile: envFileOf(get("env-file")),
     fleet,
   };
@@ -1052,4 +1052,13 @@ export function formatSettings(cfg: Config): string {
   const width = Math.min(48, rows.reduce((w, [t]) => Math.max(w, t.length), 0));
   for (const [text, source] of rows) lines.push(`${text.padEnd(width)}  # ${source}`);
   return lines.join("\n") + "\n";
+}
+
+/** A unix socket path: absolute, one line, at most 107 bytes (sun_path holds 108 with its NUL). */
+function controlSocketPath(text: string): string {
+  const t = text.trim();
+  if (!t.startsWith("/") || /[\0\n]/.test(t) || new TextEncoder().encode(t).length > 107) {
+    throw new BadValue("control-socket", text, "expected an absolute path of at most 107 bytes");
+  }
+  return t;
 }
