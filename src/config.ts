@@ -607,7 +607,7 @@ export function parseConfig(
   const explicitFile = typeof v.config === "string"
     ? v.config
     : env.SB_CONFIG !== undefined && env.SB_CONFIG.trim() !== ""
-    ? env.SB_CONFIG
+    ? env.SB_CONFIG.trim()
     : undefined;
   const configPath = explicitFile ?? DEFAULT_CONFIG_FILE;
   const file: FileValues | null = command === "help" || command === "version"
@@ -676,16 +676,6 @@ function settingsOf(l: Layers): Setting[] {
     const source = sourceOf(o.long, l);
     return { key: o.long, value: rawValue(o.long, l) ?? null, source };
   });
-}
-
-/** A unix socket path: absolute, printable, within sun_path's 107 bytes. */
-function socketPath(text: string): string {
-  const t = text.trim();
-  const control = [...t].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
-  if (!t.startsWith("/") || control || new TextEncoder().encode(t).length > 107) {
-    throw new BadValue("control-socket", text, "expected an absolute path of at most 107 bytes");
-  }
-  return t;
 }
 
 /** The --env-file in force, or null; an empty one is an error. */
@@ -896,7 +886,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     configFile: l.file ? l.filePath : null,
     settings: settingsOf(l),
     json: v.json === true,
-    controlSocket: socketPath(value("control-socket")),
+    controlSocket: controlSocketPath(value("control-socket")),
     envFile: envFileOf(get("env-file")),
     fleet,
   };
@@ -1064,4 +1054,13 @@ export function formatSettings(cfg: Config): string {
   const width = Math.min(48, rows.reduce((w, [t]) => Math.max(w, t.length), 0));
   for (const [text, source] of rows) lines.push(`${text.padEnd(width)}  # ${source}`);
   return lines.join("\n") + "\n";
+}
+
+/** A unix socket path: absolute, one line, at most 107 bytes (sun_path holds 108 with its NUL). */
+function controlSocketPath(text: string): string {
+  const t = text.trim();
+  if (!t.startsWith("/") || /[\0\n]/.test(t) || new TextEncoder().encode(t).length > 107) {
+    throw new BadValue("control-socket", text, "expected an absolute path of at most 107 bytes");
+  }
+  return t;
 }
