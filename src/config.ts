@@ -52,6 +52,8 @@ export interface Config {
   slowPorts: number;
   /** …within this many seconds. */
   slowWindowSeconds: number;
+  /** IPv6 sources are also counted (and banned) per prefix of this length; 128 = per address only. */
+  ipv6Prefix: number;
   /** Count probes to ports with a listening socket (the original rule). */
   countOpenPorts: boolean;
   /** Netfilter hooks the bans apply to. */
@@ -206,6 +208,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: "SECONDS",
     def: "3600",
     help: "… from one source within this long window",
+  },
+  {
+    long: "ipv6-prefix",
+    env: "SB_IPV6_PREFIX",
+    arg: "LENGTH",
+    def: "64",
+    help:
+      "IPv6 sources are also counted and banned per prefix of this length (128 = per address only)",
   },
   {
     long: "count-open-ports",
@@ -487,6 +497,13 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     value("slow-window"),
     "a number of seconds greater than 0",
   );
+  const ipv6Prefix = intOption(
+    "ipv6-prefix",
+    value("ipv6-prefix"),
+    16,
+    128,
+    "a prefix length from 16 to 128 (128 = per address only)",
+  );
   let countOpenPorts = v["count-open-ports"] === true;
   if (!countOpenPorts && env.SB_COUNT_OPEN_PORTS !== undefined && env.SB_COUNT_OPEN_PORTS !== "") {
     const t = env.SB_COUNT_OPEN_PORTS.trim().toLowerCase();
@@ -528,6 +545,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     detector,
     slowPorts,
     slowWindowSeconds,
+    ipv6Prefix,
     countOpenPorts,
     hooks,
     lockoutGuard,

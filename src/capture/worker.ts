@@ -178,8 +178,11 @@ async function run(): Promise<string | null> {
     const f = fast, nl = netlink;
     // The pipeline never reports a local or allow-listed source; checked
     // again on the bytes (parsing text here cost 30-100 µs of cold code).
+    // A prefix (range) ban goes through the main thread's firewall (interval elements).
+    const one = scan.prefix === (scan.family === 4 ? 32 : 128);
     if (
-      f && nl && f.room > 0 && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)
+      one && f && nl && f.room > 0 && !banned.has(scan.src) &&
+      !al.isProtected(scan.family, scan.key)
     ) {
       const expiresAt = banExpiry(f.banTimeMs / 1000);
       const rule = f.rules?.[scan.family] ?? null;

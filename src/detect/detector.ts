@@ -39,7 +39,11 @@ export interface DetectorOptions {
 /** What the pipeline needs of a detector: the windowed rule here, or psd scoring. */
 export interface ScanDetector {
   observe(key: number | string, target: number, tMs: number): Verdict;
+  /** True when the source holds state here (it was admitted, see admission.ts). */
+  has(key: number | string): boolean;
   readonly size: number;
+  /** Sources that can be tracked at once. */
+  readonly capacity: number;
   readonly evicted: number;
   lastScanPorts: number[];
   lastScanFirstMs: number;
@@ -80,6 +84,16 @@ export class Detector implements ScanDetector {
   /** Sources forgotten because the cap was reached (for metrics). */
   get evicted(): number {
     return this.#table.evicted;
+  }
+
+  /** Sources that can be tracked at once. */
+  get capacity(): number {
+    return this.#table.max;
+  }
+
+  /** True when the source holds state here. */
+  has(key: number | string): boolean {
+    return this.#table.find(key) !== undefined;
   }
 
   /**

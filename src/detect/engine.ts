@@ -6,6 +6,8 @@
  */
 import type { AllowList } from "../allowlist.ts";
 import type { Config } from "../config.ts";
+import { adviseHugePages } from "../../ffi/libc.ts";
+import { Admission, admissionSlots } from "./admission.ts";
 import { Detector, type ScanDetector } from "./detector.ts";
 import { Slot } from "./counters.ts";
 import type { EventLog } from "../report/log.ts";
@@ -15,13 +17,20 @@ import { PSD_DEFAULTS, PsdDetector } from "./psd.ts";
 /** The settings the engine needs (a subset of Config, cloneable to a worker). */
 export type EngineSettings = Pick<
   Config,
-  "ports" | "windowSeconds" | "maxSources" | "detector" | "slowPorts" | "slowWindowSeconds"
+  | "ports"
+  | "windowSeconds"
+  | "maxSources"
+  | "detector"
+  | "slowPorts"
+  | "slowWindowSeconds"
+  | "ipv6Prefix"
 >;
 
 /** Only the engine's settings, so that the rest of a Config never crosses to the worker. */
 export function engineSettings(c: EngineSettings): EngineSettings {
-  const { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds } = c;
-  return { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds };
+  const { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds, ipv6Prefix } =
+    c;
+  return { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds, ipv6Prefix };
 }
 
 /** The pipeline and the rules behind it. */
@@ -29,6 +38,8 @@ export interface Engine {
   pipeline: Pipeline;
   detector: ScanDetector;
   slow: ScanDetector | null;
+  /** Where first-seen sources wait (admission.ts). */
+  admission: Admission;
   /** Forgets a source in every inbound rule (its ban failed: the next probes try again). */
   forget(key: number | string): void;
 }
@@ -65,17 +76,29 @@ export function createEngine(
     windowMs: s.windowSeconds * 1000,
     maxSources: Math.max(1, Math.floor(s.maxSources / 10)),
   });
+  // A first target counts as long as the longest rule remembers one.
+  const mainMs = s.detector === "psd" ? PSD_DEFAULTS.delayMs : s.windowSeconds * 1000;
+  const horizonMs = Math.max(mainMs, slow ? s.slowWindowSeconds * 1000 : 0);
+  const admission = new Admission(
+    admissionSlots(s.maxSources),
+    horizonMs,
+    mainMs,
+    adviseHugePages,
+  );
   const pipeline = new Pipeline({
     ...opts,
     detector,
     rule: s.detector,
     slow,
     outbound,
+    admission,
+    ipv6Prefix: s.ipv6Prefix ?? 64,
   });
   return {
     pipeline,
     detector,
     slow,
+    admission,
     forget: (key) => {
       detector.forget(key);
       slow?.forget(key);
