@@ -161,35 +161,61 @@ export class Admission {
       const ti = i + 2 * WAYS;
       const time = t[ti];
       if (time < 0) {
-        t[ti] = -now;
+        this.#refresh(bucket, i, -now);
         return Admit.Admitted;
       }
       if (time === 0 || now - time > this.#horizonDs) {
         // Held too long ago to count: this target starts again.
         t[i + WAYS] = target;
-        t[ti] = now;
+        this.#refresh(bucket, i, now);
         return Admit.First;
       }
       const held = t[i + WAYS];
       if (held === target) return Admit.Repeat;
       this.prevTarget = held;
       this.prevMs = (time + this.#base) * 100;
-      t[ti] = -now;
+      this.#refresh(bucket, i, -now);
       return Admit.Promote;
     }
-    // Not held: the bucket is a FIFO, its cursor names the entry to reuse.
+    this.#put(bucket, fp, target, now);
+    return Admit.First;
+  }
+
+  /**
+   * Stamps entry `i` with `time` and, unless it is among the bucket's four
+   * newest, moves it to the newest place: a FIFO alone would forget an
+   * admitted source 16 arrivals after its FIRST probe, however recent its
+   * last one (measured: half the markers lost between two probes 10 s apart
+   * under a 100,000 pps IPv6 flood).
+   */
+  #refresh(bucket: number, i: number, time: number): void {
+    const t = this.#t, base = bucket * BUCKET;
+    const rank = (i - base - this.#cursor[bucket]) & (WAYS - 1); // 15 = newest
+    if (rank >= WAYS - 4) {
+      t[i + 2 * WAYS] = time;
+      return;
+    }
+    const fp = t[i], target = t[i + WAYS];
+    t[i] = 0;
+    t[i + 2 * WAYS] = 0;
+    this.#put(bucket, fp, target, time);
+  }
+
+  /** Takes the bucket's oldest entry (its FIFO cursor) for a newcomer. */
+  #put(bucket: number, fp: number, target: number, time: number): void {
+    const t = this.#t, base = bucket * BUCKET;
     const c = this.#cursor[bucket];
     this.#cursor[bucket] = (c + 1) & (WAYS - 1);
     const victim = base + 2 * WAYS + c;
     const old = t[victim];
     if (old !== 0) {
+      const now = time < 0 ? -time : time;
       const age = now - (old < 0 ? -old : old);
       this.#lastAgeDs = age;
       if (old > 0 && age <= this.#pressureDs) this.notAdmitted++;
     }
     t[victim - 2 * WAYS] = fp;
     t[victim - WAYS] = target;
-    t[victim] = now;
-    return Admit.First;
+    t[victim] = time;
   }
 }
