@@ -199,14 +199,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     long: "slow-ports",
     env: "SB_SLOW_PORTS",
     arg: "N",
-    def: "12",
+    def: "7",
     help: "slow scans: MORE than N distinct ports … (0 = off)",
   },
   {
     long: "slow-window",
     env: "SB_SLOW_WINDOW",
     arg: "SECONDS",
-    def: "3600",
+    def: "7200",
     help: "… from one source within this long window",
   },
   {

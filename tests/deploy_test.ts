@@ -321,7 +321,7 @@ Deno.test("prometheus rules: alerts use only metric names the program exports", 
 
 Deno.test("environment file: documents every SB_* variable the program reads, and no other", async () => {
   const text = await Deno.readTextFile(`${root}deploy/scanblocker.env`);
-  const inFile = new Set(text.match(/^#?(SB_[A-Z_]+)=/gm)?.map((l) => l.replace(/^#|=$/g, "")));
+  const inFile = new Set(text.match(/^#?(SB_[A-Z0-9_]+)=/gm)?.map((l) => l.replace(/^#|=$/g, "")));
   const read = new Set(OPTIONS.flatMap((o) => (o.env ? [o.env] : [])));
   assert.deepEqual([...inFile].sort(), [...read].sort());
 });
@@ -329,7 +329,7 @@ Deno.test("environment file: documents every SB_* variable the program reads, an
 Deno.test("environment file: every value it shows is accepted and is the default", async () => {
   const text = await Deno.readTextFile(`${root}deploy/scanblocker.env`);
   const env: Record<string, string> = {};
-  for (const m of text.matchAll(/^#?(SB_[A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2];
+  for (const m of text.matchAll(/^#?(SB_[A-Z0-9_]+)=(.*)$/gm)) env[m[1]] = m[2];
   // Examples, not defaults.
   const examples = ["SB_DEVICE", "SB_ALLOW", "SB_READ", "SB_LOCAL"];
   const defaults = Object.fromEntries(

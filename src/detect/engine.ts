@@ -62,8 +62,9 @@ export function createEngine(
   const detector: ScanDetector = s.detector === "psd"
     ? new PsdDetector({ ...PSD_DEFAULTS, maxSources: s.maxSources })
     : new Detector({ ports: s.ports, windowMs: s.windowSeconds * 1000, maxSources: s.maxSources });
-  // The slow rule keeps up to 12 ports a source for an hour: a quarter of the
-  // sources bounds its memory to about that of the main rule.
+  // The slow rule keeps up to --slow-ports (7) ports a source for two hours:
+  // a quarter of the sources bounds its memory to about that of the main
+  // rule. Only admitted sources (two distinct targets) ever reach it.
   const slow = s.slowPorts > 0
     ? new Detector({
       ports: s.slowPorts,
