@@ -5,7 +5,7 @@
  * (main prints it and exits 2).
  */
 import { parseArgs } from "node:util";
-import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
+import { type Address, type Cidr, parseAddress, parseCidr, parseTarget } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
 
@@ -367,8 +367,12 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       command = sub;
     } else if (sub === "unban") {
       if (pos.length !== 2) throw new ConfigError(`"unban" takes one ADDRESS (IPv4 or IPv6)`);
-      const a = parseAddress(pos[1]);
-      if (!a) throw new ConfigError(`invalid address "${pos[1]}" for unban: expected IPv4 or IPv6`);
+      const a = parseTarget(pos[1]);
+      if (!a) {
+        throw new ConfigError(
+          `invalid address "${pos[1]}" for unban: expected IPv4 or IPv6, or a banned CIDR block`,
+        );
+      }
       command = "unban";
       unbanAddress = pos[1];
     } else {
