@@ -87,7 +87,8 @@ export class Admission {
   prevMs = 0;
   /** First-seen sources pushed out while younger than the pressure age (a flood is being absorbed). */
   notAdmitted = 0;
-  #lastAgeDs = 0;
+  /** -1 until an entry is pushed out (then the whole horizon is remembered). */
+  #lastAgeDs = -1;
   /** Entries the sketch holds. */
   readonly capacity: number;
 
@@ -116,7 +117,7 @@ export class Admission {
 
   /** Age (ms) of the last entry pushed out: how long a first probe is remembered now. */
   get lastOverwrittenAgeMs(): number {
-    return this.#lastAgeDs * 100;
+    return this.#lastAgeDs < 0 ? this.#horizonDs * 100 : this.#lastAgeDs * 100;
   }
 
   /** Bytes held by the sketch's array (its pages are mapped as buckets are first touched). */

@@ -17,5 +17,15 @@ export const Slot = {
   TrackedSources: 8,
   LastPacketMs: 9,
   PcapDropped: 10,
-  Count: 11,
+  /** Sources the main rule can track at once (--max-sources). */
+  SourcesLimit: 11,
+  /** Sources the rules forgot because their tables were full. */
+  SourcesEvicted: 12,
+  /** Sources admitted into the rules' tables (their second distinct target). */
+  SourcesAdmitted: 13,
+  /** First probes pushed out of the admission sketch while younger than the window. */
+  SourcesNotAdmitted: 14,
+  /** How long a first probe is remembered now, ms (the age of the last one pushed out). */
+  AdmissionMemoryMs: 15,
+  Count: 16,
 } as const;

@@ -120,4 +120,9 @@ export function publishCounters(e: Engine, log: EventLog, out: Float64Array): vo
   out[Slot.LogSuppressed] = log.suppressedTotal;
   out[Slot.TrackedSources] = e.detector.size;
   out[Slot.LastPacketMs] = pl.lastPacketMs;
+  out[Slot.SourcesLimit] = e.detector.capacity;
+  out[Slot.SourcesEvicted] = e.detector.evicted + (e.slow?.evicted ?? 0);
+  out[Slot.SourcesAdmitted] = pl.admitted;
+  out[Slot.SourcesNotAdmitted] = e.admission.notAdmitted;
+  out[Slot.AdmissionMemoryMs] = e.admission.lastOverwrittenAgeMs;
 }
