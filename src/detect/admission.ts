@@ -126,6 +126,42 @@ export class Admission {
   }
 
   /**
+   * Takes back a target held for a source (same arguments as `see`, without
+   * the time): this host accepted that connection. Returns Admit.Admitted
+   * when the source is in the rules' tables (the caller forgives it there),
+   * Admit.First otherwise.
+   */
+  forgive(
+    tag: number,
+    n: number,
+    w0: number,
+    w1: number,
+    w2: number,
+    w3: number,
+    target: number,
+  ): Admit {
+    let h = mix32(w0 ^ this.#seedBucket ^ tag);
+    let fp = mix32(w0 ^ this.#seedPrint ^ Math.imul(tag, 0x9e3779b1));
+    if (n > 1) {
+      h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
+      fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
+    }
+    if (fp === 0) fp = 1;
+    const t = this.#t, base = (h >>> this.#shift) * BUCKET;
+    for (let i = base; i < base + WAYS; i++) {
+      if (t[i] !== fp) continue;
+      const time = t[i + 2 * WAYS];
+      if (time < 0) return Admit.Admitted;
+      if (t[i + WAYS] === target) {
+        t[i] = 0;
+        t[i + 2 * WAYS] = 0;
+      }
+      return Admit.First;
+    }
+    return Admit.First;
+  }
+
+  /**
    * Looks up a source, given as up to four 32-bit words (IPv4: w0 only, n =
    * 1; an IPv6 address or prefix: n = 4) and a tag that keeps keys of
    * different kinds apart, with a target at `ms` (epoch ms). First: the

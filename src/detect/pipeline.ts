@@ -136,6 +136,8 @@ export class Pipeline {
   outboundScans = 0;
   /** Sources admitted into the rules' tables (their second distinct target). */
   admitted = 0;
+  /** SYNs this host accepted (it sent the SYN-ACK): taken back from the rules. */
+  acceptedSyns = 0;
   /** Packet time of the last frame, epoch ms (0 before the first). */
   lastPacketMs = 0;
   /** Scans found, by source (offline summary). */
@@ -170,7 +172,56 @@ export class Pipeline {
       this.lastPacketMs = ms;
       const type = probeType(ev.flags);
       if (type !== T_NONE) this.#probe(type, ev.family, ev.src, ev.sport, ev.dst, ev.dport, ms);
+      else if ((ev.flags & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK)) {
+        this.#accepted(ev.family, ev.src, ev.sport, ev.dst);
+      }
     }
+  }
+
+  /**
+   * A SYN-ACK: when this host sends it, the client's SYN to that port was
+   * accepted (a local listener, a DNAT or redirect to a local or forwarded
+   * service, a container), so it was a connection, not a probe: its target
+   * is taken back from the client, and from the client's IPv6 prefix. The
+   * SYN was counted at once when it came (a refused or unanswered SYN costs
+   * no added latency); the SYN-ACK leaves within microseconds, before the
+   * client's next SYN can arrive, so accepted connections never add up.
+   */
+  #accepted(family: Family, local: Uint8Array, port: number, client: Uint8Array): void {
+    const o = this.#o, allow = o.allow;
+    if (allow.isLocal(family, client)) return;
+    if (!o.everyDestinationLocal && !allow.isLocal(family, local)) return;
+    if (allow.isAllowed(family, client)) return;
+    this.acceptedSyns++;
+    const target = (addressHash(family, local) << 16) | port;
+    const full = family === 4 ? 32 : 128;
+    this.#forgive(family, client, full, target);
+    if (family === 6 && this.#p6 < 128) {
+      const pb = this.#prefixOf(client);
+      if (!this.#prefixProtected()) this.#forgive(6, pb, this.#p6, target);
+    }
+  }
+
+  /** Takes back `target` from a source (address or prefix) wherever it is counted. */
+  #forgive(family: Family, b: Uint8Array, len: number, target: number): void {
+    const o = this.#o, adm = this.#adm;
+    if (adm !== null) {
+      const a = family === 4
+        ? adm.forgive(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target)
+        : adm.forgive(
+          len,
+          4,
+          (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
+          (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
+          (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
+          (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
+          target,
+        );
+      if (a !== Admit.Admitted) return;
+    }
+    const key = sourceKey(family, b, len);
+    o.detector.forgive(key, target);
+    o.slow?.forgive(key, target);
   }
 
   /** The scan #verdict found, for #probe to log and report. */
