@@ -9,11 +9,11 @@ import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
 import { run } from "./netns.ts";
 import {
+  ACK,
   type Frame,
   pcapBytes,
   pcapngBytes,
   SYN,
-  ACK,
   SYN_ACK,
   SYN_ECN,
   synFrame4,
