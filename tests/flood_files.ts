@@ -23,6 +23,12 @@ export interface FloodSpec {
   rotate64?: boolean;
   /** First second of packet time. */
   startSec?: number;
+  /** No scanner in the file (a live test scans with real nmap). */
+  noScanner?: boolean;
+  /** IPv4 destination (default FLOOD_DST4). */
+  dst4?: string;
+  /** Ethernet frames with these destination and source MACs (12 bytes) instead of raw IP. */
+  ethernet?: Uint8Array;
 }
 
 /** The scanner and destination of the files, and where to tell --local. */
@@ -53,9 +59,13 @@ export function writeFloodPcap(
   const startMs = (spec.startSec ?? 1_700_000_000) * 1000;
   const total = Math.round(spec.rate * spec.seconds);
   const probes: number[] = [];
-  for (let t = spec.gapS / 4; t < spec.seconds; t += spec.gapS) probes.push(startMs + t * 1000);
+  for (let t = spec.gapS / 4; t < spec.seconds && !spec.noScanner; t += spec.gapS) {
+    probes.push(startMs + t * 1000);
+  }
+  const eth = spec.ethernet ? 14 : 0;
+  const dst4 = (spec.dst4 ?? FLOOD_DST4).split(".").map(Number);
   const ipLen = spec.family === 4 ? 40 : 60;
-  const rec = 16 + ipLen;
+  const rec = 16 + eth + ipLen;
   const chunkPackets = 16384;
   const buf = new Uint8Array(chunkPackets * rec + 4 * rec);
   const v = new DataView(buf.buffer);
@@ -66,16 +76,20 @@ export function writeFloodPcap(
   hv.setUint16(4, 2, true);
   hv.setUint16(6, 4, true);
   hv.setUint32(16, 65535, true);
-  hv.setUint32(20, 101, true); // LINKTYPE_RAW
+  hv.setUint32(20, spec.ethernet ? 1 : 101, true); // LINKTYPE_ETHERNET or LINKTYPE_RAW
   f.writeSync(header);
   let at = 0, next = 0, written = 0;
   const record = (ms: number, src: (o: number) => void, sport: number, dport: number) => {
     const sec = Math.floor(ms / 1000);
     v.setUint32(at, sec, true);
     v.setUint32(at + 4, Math.floor((ms - sec * 1000) * 1000), true);
-    v.setUint32(at + 8, ipLen, true);
-    v.setUint32(at + 12, ipLen, true);
-    const ip = at + 16;
+    v.setUint32(at + 8, eth + ipLen, true);
+    v.setUint32(at + 12, eth + ipLen, true);
+    if (spec.ethernet) {
+      buf.set(spec.ethernet, at + 16);
+      v.setUint16(at + 28, spec.family === 4 ? 0x0800 : 0x86dd);
+    }
+    const ip = at + 16 + eth;
     let tcp: number;
     if (spec.family === 4) {
       buf[ip] = 0x45;
@@ -83,7 +97,7 @@ export function writeFloodPcap(
       buf[ip + 8] = 64;
       buf[ip + 9] = 6;
       src(ip + 12);
-      buf.set([10, 255, 0, 1], ip + 16);
+      buf.set(dst4, ip + 16);
       tcp = ip + 20;
     } else {
       v.setUint32(ip, 0x60000000);
