@@ -103,3 +103,109 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "a published port DNAT'd to a service in a third namespace (as a container runtime does): a client using it 20 times, and 3 closed ports, is never banned",
+  ignore: !root,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const lab = await createLab("pub");
+    const svc = `${lab.target}-c`;
+    const vh = `sbc${lab.target.slice(-6)}`.slice(0, 15),
+      vc = `sbk${lab.target.slice(-6)}`.slice(0, 15);
+    let d = null;
+    let server: Deno.ChildProcess | null = null;
+    try {
+      // The "container": a third namespace behind the protected host, 172.31.9.2:80.
+      await must(["ip", "netns", "add", svc]);
+      await must(["ip", "link", "add", vh, "type", "veth", "peer", "name", vc]);
+      await must(["ip", "link", "set", vh, "netns", lab.target]);
+      await must(["ip", "link", "set", vc, "netns", svc]);
+      const inT = (cmd: string) => must(["ip", "netns", "exec", lab.target, ...cmd.split(" ")]);
+      const inC = (cmd: string) => must(["ip", "netns", "exec", svc, ...cmd.split(" ")]);
+      await inT(`ip addr add 172.31.9.1/24 dev ${vh}`);
+      await inT(`ip link set ${vh} up`);
+      await inT("sysctl -q -w net.ipv4.ip_forward=1");
+      await inC(`ip addr add 172.31.9.2/24 dev ${vc}`);
+      await inC(`ip link set ${vc} up`);
+      await inC("ip link set lo up");
+      await inC("ip route add default via 172.31.9.1");
+      await inT("nft add table ip sbpub");
+      await inT("nft add chain ip sbpub pre { type nat hook prerouting priority -100 ; }");
+      await inT("nft add rule ip sbpub pre tcp dport 9090 dnat to 172.31.9.2:80");
+      server = new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          svc,
+          Deno.execPath(),
+          "eval",
+          `Deno.serve({ port: 80, hostname: "0.0.0.0", onListen() {} }, () => new Response("ok"));` +
+          ` setTimeout(() => Deno.exit(0), 120000);`,
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      d = startDaemon(lab.target, [
+        "-i",
+        "t0",
+        "--firewall",
+        "nftables",
+        "--metrics-addr",
+        "off",
+        "--lockout-guard",
+        "off",
+        "--log-format",
+        "json",
+        "--log-rate",
+        "0",
+      ]);
+      await d.waitFor(/Listening on: /, 20000);
+      await new Promise((res) => setTimeout(res, 500));
+      const url = `http://${lab.target4}:9090/`;
+      const r = await lab.exec(lab.scanner, [
+        "timeout",
+        "60",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\\n",
+        "--max-time",
+        "3",
+        "-H",
+        "Connection: close",
+        ...Array.from({ length: 20 }, () => url),
+      ]);
+      const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
+      assert.equal(codes.filter((c) => c === "200").length, 20, r.stdout + r.stderr);
+      // Three closed ports besides: below the threshold only if the published port did not count.
+      for (const p of [7001, 7002, 7003]) {
+        await lab.exec(lab.scanner, [
+          "curl",
+          "-s",
+          "--max-time",
+          "2",
+          `http://${lab.target4}:${p}/`,
+        ]);
+      }
+      await new Promise((res) => setTimeout(res, 500));
+      assert.equal(
+        d.stdout().split("\n").filter((l) => l.includes('"scan_detected"')).length,
+        0,
+        d.stdout().slice(-2000),
+      );
+    } finally {
+      if (d) await d.stop();
+      try {
+        server?.kill("SIGKILL");
+      } catch { /* ended */ }
+      await server?.status;
+      await lab.destroy();
+      await must(["ip", "netns", "del", svc]).catch(() => {});
+    }
+  },
+});
