@@ -39,8 +39,6 @@ export interface DetectorOptions {
 /** What the pipeline needs of a detector: the windowed rule here, or psd scoring. */
 export interface ScanDetector {
   observe(key: number | string, target: number, tMs: number): Verdict;
-  /** True when the source holds state here (it was admitted, see admission.ts). */
-  has(key: number | string): boolean;
   /**
    * Takes back one target the source was counted for: this host accepted
    * the connection (a SYN-ACK went back), so it was no probe.
@@ -94,11 +92,6 @@ export class Detector implements ScanDetector {
   /** Sources that can be tracked at once. */
   get capacity(): number {
     return this.#table.max;
-  }
-
-  /** True when the source holds state here. */
-  has(key: number | string): boolean {
-    return this.#table.find(key) !== undefined;
   }
 
   /**

@@ -120,11 +120,6 @@ export class PsdDetector implements ScanDetector {
     return this.#table.max;
   }
 
-  /** True when the source holds state here. */
-  has(key: number | string): boolean {
-    return this.#table.find(key) !== undefined;
-  }
-
   /**
    * Records that `key` (see addressKey) tried `port` at packet time `tMs` and
    * says whether that makes it a scanner. A port whose weight is 0 is ignored
