@@ -36,7 +36,7 @@ function ourReaders(): { name: string; cmd: (f: string) => string[] }[] {
       cmd: (f) => [deno, "run", "-A", `${ROOT}bench/read_file.ts`, f],
     },
     {
-      name: "whole program (main.ts -r: + allow-list, both detectors, log, summary)",
+      name: "whole program (main.ts -r --local DST: + allow-list, admission, rules, log, summary)",
       cmd: (f) => [
         deno,
         "run",
@@ -47,8 +47,11 @@ function ourReaders(): { name: string; cmd: (f: string) => string[] }[] {
         `${ROOT}main.ts`,
         "-r",
         f,
-        "--log-rate",
-        "1",
+        // The destinations of writeSynPcap's frames: the flood arrives at this host.
+        "--local",
+        "10.255.0.1",
+        "--local",
+        "fd00::ffff:1",
       ],
     },
   ];
@@ -74,16 +77,22 @@ export async function benchOffline(): Promise<string> {
       }
     }
     const mt = median(theirs);
+    const runs = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
     const lines = [
       `offline: ${PACKETS} SYNs from ${PACKETS} distinct sources (pcap), default filter, whole processes, median of 5`,
-      `  tcpdump -r -w /dev/null: ${mt.toFixed(0)} ms (${(PACKETS / mt / 1000).toFixed(2)} Mpps)`,
+      `  tcpdump -r -w /dev/null: ${mt.toFixed(0)} ms (${
+        (PACKETS / mt / 1000).toFixed(2)
+      } Mpps); runs ${runs(theirs)} ms`,
     ];
     for (const [k, r] of readers.entries()) {
       const mo = median(ours[k]);
+      lines.push(`  ${r.name}: runs ${runs(ours[k])} ms`);
       lines.push(
         `  ${r.name}: ${mo.toFixed(0)} ms (${
           (PACKETS / mo / 1000).toFixed(2)
-        } Mpps), ratio to tcpdump's rate ${(mt / mo).toFixed(2)}${k === 0 ? " (goal >= 0.5)" : ""}`,
+        } Mpps), ratio to tcpdump's rate ${(mt / mo).toFixed(2)}${
+          k === 0 ? " (goal >= 0.5)" : " (goal >= 0.4)"
+        }`,
       );
     }
     return lines.join("\n");

@@ -224,3 +224,45 @@ export function canonicalAddress(text: string, keepMapped = false): string | nul
   const a = parseAddress(text, keepMapped);
   return a ? formatAddress(a.family, a.bytes) : null;
 }
+
+/** A ban target: one address, or a block given in CIDR form. */
+export interface Target {
+  family: Family;
+  /** The address, or the block's first address (host bits cleared). */
+  bytes: Uint8Array;
+  /** 32 or 128 for one address. */
+  prefix: number;
+  /** Canonical text: the address alone, or `ADDR/LEN` for a block. */
+  text: string;
+}
+
+/**
+ * Parses a ban target: an address, or a CIDR block (its host bits are
+ * cleared; a full-length block is the address itself). Null when invalid.
+ */
+export function parseTarget(text: string): Target | null {
+  const c = typeof text === "string" ? parseCidr(text.trim()) : null;
+  if (!c) return null;
+  const full = c.family === 4 ? 32 : 128;
+  const bytes = c.bytes.slice();
+  for (let i = 0; i < bytes.length; i++) {
+    const bits = c.prefix - i * 8;
+    if (bits < 8) bytes[i] = bits <= 0 ? 0 : bytes[i] & (0xff << (8 - bits));
+  }
+  const addr = formatAddress(c.family, bytes);
+  return {
+    family: c.family,
+    bytes,
+    prefix: c.prefix,
+    text: c.prefix === full ? addr : `${addr}/${c.prefix}`,
+  };
+}
+
+/** Canonical text of a ban target (address or CIDR block); null when invalid. */
+export function canonicalTarget(text: string, keepMapped = false): string | null {
+  // As the kernel holds it (keepMapped): a mapped address in an IPv6 set stays IPv6.
+  if (keepMapped && typeof text === "string" && !text.includes("/")) {
+    return canonicalAddress(text, true);
+  }
+  return parseTarget(text)?.text ?? null;
+}

@@ -14,8 +14,17 @@ import {
   formatAddress,
   neverBanned,
   parseAddress,
+  parseCidr,
 } from "./address.ts";
 import type { Family } from "./types.ts";
+
+/** Loopback blocks: a range ban may not hold them. */
+const LOOP4: Cidr = { family: 4, bytes: new Uint8Array([127, 0, 0, 0]), prefix: 8 };
+const LOOP6: Cidr = {
+  family: 6,
+  bytes: new Uint8Array([...new Array(15).fill(0), 1]),
+  prefix: 128,
+};
 
 /** Membership tests for local and allow-listed addresses, cheap enough per packet. */
 export class AllowList {
@@ -38,11 +47,48 @@ export class AllowList {
     this.#local = s;
     this.local = [...addrs];
     this.localText = addrs.map((a) => formatAddress(a.family, a.bytes));
+    const v4 = addrs.filter((a) => a.family === 4), v6 = addrs.filter((a) => a.family === 6);
+    this.#local4 = Int32Array.from(v4, (a) => addressKey(4, a.bytes) as number);
+    this.#local6 = Int32Array.from(v6.flatMap((a) => words(a.bytes)));
+    this.version++;
   }
 
   /** Adds CIDRs to the allow list (e.g. gateways found at start). */
   addAllowed(cidrs: Cidr[]): void {
     this.#allow.push(...cidrs);
+    this.version++;
+  }
+
+  /** Changes with every setLocal/addAllowed (for caches derived from the lists). */
+  version = 0;
+  /** Local IPv4 keys, and local IPv6 addresses as four words each, for the per-packet tests. */
+  #local4 = new Int32Array(0);
+  #local6 = new Int32Array(0);
+
+  /**
+   * True for one of this host's addresses, tested on the bytes (no key
+   * string for IPv6): a linear scan of the few addresses a host has, a set
+   * past 16 of them.
+   */
+  isLocal(family: Family, b: Uint8Array): boolean {
+    if (family === 4) {
+      const l = this.#local4;
+      const k = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+      if (l.length > 16) return this.#local.has(k);
+      for (let i = 0; i < l.length; i++) if (l[i] === k) return true;
+      return false;
+    }
+    const l = this.#local6;
+    if (l.length === 0) return false;
+    if (l.length > 64) return this.#local.has(addressKey(6, b));
+    const w0 = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+    const w1 = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7];
+    const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
+    const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
+    for (let i = 0; i < l.length; i += 4) {
+      if (l[i + 3] === w3 && l[i + 2] === w2 && l[i + 1] === w1 && l[i] === w0) return true;
+    }
+    return false;
   }
 
   #guard: Cidr[] = [];
@@ -96,14 +142,47 @@ export class AllowList {
   }
 
   /**
-   * isProtected for text input (the firewall guard); unparsable text counts
-   * as protected, and so does mapped text (`::ffff:a.b.c.d`), which is
-   * checked as the IPv6 address it is.
+   * True when the block `bytes/len` holds an address that must never be
+   * banned: loopback, a local address, or an allowed block that overlaps it.
+   * A range ban must not cut off anything a single-address ban would spare.
+   */
+  coversProtected(family: Family, bytes: Uint8Array, len: number): boolean {
+    const block: Cidr = { family, bytes, prefix: len };
+    for (const c of [family === 4 ? LOOP4 : LOOP6, ...this.#allow, ...this.#guard]) {
+      if (c.family !== family) continue;
+      // Two blocks overlap when the shorter one contains the other's start.
+      if (c.prefix <= len ? cidrContains(c, family, bytes) : cidrContains(block, family, c.bytes)) {
+        return true;
+      }
+    }
+    for (const a of this.local) {
+      if (a.family === family && cidrContains(block, family, a.bytes)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * isProtected for text input (the firewall guard): an address, or a CIDR
+   * block that holds a protected address; unparsable text counts as protected,
+   * and so does mapped text (`::ffff:a.b.c.d`), checked as the IPv6 address it is.
    */
   isProtectedText(text: string): boolean {
+    if (text.includes("/")) {
+      const c = parseCidr(text);
+      return c === null || this.coversProtected(c.family, c.bytes, c.prefix);
+    }
     const a = parseAddress(text, true);
     return a === null || this.isProtected(a.family, a.bytes);
   }
+}
+
+/** An IPv6 address's bytes as four 32-bit words. */
+function words(b: Uint8Array): number[] {
+  const w: number[] = [];
+  for (let i = 0; i < 16; i += 4) {
+    w.push((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]);
+  }
+  return w;
 }
 
 /** Every address of every interface (IPv4 and IPv6, link-local included). */

@@ -5,7 +5,7 @@
  * (main prints it and exits 2).
  */
 import { parseArgs } from "node:util";
-import { type Address, type Cidr, parseAddress, parseCidr } from "./address.ts";
+import { type Address, type Cidr, parseAddress, parseCidr, parseTarget } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
 import { ConfigError } from "./config_error.ts";
@@ -86,6 +86,8 @@ export interface Config {
   slowPorts: number;
   /** …within this many seconds. */
   slowWindowSeconds: number;
+  /** IPv6 sources are also counted (and banned) per prefix of this length; 128 = per address only. */
+  ipv6Prefix: number;
   /** Count probes to ports with a listening socket (the original rule). */
   countOpenPorts: boolean;
   /** Netfilter hooks the bans apply to. */
@@ -273,15 +275,23 @@ export const OPTIONS: readonly OptionSpec[] = [
     long: "slow-ports",
     env: "SB_SLOW_PORTS",
     arg: "N",
-    def: "12",
+    def: "7",
     help: "slow scans: MORE than N distinct ports … (0 = off)",
   },
   {
     long: "slow-window",
     env: "SB_SLOW_WINDOW",
     arg: "SECONDS",
-    def: "3600",
+    def: "7200",
     help: "… from one source within this long window",
+  },
+  {
+    long: "ipv6-prefix",
+    env: "SB_IPV6_PREFIX",
+    arg: "LENGTH",
+    def: "64",
+    help:
+      "IPv6 sources are also counted and banned per prefix of this length (128 = per address only)",
   },
   {
     long: "count-open-ports",
@@ -592,8 +602,12 @@ export function parseConfig(
       command = sub;
     } else if (sub === "unban") {
       if (pos.length !== 2) throw new ConfigError(`"unban" takes one ADDRESS (IPv4 or IPv6)`);
-      const a = parseAddress(pos[1]);
-      if (!a) throw new ConfigError(`invalid address "${pos[1]}" for unban: expected IPv4 or IPv6`);
+      const a = parseTarget(pos[1]);
+      if (!a) {
+        throw new ConfigError(
+          `invalid address "${pos[1]}" for unban: expected IPv4 or IPv6, or a banned CIDR block`,
+        );
+      }
       command = "unban";
       unbanAddress = pos[1];
     } else {
@@ -832,6 +846,13 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     value("slow-window"),
     "a number of seconds greater than 0",
   );
+  const ipv6Prefix = intOption(
+    "ipv6-prefix",
+    value("ipv6-prefix"),
+    16,
+    128,
+    "a prefix length from 16 to 128 (128 = per address only)",
+  );
   let countOpenPorts = v["count-open-ports"] === true;
   const countText = countOpenPorts ? undefined : get("count-open-ports");
   if (countText !== undefined) {
@@ -879,6 +900,7 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
     detector,
     slowPorts,
     slowWindowSeconds,
+    ipv6Prefix,
     countOpenPorts,
     hooks,
     lockoutGuard,

@@ -396,7 +396,7 @@ Deno.test("prometheus rules: alerts use only metric names the program exports", 
 
 Deno.test("environment file: documents every SB_* variable the program reads, and no other", async () => {
   const text = await Deno.readTextFile(`${root}deploy/scanblocker.env`);
-  const inFile = new Set(text.match(/^#?(SB_[A-Z_]+)=/gm)?.map((l) => l.replace(/^#|=$/g, "")));
+  const inFile = new Set(text.match(/^#?(SB_[A-Z0-9_]+)=/gm)?.map((l) => l.replace(/^#|=$/g, "")));
   const read = new Set(OPTIONS.flatMap((o) => (o.env ? [o.env] : [])));
   assert.deepEqual([...inFile].sort(), [...read].sort());
 });
@@ -404,7 +404,7 @@ Deno.test("environment file: documents every SB_* variable the program reads, an
 Deno.test("environment file: every value it shows is accepted and is the default", async () => {
   const text = await Deno.readTextFile(`${root}deploy/scanblocker.env`);
   const env: Record<string, string> = {};
-  for (const m of text.matchAll(/^#?(SB_[A-Z_]+)=(.*)$/gm)) env[m[1]] = m[2];
+  for (const m of text.matchAll(/^#?(SB_[A-Z0-9_]+)=(.*)$/gm)) env[m[1]] = m[2];
   // Naming a config file makes it required; the default one does not exist here.
   assert.equal(env.SB_CONFIG, "/etc/scanblocker/scanblocker.toml");
   delete env.SB_CONFIG;

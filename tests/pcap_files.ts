@@ -16,8 +16,10 @@ export interface Frame {
 
 /** TCP SYN flag bits for the frame builders. */
 export const SYN = 0x02;
-/** SYN+ACK, which the default filter must drop. */
+/** SYN+ACK, which the default filter keeps (this host accepting a connection). */
 export const SYN_ACK = 0x12;
+/** A bare ACK (an established connection's segment), which the default filter must drop. */
+export const ACK = 0x10;
 /** SYN with ECN's ECE and CWR set, which the default filter must keep. */
 export const SYN_ECN = 0xc2;
 

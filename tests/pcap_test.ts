@@ -9,6 +9,7 @@ import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
 import { run } from "./netns.ts";
 import {
+  ACK,
   type Frame,
   pcapBytes,
   pcapngBytes,
@@ -21,13 +22,13 @@ import {
 
 const isRoot = Deno.uid() === 0;
 
-/** 400 frames: v4/v6 SYNs, ECN SYNs, and SYN-ACKs the filter must drop. */
+/** 400 frames: v4/v6 SYNs, ECN SYNs, SYN-ACKs, and bare ACKs the filter must drop. */
 function mixedFrames(): { frames: Frame[]; wanted: number } {
   const frames: Frame[] = [];
   let wanted = 0;
   for (let i = 0; i < 400; i++) {
-    const flags = i % 5 === 0 ? SYN_ACK : i % 5 === 1 ? SYN_ECN : SYN;
-    if (flags !== SYN_ACK) wanted++;
+    const flags = i % 5 === 0 ? ACK : i % 5 === 1 ? SYN_ECN : i % 5 === 2 ? SYN_ACK : SYN;
+    if (flags !== ACK) wanted++;
     const data = i % 2 ? synFrame6(i, 1000 + i, flags) : synFrame4(i, 1000 + i, flags);
     frames.push({ tsSec: 1700000000 + Math.floor(i / 100), tsUsec: i * 7, data });
   }

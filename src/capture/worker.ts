@@ -217,7 +217,9 @@ async function run(): Promise<string | null> {
     // The pipeline never reports a local or allow-listed source; checked
     // again on the bytes (parsing text here cost 30-100 µs of cold code).
     if (banned.has(scan.src)) wasBanned.add(scan.src);
-    if (fast && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)) {
+    // A prefix (range) ban goes through the main thread's firewall (interval elements).
+    const one = scan.prefix === (scan.family === 4 ? 32 : 128);
+    if (one && fast && !banned.has(scan.src) && !al.isProtected(scan.family, scan.key)) {
       ban = fast.ban(scan.family, scan.key, realtimeMs);
       if (ban?.ok) {
         banned.add(scan.src);

@@ -21,5 +21,15 @@ export const Slot = {
   LogDropped: 11,
   /** Date.now() of the capture loop's latest turn (at least once a second while it runs). */
   Heartbeat: 12,
-  Count: 13,
+  /** Sources the main rule can track at once (--max-sources). */
+  SourcesLimit: 13,
+  /** Sources the rules forgot because their tables were full. */
+  SourcesEvicted: 14,
+  /** Sources admitted into the rules' tables (their second distinct target). */
+  SourcesAdmitted: 15,
+  /** First probes pushed out of the admission sketch while younger than the window. */
+  SourcesNotAdmitted: 16,
+  /** How long a first probe is remembered now, ms (the age of the last one pushed out). */
+  AdmissionMemoryMs: 17,
+  Count: 18,
 } as const;

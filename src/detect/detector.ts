@@ -39,7 +39,14 @@ export interface DetectorOptions {
 /** What the pipeline needs of a detector: the windowed rule here, or psd scoring. */
 export interface ScanDetector {
   observe(key: number | string, target: number, tMs: number): Verdict;
+  /**
+   * Takes back one target the source was counted for: this host accepted
+   * the connection (a SYN-ACK went back), so it was no probe.
+   */
+  forgive(key: number | string, target: number): void;
   readonly size: number;
+  /** Sources that can be tracked at once. */
+  readonly capacity: number;
   readonly evicted: number;
   lastScanPorts: number[];
   lastScanFirstMs: number;
@@ -104,6 +111,11 @@ export class Detector implements ScanDetector {
   /** Sources forgotten because the cap was reached (for metrics). */
   get evicted(): number {
     return this.#table.evicted;
+  }
+
+  /** Sources that can be tracked at once. */
+  get capacity(): number {
+    return this.#table.max;
   }
 
   /**
@@ -186,6 +198,21 @@ export class Detector implements ScanDetector {
   forget(key: number | string): void {
     const slot = this.#table.find(key);
     if (slot !== undefined) this.#table.release(slot);
+  }
+
+  /** Takes back one counted target (an accepted connection); nothing once detected. */
+  forgive(key: number | string, target: number): void {
+    const slot = this.#table.find(key);
+    if (slot === undefined) return;
+    const c = this.#count[slot];
+    const base = slot * this.#n, ports = this.#ports, times = this.#times;
+    for (let i = 0; i < c; i++) {
+      if (ports[base + i] !== target) continue;
+      ports.copyWithin(base + i, base + i + 1, base + c);
+      times.copyWithin(base + i, base + i + 1, base + c);
+      this.#count[slot] = c - 1;
+      return;
+    }
   }
 
   /** Drops every source not seen within the window before `tMs`. */

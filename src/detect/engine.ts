@@ -7,6 +7,8 @@
 import { formatAddress } from "../address.ts";
 import type { AllowList } from "../allowlist.ts";
 import type { Config } from "../config.ts";
+import { adviseHugePages } from "../../ffi/libc.ts";
+import { Admission, admissionSlots } from "./admission.ts";
 import { Detector, type ScanDetector } from "./detector.ts";
 import { Slot } from "./counters.ts";
 import type { EventLog } from "../report/log.ts";
@@ -16,13 +18,20 @@ import { PSD_DEFAULTS, PsdDetector } from "./psd.ts";
 /** The settings the engine needs (a subset of Config, cloneable to a worker). */
 export type EngineSettings = Pick<
   Config,
-  "ports" | "windowSeconds" | "maxSources" | "detector" | "slowPorts" | "slowWindowSeconds"
+  | "ports"
+  | "windowSeconds"
+  | "maxSources"
+  | "detector"
+  | "slowPorts"
+  | "slowWindowSeconds"
+  | "ipv6Prefix"
 >;
 
 /** Only the engine's settings, so that the rest of a Config never crosses to the worker. */
 export function engineSettings(c: EngineSettings): EngineSettings {
-  const { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds } = c;
-  return { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds };
+  const { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds, ipv6Prefix } =
+    c;
+  return { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds, ipv6Prefix };
 }
 
 /** The pipeline and the rules behind it. */
@@ -31,6 +40,8 @@ export interface Engine {
   detector: ScanDetector;
   slow: ScanDetector | null;
   outbound: Detector;
+  /** Where first-seen sources wait (admission.ts). */
+  admission: Admission;
   /** Forgets a source in every inbound rule (its ban failed: the next probes try again). */
   forget(key: number | string): void;
 }
@@ -53,8 +64,9 @@ export function createEngine(
   const detector: ScanDetector = s.detector === "psd"
     ? new PsdDetector({ ...PSD_DEFAULTS, maxSources: s.maxSources })
     : new Detector({ ports: s.ports, windowMs: s.windowSeconds * 1000, maxSources: s.maxSources });
-  // The slow rule keeps up to 12 ports a source for an hour: a quarter of the
-  // sources bounds its memory to about that of the main rule.
+  // The slow rule keeps up to --slow-ports (7) ports a source for two hours:
+  // a quarter of the sources bounds its memory to about that of the main
+  // rule. Only admitted sources (two distinct targets) ever reach it.
   const slow = s.slowPorts > 0
     ? new Detector({
       ports: s.slowPorts,
@@ -67,18 +79,30 @@ export function createEngine(
     windowMs: s.windowSeconds * 1000,
     maxSources: Math.max(1, Math.floor(s.maxSources / 10)),
   });
+  // A first target counts as long as the longest rule remembers one.
+  const mainMs = s.detector === "psd" ? PSD_DEFAULTS.delayMs : s.windowSeconds * 1000;
+  const horizonMs = Math.max(mainMs, slow ? s.slowWindowSeconds * 1000 : 0);
+  const admission = new Admission(
+    admissionSlots(s.maxSources),
+    horizonMs,
+    mainMs,
+    adviseHugePages,
+  );
   const pipeline = new Pipeline({
     ...opts,
     detector,
     rule: s.detector,
     slow,
     outbound,
+    admission,
+    ipv6Prefix: s.ipv6Prefix ?? 64,
   });
   return {
     pipeline,
     detector,
     slow,
     outbound,
+    admission,
     forget: (key) => {
       detector.forget(key);
       slow?.forget(key);
@@ -153,6 +177,11 @@ export function publishCounters(e: Engine, log: EventLog, out: Float64Array): vo
   out[Slot.LogSuppressed] = log.suppressedTotal;
   out[Slot.TrackedSources] = e.detector.size;
   out[Slot.LastPacketMs] = pl.lastPacketMs;
+  out[Slot.SourcesLimit] = e.detector.capacity;
+  out[Slot.SourcesEvicted] = e.detector.evicted + (e.slow?.evicted ?? 0);
+  out[Slot.SourcesAdmitted] = pl.admitted;
+  out[Slot.SourcesNotAdmitted] = e.admission.notAdmitted;
+  out[Slot.AdmissionMemoryMs] = e.admission.lastOverwrittenAgeMs;
 }
 
 /**

@@ -15,6 +15,7 @@
 import { addressKey, formatAddress } from "../address.ts";
 import type { AllowList } from "../allowlist.ts";
 import { decodePacket } from "./decode.ts";
+import { type Admission, Admit } from "./admission.ts";
 import { type ScanDetector, Verdict } from "./detector.ts";
 import type { EventLog } from "../report/log.ts";
 import { DecodeStatus, type Family, newProbeEvent, TCP } from "../types.ts";
@@ -35,8 +36,10 @@ export interface ScanReport {
   ms: number;
   family: Family;
   src: string;
-  /** The source address's bytes (4 or 16). */
+  /** The source address's bytes (4 or 16); a prefix's bytes with the host part zero. */
   key: Uint8Array;
+  /** Prefix length of the source: 32 or 128 for one address, less for an IPv6 prefix (`src` is then CIDR text). */
+  prefix: number;
   dst: string;
   /** Distinct ports seen up to and including the threshold probe. */
   ports: number[];
@@ -84,6 +87,13 @@ export interface PipelineOptions {
   onRepeatScanner: (ms: number, src: string) => void;
   /** Keep per-scan summaries (offline mode). */
   summarize: boolean;
+  /**
+   * Where sources wait for their second distinct target before the rules
+   * track them (admission.ts); null = every source goes straight in.
+   */
+  admission?: Admission | null;
+  /** IPv6 sources are also counted per prefix of this length (1-127; 128 = off; default 64). */
+  ipv6Prefix?: number;
 }
 
 const TYPES: readonly ProbeType[] = ["syn", "null", "fin", "xmas"];
@@ -124,6 +134,10 @@ export class Pipeline {
   decodeErrors = 0;
   /** Scans this host made of remote hosts. */
   outboundScans = 0;
+  /** Sources admitted into the rules' tables (their second distinct target). */
+  admitted = 0;
+  /** SYNs this host accepted (it sent the SYN-ACK): taken back from the rules. */
+  acceptedSyns = 0;
   /** Packet time of the last frame, epoch ms (0 before the first). */
   lastPacketMs = 0;
   /** Scans found, by source (offline summary). */
@@ -131,7 +145,11 @@ export class Pipeline {
 
   constructor(opts: PipelineOptions) {
     this.#o = opts;
+    this.#adm = opts.admission ?? null;
+    this.#p6 = opts.ipv6Prefix ?? 64;
   }
+  readonly #adm: Admission | null;
+  readonly #p6: number;
 
   /** Whether every destination counts as this host (a reload changed --hook). */
   setEveryDestinationLocal(on: boolean): void {
@@ -159,22 +177,177 @@ export class Pipeline {
       this.lastPacketMs = ms;
       const type = probeType(ev.flags);
       if (type !== T_NONE) this.#probe(type, ev.family, ev.src, ev.sport, ev.dst, ev.dport, ms);
+      else if ((ev.flags & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK)) {
+        this.#accepted(ev.family, ev.src, ev.sport, ev.dst);
+      }
     }
+  }
+
+  /**
+   * A SYN-ACK: when this host sends it, the client's SYN to that port was
+   * accepted (a local listener, a DNAT or redirect to a local or forwarded
+   * service, a container), so it was a connection, not a probe: its target
+   * is taken back from the client, and from the client's IPv6 prefix. The
+   * SYN was counted at once when it came (a refused or unanswered SYN costs
+   * no added latency); the SYN-ACK leaves within microseconds, before the
+   * client's next SYN can arrive, so accepted connections never add up.
+   */
+  #accepted(family: Family, local: Uint8Array, port: number, client: Uint8Array): void {
+    const o = this.#o, allow = o.allow;
+    if (allow.isLocal(family, client)) return;
+    if (!o.everyDestinationLocal && !allow.isLocal(family, local)) return;
+    if (allow.isAllowed(family, client)) return;
+    this.acceptedSyns++;
+    const target = (addressHash(family, local) << 16) | port;
+    const full = family === 4 ? 32 : 128;
+    this.#forgive(family, client, full, target);
+    if (family === 6 && this.#p6 < 128) {
+      const pb = this.#prefixOf(client);
+      if (!this.#prefixProtected()) this.#forgive(6, pb, this.#p6, target);
+    }
+  }
+
+  /** Takes back `target` from a source (address or prefix) wherever it is counted. */
+  #forgive(family: Family, b: Uint8Array, len: number, target: number): void {
+    const o = this.#o, adm = this.#adm;
+    if (adm !== null) {
+      const a = family === 4
+        ? adm.forgive(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target)
+        : adm.forgive(
+          len,
+          4,
+          (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
+          (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
+          (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
+          (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
+          target,
+        );
+      if (a !== Admit.Admitted) return;
+    }
+    const key = sourceKey(family, b, len);
+    o.detector.forgive(key, target);
+    o.slow?.forgive(key, target);
   }
 
   /** The scan #verdict found, for #probe to log and report. */
   #report: ScanReport | null = null;
+  /** The rule that gave #rules its verdict, and whether it was the slow one. */
+  #det: ScanDetector | null = null;
+  #slowHit = false;
+  /** Prefix length of the source #verdict counted last (32/128: the address itself). */
+  #prefix = 32;
+  /** The masked prefix of the last #prefixOf. */
+  readonly #prefixBytes = new Uint8Array(16);
+  /** This host's and the allowed blocks' prefixes (4 words each), and the allow-list version they match. */
+  #protected6 = new Int32Array(0);
+  #protectedVersion = -1;
+
+  /**
+   * Feeds one target of a source to the rules. A source the rules do not
+   * hold yet goes through the admission sketch first :
+   * only its second distinct target brings it, with both targets, into the
+   * rules' tables, so a one-packet-per-source flood never touches them, and
+   * the source's key (a string for IPv6) is only made for admitted sources.
+   */
+  #rules(family: Family, b: Uint8Array, len: number, target: number, ms: number): Verdict {
+    const o = this.#o, adm = this.#adm;
+    const slowRule = o.slow;
+    let key: number | string;
+    if (adm !== null) {
+      const a = family === 4
+        ? adm.see(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target, ms)
+        : adm.see(
+          len,
+          4,
+          (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
+          (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
+          (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
+          (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
+          target,
+          ms,
+        );
+      if (a === Admit.First) return Verdict.Counted;
+      if (a === Admit.Repeat) return Verdict.Repeat;
+      key = sourceKey(family, b, len);
+      if (a === Admit.Promote) {
+        this.admitted++;
+        o.detector.observe(key, adm.prevTarget, adm.prevMs);
+        slowRule?.observe(key, adm.prevTarget, adm.prevMs);
+      }
+    } else key = sourceKey(family, b, len);
+    let v = o.detector.observe(key, target, ms);
+    this.#det = o.detector;
+    this.#slowHit = false;
+    if (slowRule !== null) {
+      // One report per scanner, whichever rule saw it first.
+      const sv = slowRule.observe(key, target, ms);
+      if (sv === Verdict.AlreadyDetected) v = Verdict.AlreadyDetected;
+      else if (sv === Verdict.Scan && (v === Verdict.Counted || v === Verdict.Repeat)) {
+        v = sv;
+        this.#slowHit = true;
+        this.#det = slowRule;
+      }
+    }
+    return v;
+  }
+
+  /** Masks an IPv6 address to the configured prefix, into #prefixBytes. */
+  #prefixOf(src: Uint8Array): Uint8Array {
+    const len = this.#p6, pb = this.#prefixBytes;
+    for (let i = 0; i < 16; i++) {
+      const bits = len - i * 8;
+      pb[i] = bits >= 8 ? src[i] : bits <= 0 ? 0 : src[i] & (0xff << (8 - bits));
+    }
+    return pb;
+  }
+
+  /**
+   * True when the prefix in #prefixBytes holds one of this host's addresses
+   * or an allowed block: never counted (nor banned) as a range. A few word
+   * compares per IPv6 packet; the list is rebuilt when the allow-list changes.
+   */
+  #prefixProtected(): boolean {
+    const allow = this.#o.allow;
+    if (this.#protectedVersion !== allow.version) {
+      const list: number[] = [];
+      const add = (b: Uint8Array) => {
+        const pb = this.#prefixOf(b);
+        for (let i = 0; i < 16; i += 4) {
+          list.push((pb[i] << 24) | (pb[i + 1] << 16) | (pb[i + 2] << 8) | pb[i + 3]);
+        }
+      };
+      const saved = this.#prefixBytes.slice();
+      for (const a of allow.local) if (a.family === 6) add(a.bytes);
+      for (const c of allow.allowed) if (c.family === 6 && c.prefix >= this.#p6) add(c.bytes);
+      add(new Uint8Array([...new Array(15).fill(0), 1]));
+      this.#prefixBytes.set(saved);
+      this.#protected6 = Int32Array.from(list);
+      this.#protectedVersion = allow.version;
+    }
+    const l = this.#protected6, b = this.#prefixBytes;
+    const w0 = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+    const w1 = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7];
+    const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
+    const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
+    for (let i = 0; i < l.length; i += 4) {
+      if (l[i] === w0 && l[i + 1] === w1 && l[i + 2] === w2 && l[i + 3] === w3) return true;
+    }
+    return false;
+  }
 
   /**
    * Counts the probe in the rules and, when it crosses a threshold, reports
    * the scan through onScan (the caller bans) before anything is logged.
    * Allowed sources and SYNs to open ports are never counted (Verdict.Counted).
+   * An IPv6 source is also counted as its prefix (a scanner that takes a new
+   * address of its /64 for every probe), unless the address itself is already
+   * reported; when the address is reported, its prefix forgets its ports so
+   * that its neighbours are not blamed for them.
    */
   #verdict(
     type: number,
     family: Family,
     src: Uint8Array,
-    srcKey: number | string,
     dst: Uint8Array,
     dport: number,
     ms: number,
@@ -187,24 +360,55 @@ export class Pipeline {
       return Verdict.Counted;
     }
     const target = (addressHash(family, dst) << 16) | dport;
-    let slow = false;
-    let v = o.detector.observe(srcKey, target, ms);
-    let det = o.detector;
-    if (o.slow !== null) {
-      // One report per scanner, whichever rule saw it first.
-      const sv = o.slow.observe(srcKey, target, ms);
-      if (sv === Verdict.AlreadyDetected) v = Verdict.AlreadyDetected;
-      else if (sv === Verdict.Scan && (v === Verdict.Counted || v === Verdict.Repeat)) {
-        v = sv;
-        slow = true;
-        det = o.slow;
+    const full = family === 4 ? 32 : 128;
+    let v = this.#rules(family, src, full, target, ms);
+    let prefix = full;
+    const p6 = this.#p6;
+    if (family === 6 && p6 < 128) {
+      const pb = this.#prefixOf(src);
+      if (!this.#prefixProtected()) {
+        if (v === Verdict.Counted || v === Verdict.Repeat) {
+          const pv = this.#rules(6, pb, p6, target, ms);
+          if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
+            v = pv;
+            prefix = p6;
+          }
+        } else if (v === Verdict.Scan) {
+          const key = sourceKey(6, pb, p6);
+          o.detector.forget(key);
+          o.slow?.forget(key);
+        }
       }
     }
+    this.#prefix = prefix;
     if (v !== Verdict.Scan) return v;
-    const s = formatAddress(family, src);
+    this.#report = this.#scanReport(
+      type,
+      family,
+      prefix < full ? this.#prefixBytes : src,
+      prefix,
+      dst,
+      ms,
+    );
+    o.banFirst?.(this.#report);
+    return v;
+  }
+
+  /** The report of a scan (and its offline summary). */
+  #scanReport(
+    type: number,
+    family: Family,
+    src: Uint8Array,
+    prefix: number,
+    dst: Uint8Array,
+    ms: number,
+  ): ScanReport {
+    const isRange = prefix < (family === 4 ? 32 : 128);
+    const s = isRange ? `${formatAddress(6, src)}/${prefix}` : formatAddress(family, src);
     const d = formatAddress(family, dst);
+    const det = this.#det!;
     const targets = det.lastScanPorts;
-    if (o.summarize) {
+    if (this.#o.summarize) {
       const prev = this.scans.get(s);
       if (prev) {
         for (const t of targets) prev.targets.add(t);
@@ -214,20 +418,17 @@ export class Pipeline {
         this.scans.set(s, { src: s, dst: d, targets: new Set(targets), firstMs, lastMs: ms });
       }
     }
-    const ports = targets.map((t) => t & 0xffff);
-    const report = {
+    return {
       ms,
       family,
       src: s,
       key: src.slice(0, family === 4 ? 4 : 16),
+      prefix,
       dst: d,
-      ports,
+      ports: targets.map((t) => t & 0xffff),
       scanType: TYPES[type] as ProbeType,
-      slow,
+      slow: this.#slowHit,
     };
-    this.#report = report;
-    o.banFirst?.(report);
-    return v;
   }
 
   #probe(
@@ -241,12 +442,11 @@ export class Pipeline {
   ): void {
     const o = this.#o;
     const allow = o.allow;
-    const srcKey = addressKey(family, src);
-    if (allow.isLocalKey(srcKey)) {
+    if (allow.isLocal(family, src)) {
       // This host's own connection: never counted against the peer, but many
       // ports of one remote host is a sign that this host is compromised.
-      const dstKey = o.outbound !== null ? addressKey(family, dst) : 0;
-      if (o.outbound !== null && !allow.isLocalKey(dstKey)) {
+      if (o.outbound !== null && !allow.isLocal(family, dst)) {
+        const dstKey = addressKey(family, dst);
         const target = (addressHash(family, dst) << 16) | dport;
         const v = o.outbound.observe(dstKey, target, ms);
         if (v === Verdict.Scan) {
@@ -256,27 +456,31 @@ export class Pipeline {
       }
       return;
     }
-    if (!o.everyDestinationLocal && !allow.isLocalKey(addressKey(family, dst))) return;
+    if (!o.everyDestinationLocal && !allow.isLocal(family, dst)) return;
     if (type === T_SYN) {
       if (family === 4) this.attempts4++;
       else this.attempts6++;
     } else this.stealthProbes++;
-    const v = this.#verdict(type, family, src, srcKey, dst, dport, ms);
+    const v = this.#verdict(type, family, src, dst, dport, ms);
     // The ban comes first; the lines about this probe are written after it.
     o.log.newConnection(ms, family, src, sport, dst, dport);
     if (v === Verdict.Counted || v === Verdict.Repeat) return;
+    const isRange = this.#prefix < (family === 4 ? 32 : 128);
     if (v === Verdict.Scan) {
       const report = this.#report!;
       this.#report = null;
       o.log.scanDetected(ms, family, src, dst, {
         scanType: report.scanType,
         rule: report.slow ? "slow" : o.rule,
+        ...(isRange ? { source: report.src } : {}),
       });
       o.onScan(report);
       return;
     }
     // Verdict.AlreadyDetected
-    const s = formatAddress(family, src);
+    const s = isRange
+      ? `${formatAddress(6, this.#prefixBytes)}/${this.#prefix}`
+      : formatAddress(family, src);
     if (o.summarize) {
       const sum = this.scans.get(s);
       if (sum) {
@@ -286,4 +490,24 @@ export class Pipeline {
     }
     o.onRepeatScanner(ms, s);
   }
+}
+
+/**
+ * The rules' key of a source: addressKey for one address; for an IPv6
+ * prefix, its eight 16-bit groups and its length as a ninth code unit, so it
+ * never equals an address key (eight units).
+ */
+function sourceKey(family: Family, b: Uint8Array, len: number): number | string {
+  if (family === 4 || len === 128) return addressKey(family, b);
+  return String.fromCharCode(
+    (b[0] << 8) | b[1],
+    (b[2] << 8) | b[3],
+    (b[4] << 8) | b[5],
+    (b[6] << 8) | b[7],
+    (b[8] << 8) | b[9],
+    (b[10] << 8) | b[11],
+    (b[12] << 8) | b[13],
+    (b[14] << 8) | b[15],
+    len,
+  );
 }

@@ -115,6 +115,11 @@ export class PsdDetector implements ScanDetector {
     return this.#table.evicted;
   }
 
+  /** Sources that can be tracked at once. */
+  get capacity(): number {
+    return this.#table.max;
+  }
+
   /**
    * Records that `key` (see addressKey) tried `port` at packet time `tMs` and
    * says whether that makes it a scanner. A port whose weight is 0 is ignored
@@ -179,6 +184,21 @@ export class PsdDetector implements ScanDetector {
   forget(key: number | string): void {
     const slot = this.#table.find(key);
     if (slot !== undefined) this.#table.release(slot);
+  }
+
+  /** Takes back one counted port and its weight (an accepted connection); nothing once detected. */
+  forgive(key: number | string, port: number): void {
+    const slot = this.#table.find(key);
+    if (slot === undefined || this.#weight[slot] < 0) return;
+    const b = slot * this.#m, ports = this.#ports, c = this.#count[slot];
+    for (let i = 0; i < c; i++) {
+      if (ports[b + i] !== port) continue;
+      ports.copyWithin(b + i, b + i + 1, b + c);
+      this.#count[slot] = c - 1;
+      const w = (port & 0xffff) < 1024 ? this.#low : this.#high;
+      this.#weight[slot] = Math.max(0, this.#weight[slot] - w);
+      return;
+    }
   }
 
   /** Drops every source not seen within `delayMs` before `tMs` (their score is void anyway). */

@@ -47,6 +47,11 @@ export class SourceTable {
     this.#onGrow = onGrow;
   }
 
+  /** The cap on tracked sources. */
+  get max(): number {
+    return this.#max;
+  }
+
   /** Number of sources tracked now. */
   get size(): number {
     return this.#size4 + this.#slotOf6.size;

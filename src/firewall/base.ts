@@ -4,7 +4,7 @@
  * answers "already", the ban cap, and batching of the requests made in one
  * tick into one write to the backend.
  */
-import { formatAddress, neverBanned, parseAddress } from "../address.ts";
+import { neverBanned, parseAddress, parseTarget } from "../address.ts";
 import type { Ban, BanResult, FastBan, Firewall, FirewallKind, KernelState } from "../types.ts";
 import { errorText } from "./runner.ts";
 import { banExpiry } from "./fastpath.ts";
@@ -142,15 +142,18 @@ export abstract class BaseFirewall implements Firewall {
    * to apply.
    */
   #prepare(address: string, ttlSeconds: number): BanResult | Promise<BanResult> | Ban {
-    const parsed = typeof address === "string" ? parseAddress(address) : null;
+    // One address, or a CIDR block (an IPv6 prefix that scanned as one source).
+    const parsed = parseTarget(address);
     if (!parsed) {
       this.report(`${this.kind}: refusing to ban ${JSON.stringify(address)}: not an IP address`);
       return "failed";
     }
-    const canonical = formatAddress(parsed.family, parsed.bytes);
+    const canonical = parsed.text;
     // Whatever the caller's guard says: loopback, multicast, IPv4-mapped … never.
-    const raw = parseAddress(address, true)!;
-    if (neverBanned(raw.family, raw.bytes) !== null) return "refused";
+    if (parsed.prefix === (parsed.family === 4 ? 32 : 128)) {
+      const raw = parseAddress(address, true);
+      if (raw && neverBanned(raw.family, raw.bytes) !== null) return "refused";
+    }
     let protectedAddr = true;
     try {
       protectedAddr = this.opts.isProtected(canonical) || this.opts.isProtected(address);
@@ -212,9 +215,9 @@ export abstract class BaseFirewall implements Firewall {
   }
 
   adopt(address: string, ttlSeconds: number, expiresAt?: number | null): void {
-    const parsed = parseAddress(address);
+    const parsed = parseTarget(address);
     if (!parsed) return;
-    const canonical = formatAddress(parsed.family, parsed.bytes);
+    const canonical = parsed.text;
     const ban: Ban = {
       address: canonical,
       family: parsed.family,
@@ -331,12 +334,12 @@ export abstract class BaseFirewall implements Firewall {
 
   async unban(address: string): Promise<boolean> {
     try {
-      const parsed = typeof address === "string" ? parseAddress(address) : null;
+      const parsed = parseTarget(address);
       if (!parsed) {
         this.report(`${this.kind}: cannot unban ${JSON.stringify(address)}: not an IP address`);
         return false;
       }
-      const canonical = formatAddress(parsed.family, parsed.bytes);
+      const canonical = parsed.text;
       const pending = this.#pending.get(canonical);
       if (pending) await pending;
       const ban = this.bans.get(canonical);

@@ -22,7 +22,7 @@
  * a commandPrefix, or any mismatch, bans go through iptables-restore.
  */
 import type { Ban, Family, FastBan, KernelState } from "../types.ts";
-import { canonicalAddress, parseAddress } from "../address.ts";
+import { canonicalTarget, parseAddress } from "../address.ts";
 import {
   NFPROTO_IPV4,
   NFPROTO_IPV6,
@@ -75,7 +75,8 @@ export function expiryComment(expiresAt: number | null): string {
 
 /** The rule spec (after `-A`/`-D SCANBLOCKER`) of one ban. */
 export function banRuleSpec(ban: Ban): string {
-  const host = ban.family === 4 ? "/32" : "/128";
+  // A block (CIDR text) is already masked; one address gets its host length.
+  const host = ban.address.includes("/") ? "" : ban.family === 4 ? "/32" : "/128";
   return `-s ${ban.address}${host} -m comment --comment "${expiryComment(ban.expiresAt)}" -j DROP`;
 }
 
@@ -108,7 +109,7 @@ export function parseIptablesRules(
       const m = RULE_RE.exec(line);
       if (!m) continue;
       // As the kernel holds it: a mapped address in ip6tables stays IPv6.
-      const address = canonicalAddress(m[1], true);
+      const address = canonicalTarget(m[1], true);
       if (!address) continue;
       bans.push({ address, family, expiresAt: m[2] === "never" ? null : Number(m[2]) * 1000 });
     }
@@ -426,7 +427,9 @@ export class IptablesFirewall extends BaseFirewall {
 
   protected override canApplyNow(ban: Ban): boolean {
     const text = expiryDigits(ban.expiresAt);
-    return this.#fast[ban.family] !== null && this.#ready[ban.family] !== null &&
+    // The netlink template matches one address; a block goes through iptables-restore.
+    return !ban.address.includes("/") && this.#fast[ban.family] !== null &&
+      this.#ready[ban.family] !== null &&
       this.bans.size < NETLINK_MAX_RULES &&
       (text === null || text.length === String(TEMPLATE_EXPIRY).length);
   }

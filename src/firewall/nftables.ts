@@ -15,8 +15,8 @@
  * the kernel's confirmation, about 0.06 ms per ban whether the sets are empty
  * or hold 50,000 elements. The `nft -i` runner stays as the fallback.
  */
-import type { Ban, FastBan, KernelState } from "../types.ts";
-import { canonicalAddress } from "../address.ts";
+import type { Ban, Family, FastBan, KernelState } from "../types.ts";
+import { canonicalTarget } from "../address.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import {
   type CommandResult,
@@ -53,6 +53,8 @@ export function nftSetup(
   let text = `add table ${NFT_TABLE}
 add set ${NFT_TABLE} banned4 { type ipv4_addr; flags timeout; }
 add set ${NFT_TABLE} banned6 { type ipv6_addr; flags timeout; }
+add set ${NFT_TABLE} nets4 { type ipv4_addr; flags interval, timeout; }
+add set ${NFT_TABLE} nets6 { type ipv6_addr; flags interval, timeout; }
 add set ${NFT_TABLE} marks { type mark; flags timeout; }
 `;
   for (const hook of managed) {
@@ -63,6 +65,8 @@ flush chain ${NFT_TABLE} ${hook}
     text += hooks.includes(hook)
       ? `add rule ${NFT_TABLE} ${hook} ip saddr @banned4 drop
 add rule ${NFT_TABLE} ${hook} ip6 saddr @banned6 drop
+add rule ${NFT_TABLE} ${hook} ip saddr @nets4 drop
+add rule ${NFT_TABLE} ${hook} ip6 saddr @nets6 drop
 `
       : `delete chain ${NFT_TABLE} ${hook}
 `;
@@ -73,6 +77,20 @@ add rule ${NFT_TABLE} ${hook} ip6 saddr @banned6 drop
 interface NftElemObject {
   elem?: { val?: unknown; timeout?: unknown; expires?: unknown };
 }
+
+/** An element's value as a ban target: an address string, or `{prefix: {addr, len}}` in the range sets. */
+function elemTarget(val: unknown): string | null {
+  // As the kernel holds it: a mapped address in banned6 stays IPv6.
+  if (typeof val === "string") return canonicalTarget(val, true);
+  const p = (val as { prefix?: { addr?: unknown; len?: unknown } } | null)?.prefix;
+  if (p && typeof p.addr === "string" && typeof p.len === "number") {
+    return canonicalTarget(`${p.addr}/${p.len}`);
+  }
+  return null;
+}
+
+/** The sets holding bans: one address each (banned4/6), or blocks (nets4/6, interval sets). */
+const BAN_SETS: Record<string, Family> = { banned4: 4, banned6: 6, nets4: 4, nets6: 6 };
 
 /** Reads `nft -j list table` output into bans; skips what it does not understand. */
 export function parseNftBans(json: string, now = Date.now()): Ban[] {
@@ -87,18 +105,17 @@ export function parseNftBans(json: string, now = Date.now()): Ban[] {
   if (!Array.isArray(items)) return out;
   for (const item of items) {
     const set = (item as { set?: { name?: unknown; elem?: unknown } }).set;
-    if (!set || (set.name !== "banned4" && set.name !== "banned6")) continue;
-    const family = set.name === "banned4" ? 4 : 6;
+    const family = set && typeof set.name === "string" ? BAN_SETS[set.name] : undefined;
+    if (!set || family === undefined) continue;
     if (!Array.isArray(set.elem)) continue;
     for (const e of set.elem) {
-      if (typeof e === "string") {
-        const address = canonicalAddress(e, true);
-        if (address) out.push({ address, family, expiresAt: null });
+      const bare = elemTarget(e);
+      if (bare) {
+        out.push({ address: bare, family, expiresAt: null });
         continue;
       }
       const el = (e as NftElemObject).elem;
-      // As the kernel holds it: a mapped address in banned6 stays IPv6.
-      const address = el && typeof el.val === "string" ? canonicalAddress(el.val, true) : null;
+      const address = el ? elemTarget(el.val) : null;
       if (!el || !address) continue;
       const expires = typeof el.expires === "number" ? el.expires : null;
       const timeout = typeof el.timeout === "number" ? el.timeout : null;
@@ -437,8 +454,9 @@ export class NftablesFirewall extends BaseFirewall {
     return result;
   }
 
-  protected override canApplyNow(_ban: Ban): boolean {
-    return this.#ready !== null && this.#useNetlink() !== null;
+  protected override canApplyNow(ban: Ban): boolean {
+    // A block (CIDR) goes into an interval set through the command language.
+    return !ban.address.includes("/") && this.#ready !== null && this.#useNetlink() !== null;
   }
 
   protected override applyNow(ban: Ban): boolean {
@@ -470,7 +488,9 @@ export class NftablesFirewall extends BaseFirewall {
   /** Runs ops as one transaction; returns the ops left unresolved when `keep` is set. */
   async #run(ops: Op[], add: boolean, keep = false): Promise<Op[]> {
     const nl = this.#useNetlink();
-    const err = nl ? this.#runNetlink(nl, ops, add) : await this.#runText(ops, add);
+    // Blocks need interval elements (a start and an end key): nft computes them.
+    const ranges = ops.some((o) => o.ban.address.includes("/"));
+    const err = nl && !ranges ? this.#runNetlink(nl, ops, add) : await this.#runText(ops, add);
     if (err === null) {
       for (const op of ops) op.done(true);
       return [];
@@ -504,19 +524,21 @@ export class NftablesFirewall extends BaseFirewall {
 
   /** The same through nft's command language (libnftables or `nft -i`). */
   #runText(ops: Op[], add: boolean): Promise<string | null> {
-    const v4: string[] = [], v6: string[] = [];
+    const sets: Record<string, string[]> = { banned4: [], banned6: [], nets4: [], nets6: [] };
     const now = Date.now();
     for (const { ban } of ops) {
       let item = ban.address;
       if (add && ban.expiresAt !== null) {
         item += ` timeout ${Math.max(1, Math.round((ban.expiresAt - now) / 1000))}s`;
       }
-      (ban.family === 4 ? v4 : v6).push(item);
+      const kind = ban.address.includes("/") ? "nets" : "banned";
+      sets[`${kind}${ban.family}`].push(item);
     }
     const verb = add ? "add" : "delete";
     let body = "";
-    if (v4.length) body += `${verb} element ${NFT_TABLE} banned4 { ${v4.join(", ")} }; `;
-    if (v6.length) body += `${verb} element ${NFT_TABLE} banned6 { ${v6.join(", ")} }; `;
+    for (const [set, items] of Object.entries(sets)) {
+      if (items.length) body += `${verb} element ${NFT_TABLE} ${set} { ${items.join(", ")} }; `;
+    }
     return this.#transact(body);
   }
 

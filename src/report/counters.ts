@@ -36,8 +36,13 @@ export function counterSync(metrics: Metrics, read: () => Float64Array): () => v
     add(Slot.OpenPortProbes, (by) => metrics.openPortSyns.inc(by));
     add(Slot.OutboundScans, (by) => metrics.outboundScans.inc(by));
     add(Slot.LogSuppressed, (by) => metrics.logSuppressed.inc(by));
+    add(Slot.SourcesEvicted, (by) => metrics.sourcesEvicted.inc(by));
+    add(Slot.SourcesAdmitted, (by) => metrics.sourcesAdmitted.inc(by));
+    add(Slot.SourcesNotAdmitted, (by) => metrics.sourcesNotAdmitted.inc(by));
     const c = read();
     metrics.trackedSources.set(c[Slot.TrackedSources]);
+    metrics.trackedSourcesLimit.set(c[Slot.SourcesLimit]);
+    metrics.admissionMemory.set(c[Slot.AdmissionMemoryMs] / 1000);
     metrics.pcapDropped.set(c[Slot.PcapDropped]);
   };
 }

@@ -231,9 +231,16 @@ export class EventLog {
     family: Family,
     src: Uint8Array,
     dst: Uint8Array,
-    extra: { ports?: number[]; scanType?: string; outbound?: boolean; rule?: string } = {},
+    extra: {
+      ports?: number[];
+      scanType?: string;
+      outbound?: boolean;
+      rule?: string;
+      /** The source as text when it is an IPv6 prefix (CIDR), not one address. */
+      source?: string;
+    } = {},
   ): void {
-    const s = formatAddress(family, src), d = formatAddress(family, dst);
+    const s = extra.source ?? formatAddress(family, src), d = formatAddress(family, dst);
     if (this.#format === "json") {
       this.#json(
         ms,

@@ -44,6 +44,16 @@ export interface Metrics {
   activeBans: Gauge;
   /** scanblocker_tracked_sources */
   trackedSources: Gauge;
+  /** scanblocker_tracked_sources_limit: how many the main rule can track (--max-sources) */
+  trackedSourcesLimit: Gauge;
+  /** scanblocker_sources_evicted_total: tracked sources forgotten because the tables were full */
+  sourcesEvicted: Counter;
+  /** scanblocker_sources_admitted_total: sources that tried a second distinct port and are tracked */
+  sourcesAdmitted: Counter;
+  /** scanblocker_sources_not_admitted_total: first probes forgotten within the window (a flood absorbed) */
+  sourcesNotAdmitted: Counter;
+  /** scanblocker_admission_memory_seconds: how long a one-probe source is remembered now */
+  admissionMemory: Gauge;
   /** scanblocker_firewall_errors_total */
   firewallErrors: Counter;
   /** Chains, sets or hooks removed from outside and put back. */
@@ -155,6 +165,34 @@ export function createMetrics(version: string): Metrics {
     trackedSources: new Gauge({
       name: "scanblocker_tracked_sources",
       help: "Source addresses currently tracked by the detector.",
+      registers,
+    }),
+    trackedSourcesLimit: new Gauge({
+      name: "scanblocker_tracked_sources_limit",
+      help:
+        "Sources the detector can track at once (--max-sources); tracked / limit is how full it is.",
+      registers,
+    }),
+    sourcesEvicted: new Counter({
+      name: "scanblocker_sources_evicted_total",
+      help: "Tracked sources forgotten because the detector's tables were full.",
+      registers,
+    }),
+    sourcesAdmitted: new Counter({
+      name: "scanblocker_sources_admitted_total",
+      help: "Sources admitted to tracking: they tried a second distinct port.",
+      registers,
+    }),
+    sourcesNotAdmitted: new Counter({
+      name: "scanblocker_sources_not_admitted_total",
+      help:
+        "One-probe sources forgotten by the admission sketch within the window (a spoofed flood being absorbed).",
+      registers,
+    }),
+    admissionMemory: new Gauge({
+      name: "scanblocker_admission_memory_seconds",
+      help:
+        "How long the first probe of a new source is remembered now (age of the last one pushed out).",
       registers,
     }),
     firewallErrors: new Counter({
