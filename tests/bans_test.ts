@@ -22,6 +22,7 @@ function scan(src: string): ScanReport {
     ports: [1, 2, 3, 4],
     scanType: "SYN" as ScanReport["scanType"],
     slow: false,
+    prefix: 32,
   };
 }
 

@@ -231,10 +231,20 @@ Deno.test({
         1,
       );
 
-      // 4. Range decisions: today's firewall backends ban single addresses;
-      // B says so once and counts them as failed instead of banning a wrong address.
+      // 4. A Range decision is a real CIDR match in B's kernel (an nftables
+      // interval set): 203.0.113.9 is dropped, 203.0.114.1 is not.
       await lapi.cscliOk(["decisions", "add", "--range", "203.0.113.0/24", "--duration", "1h"]);
-      await B.waitFor(/range decisions \(first: 203\.0\.113\.0\/24\) are not applied/);
+      const inSet = async (addr: string) =>
+        (await star.exec(b.ns, [
+          "nft",
+          `get element inet scanblocker nets4 { ${addr} }`,
+        ])).code === 0;
+      const until = Date.now() + 10_000;
+      while (!(await inSet("203.0.113.9")) && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(await inSet("203.0.113.9"), "203.0.113.9 falls in the banned range on B");
+      assert.ok(!(await inSet("203.0.114.1")), "203.0.114.1 is outside it");
 
       // 5. LAPI down while A bans two more scanners; back up → both reach B.
       const s2 = star.gw4.replace(/\.254$/, ".2"), s3 = star.gw4.replace(/\.254$/, ".3");

@@ -98,6 +98,7 @@ Deno.test("Bans: a firewall failing every ban writes a few lines and a count, no
     ports: [1, 2, 3, 4],
     scanType: "syn",
     slow: false,
+    prefix: 32,
   });
   for (let i = 1; i <= 200; i++) bans.onScan(scan(i));
   await bans.settled();

@@ -32,7 +32,7 @@ export function joinFleet(
       isProtectedAddress: (t) => o.allow.isProtectedText(t),
       local: () => o.allow.local,
       allowed: () => o.allow.allowed,
-      ranges: false, // the backends ban single addresses today
+      ranges: true, // the backends ban CIDR blocks (nftables interval sets, iptables -s NET)
       changed: () => {}, // the owner tells the capture thread itself
       warn: o.warn,
     },
