@@ -937,10 +937,25 @@ function fleetConfig(
     "lapi-client-key",
   ];
   if (urlText === "off") {
-    // A flag without --lapi-url is a mistake; variables may sit in an env file unused.
+    // A flag without --lapi-url is a mistake; variables may sit in an env file
+    // unused, but a bad one is still an error (a typo must not wait for the day
+    // the fleet is switched on).
     const given = others.find(flagGiven);
     if (given) {
       throw new ConfigError(`--${given} needs --lapi-url (the CrowdSec Local API to join)`);
+    }
+    for (const long of others) {
+      const text = get(long);
+      if (text === undefined) continue;
+      if (long.endsWith("-file") || long === "lapi-ca" || long.startsWith("lapi-client-")) {
+        let isFile = false;
+        try {
+          isFile = Deno.statSync(text).isFile;
+        } catch { /* reported below */ }
+        if (!isFile) throw new BadValue(long, text, "no such file (it applies with --lapi-url)");
+      } else if (long === "lapi-machine") machineName(text);
+      else if (long === "lapi-poll") pollSeconds(text);
+      else if (long === "lapi-origins") originList(text);
     }
     return null;
   }
@@ -986,29 +1001,9 @@ function fleetConfig(
   if ((clientCertPem === null) !== (clientKeyPem === null)) {
     throw new ConfigError("--lapi-client-cert and --lapi-client-key go together: give both");
   }
-  const pollSeconds = numberOption(
-    "lapi-poll",
-    value("lapi-poll"),
-    "a number of seconds from 0.05 to 3600",
-  );
-  if (pollSeconds < 0.05 || pollSeconds > 3600) {
-    throw new ConfigError(
-      `invalid --lapi-poll "${value("lapi-poll")}": expected a number of seconds from 0.05 to 3600`,
-    );
-  }
-  const machine = get("lapi-machine")?.trim() ?? hostName();
-  if (!/^[A-Za-z0-9._@-]{1,200}$/.test(machine)) {
-    throw new ConfigError(
-      `invalid --lapi-machine "${machine}": expected letters, digits, ".", "_", "-" or "@"`,
-    );
-  }
-  const originsText = value("lapi-origins").trim();
-  const origins = originsText === "all"
-    ? null
-    : originsText.split(",").map((o) => o.trim()).filter(Boolean);
-  if (origins !== null && origins.length === 0) {
-    throw new ConfigError(`invalid --lapi-origins "${originsText}": expected all or a comma list`);
-  }
+  const poll = pollSeconds(value("lapi-poll"));
+  const machine = machineName(get("lapi-machine") ?? hostName());
+  const origins = originList(value("lapi-origins"));
   return {
     url: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`,
     caPem: file("lapi-ca"),
@@ -1017,9 +1012,41 @@ function fleetConfig(
     machine,
     password,
     apiKey,
-    pollMs: pollSeconds * 1000,
+    pollMs: poll * 1000,
     origins,
   };
+}
+
+/** --lapi-poll: seconds from 0.05 to 3600. */
+function pollSeconds(text: string): number {
+  const form = "a number of seconds from 0.05 to 3600";
+  const n = numberOption("lapi-poll", text, form);
+  if (n < 0.05 || n > 3600) throw new BadValue("lapi-poll", text, `expected ${form}`);
+  return n;
+}
+
+/** --lapi-machine: a name cscli accepts (a letter or digit first). */
+function machineName(text: string): string {
+  const t = text.trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$/.test(t)) {
+    throw new BadValue(
+      "lapi-machine",
+      text,
+      `expected a letter or digit, then letters, digits, ".", "_", "-" or "@"`,
+    );
+  }
+  return t;
+}
+
+/** --lapi-origins: all, or a comma list of origin names; null = all. */
+function originList(text: string): string[] | null {
+  const t = text.trim();
+  if (t === "all") return null;
+  const list = t.split(",").map((o) => o.trim()).filter(Boolean);
+  if (list.length === 0 || !list.every((o) => /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/.test(o))) {
+    throw new BadValue("lapi-origins", text, "expected all or a comma list of origins");
+  }
+  return list;
 }
 
 /** This host's name, for the default machine name. */

@@ -55,6 +55,10 @@ const VALID: Record<string, string[]> = {
   "slow-ports": ["0"],
   realtime: ["0"],
   "count-open-ports": ["0"],
+  // Names of a machine or of origins may be digits or words.
+  "lapi-poll": ["1.5"],
+  "lapi-machine": ["0", "99999999999999999999", "1e309", "0x10", "1.5", "abc", "foo"],
+  "lapi-origins": ["0", "99999999999999999999", "1e309", "0x10", "1.5", "abc", "foo", "1,2"],
 };
 /**
  * Well-formed interface names: refused only when the interface is looked

@@ -74,10 +74,14 @@ Deno.test("fleet: secrets from files; flags and variables; defaults", () => {
       /needs --lapi-password-file .* and\/or --lapi-key-file/,
     );
     assert.match(bad(["--lapi-key-file", `${dir}/key`]), /--lapi-key-file needs --lapi-url/);
-    // Variables may wait in an env file while the fleet is off.
+    // Variables may wait in an env file while the fleet is off, but a bad one is an error.
     assert.equal(
-      parseConfig([], { SB_LAPI_POLL: "5", SB_LAPI_KEY_FILE: `${dir}/nope` }).fleet,
+      parseConfig([], { SB_LAPI_POLL: "5", SB_LAPI_KEY_FILE: `${dir}/key` }).fleet,
       null,
+    );
+    assert.match(
+      bad([], { SB_LAPI_KEY_FILE: `${dir}/nope` }),
+      /invalid SB_LAPI_KEY_FILE ".*nope": no such file/,
     );
     assert.match(
       bad(["--lapi-url", "http://x", "--lapi-password-file", `${dir}/nope`]),

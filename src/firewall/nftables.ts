@@ -90,6 +90,7 @@ function elemTarget(val: unknown): string | null {
 }
 
 /** The sets holding bans: one address each (banned4/6), or blocks (nets4/6, interval sets). */
+const BAN_SET_NAMES = ["banned4", "banned6", "nets4", "nets6"];
 const BAN_SETS: Record<string, Family> = { banned4: 4, banned6: 6, nets4: 4, nets6: 6 };
 
 /** Reads `nft -j list table` output into bans; skips what it does not understand. */
@@ -162,14 +163,14 @@ export function nftMissing(json: string, hooks: readonly FirewallHook[]): string
     if (o.set && typeof o.set.name === "string") sets.add(o.set.name);
   }
   const missing: string[] = [];
-  if (!sets.has("banned4") || !sets.has("banned6")) missing.push("sets");
+  if (!BAN_SET_NAMES.every((n) => sets.has(n))) missing.push("sets");
   for (const hook of hooks) {
     const c = chains.get(hook);
     const r = rules.get(hook) ?? [];
     const dropping = (set: string) =>
       r.some((t) => t.includes(`"@${set}"`) && t.includes('"drop"'));
     if (!c || c.hook !== hook || c.prio !== -10) missing.push(`${hook} chain`);
-    else if (r.length !== 2 || !dropping("banned4") || !dropping("banned6")) {
+    else if (r.length !== BAN_SET_NAMES.length || !BAN_SET_NAMES.every(dropping)) {
       missing.push(`${hook} rules`);
     }
   }
