@@ -699,7 +699,11 @@ function envFileOf(text: string | undefined): string | null {
   return text;
 }
 
-/** Checks every value (the strongest layer's) and builds the Config. */
+/**
+ * Checks every value (the strongest layer's) and builds the Config. Long on
+ * purpose: one straight run of per-option checks in option-table order, each a
+ * few lines, reads better than the same checks spread over helpers.
+ */
 function validate(command: Command, unbanAddress: string | null, l: Layers): Config {
   const v = l.flags, env = l.env;
   // The value of a single-valued option; lists come comma-separated from a variable.

@@ -204,7 +204,13 @@ const FLOOD_WINDOW_MS = 100;
 /** Messages are let in at least this often, whatever the mailbox says. */
 const MESSAGES_MS = 200;
 
-/** The capture loop; resolves with the capture's error, or null after "stop". */
+/**
+ * The capture loop; resolves with the capture's error, or null after "stop".
+ * Long on purpose: the per-packet path and the ban it makes stay in one
+ * function, as closures over its locals, so the hot loop reaches nothing
+ * through module state; a split would have to be measured against the
+ * ban-latency bench first (not done).
+ */
 async function run(): Promise<string | null> {
   const p = pcap!, m = openReq!, al = allow!;
   const counters = new Float64Array(m.counters);
