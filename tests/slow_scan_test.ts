@@ -72,9 +72,3 @@ Deno.test("slow scan: 8 closed ports at -T0 pace (one every 5 min) are caught by
     Deno.removeSync(dir, { recursive: true });
   }
 });
-
-Deno.test("slow rule: never below --ports (raising --ports to 30 is not undone by the slow rule at 8)", async () => {
-  const { slowThreshold } = await import("../src/detect/engine.ts");
-  assert.equal(slowThreshold({ ports: 3, slowPorts: 7 }), 7);
-  assert.equal(slowThreshold({ ports: 30, slowPorts: 7 }), 30);
-});

@@ -34,16 +34,6 @@ export function engineSettings(c: EngineSettings): EngineSettings {
   return { ports, windowSeconds, maxSources, detector, slowPorts, slowWindowSeconds, ipv6Prefix };
 }
 
-/**
- * The slow rule's threshold: --slow-ports, but never below the main rule's
- * --ports. The slow rule catches what is too slow for the main window; an
- * operator who raises --ports (say to 30) must not see every fast scan of 8
- * ports caught by the slow rule instead.
- */
-export function slowThreshold(s: Pick<EngineSettings, "ports" | "slowPorts">): number {
-  return Math.max(s.slowPorts, s.ports);
-}
-
 /** The pipeline and the rules behind it. */
 export interface Engine {
   pipeline: Pipeline;
@@ -79,7 +69,7 @@ export function createEngine(
   // rule. Only admitted sources (two distinct targets) ever reach it.
   const slow = s.slowPorts > 0
     ? new Detector({
-      ports: slowThreshold(s),
+      ports: s.slowPorts,
       windowMs: s.slowWindowSeconds * 1000,
       maxSources: Math.max(1, Math.floor(s.maxSources / 4)),
     })
@@ -208,7 +198,7 @@ export function reconfigureEngine(e: Engine, from: EngineSettings, to: EngineSet
   if (e.detector instanceof Detector) e.detector.reconfigure(to.ports, windowMs);
   e.outbound.reconfigure(to.ports, windowMs);
   if (e.slow instanceof Detector && to.slowPorts > 0) {
-    e.slow.reconfigure(slowThreshold(to), to.slowWindowSeconds * 1000);
+    e.slow.reconfigure(to.slowPorts, to.slowWindowSeconds * 1000);
   }
   return restart;
 }
