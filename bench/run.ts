@@ -9,7 +9,7 @@ export const BENCHES: readonly { file: string; what: string }[] = [
   { file: "bench/detector_bench.ts", what: "detector throughput and memory (issue 3)" },
   {
     file: "bench/capture_bench.ts",
-    what: "capture: offline ratio to tcpdump, live drops, wake-up latency (issue 9)",
+    what: "capture: offline ratio to tcpdump, live drops (issue 9)",
   },
   {
     file: "bench/firewall_bench.ts",
