@@ -495,14 +495,9 @@ export function readEnvFile(path: string): Record<string, string> {
   try {
     text = Deno.readTextFileSync(path);
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound
-      ? "no such file"
-      : e instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : e instanceof Error
-      ? e.message
-      : String(e);
-    throw new ConfigError(`cannot read the environment file "${path}" (--env-file): ${why}`);
+    throw new ConfigError(
+      `cannot read the environment file "${path}" (--env-file): ${readError(e)}`,
+    );
   }
   const out: Record<string, string> = {};
   const lines = text.split("\n");
@@ -981,14 +976,7 @@ function fleetConfig(
     try {
       text = Deno.readTextFileSync(path);
     } catch (e) {
-      const why = e instanceof Deno.errors.NotFound
-        ? "no such file"
-        : e instanceof Deno.errors.PermissionDenied
-        ? "permission denied"
-        : e instanceof Error
-        ? e.message
-        : String(e);
-      throw new ConfigError(`invalid --${long} "${path}": ${why}`);
+      throw new ConfigError(`invalid --${long} "${path}": ${readError(e)}`);
     }
     if (text.trim() === "") throw new ConfigError(`invalid --${long} "${path}": the file is empty`);
     return text;
@@ -1051,6 +1039,17 @@ function originList(text: string): string[] | null {
     throw new BadValue("lapi-origins", text, "expected all or a comma list of origins");
   }
   return list;
+}
+
+/** Why a file could not be read, in a few words. */
+function readError(e: unknown): string {
+  return e instanceof Deno.errors.NotFound
+    ? "no such file"
+    : e instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : e instanceof Error
+    ? e.message
+    : String(e);
 }
 
 /** This host's name, for the default machine name. */
