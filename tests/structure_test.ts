@@ -81,3 +81,13 @@ Deno.test("structure: the cycle finder finds a cycle (the check can fail)", () =
   const g = new Map([["a", ["b"]], ["b", ["c"]], ["c", ["a"]], ["d", ["a"]]]);
   assert.deepEqual(cycles(g), [["a", "b", "c", "a"]]);
 });
+
+Deno.test("structure: main.ts is settings, the command and exit codes (under 200 lines)", async () => {
+  const text = await Deno.readTextFile(new URL("main.ts", root));
+  const lines = text.split("\n").length;
+  assert.ok(lines < 200, `main.ts has ${lines} lines: the daemon's wiring belongs in src/run/`);
+  // The run's wiring lives in src/run/, reached through one import.
+  assert.deepEqual((graph.get("main.ts") ?? []).filter((m) => m.startsWith("src/run/")), [
+    "src/run/daemon.ts",
+  ]);
+});
