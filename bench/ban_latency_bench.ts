@@ -28,7 +28,11 @@ function quantile(xs: number[], q: number): number {
 }
 
 /** Distinct ports of `target` that answered `scanner` (SYN-ACK or RST) during one nmap run. */
-async function portsAnswered(lab: Lab, scanner: string, nmapExtra: string[]): Promise<number> {
+export async function portsAnswered(
+  lab: Lab,
+  scanner: string,
+  nmapExtra: string[],
+): Promise<number> {
   const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
   const dump = new Deno.Command("ip", {
     args: [
@@ -106,7 +110,7 @@ const KERNEL_REFERENCE = `table inet sbref {
 `;
 
 /** Fresh scanner addresses on the scanner's side of the veth. */
-async function scannerAddresses(lab: Lab, n: number): Promise<string[]> {
+export async function scannerAddresses(lab: Lab, n: number): Promise<string[]> {
   const base = lab.scanner4.split(".").slice(0, 3).join(".");
   const addrs = Array.from({ length: n }, (_, i) => `${base}.${100 + i}`);
   for (const a of addrs) await lab.addScannerAddress(`${a}/24`);

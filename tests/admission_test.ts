@@ -172,3 +172,18 @@ Deno.test("IPv6 prefixes: rotation through one /64 is detected as the /64; one s
   );
   assert.deepEqual(own.scans, []);
 });
+
+Deno.test("admission: prefault maps the whole table at once (no page fault on a fresh source's probe)", () => {
+  const rss = () => {
+    const m = /RssAnon:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
+    return Number(m![1]) * 1024;
+  };
+  const a = new Admission(1 << 22, 60_000); // the default size: 48 MiB
+  const before = rss();
+  a.prefault();
+  const grown = rss() - before;
+  assert.ok(
+    grown >= a.bytes * 0.9,
+    `RSS grew ${(grown / 2 ** 20).toFixed(1)} MiB for a ${a.bytes / 2 ** 20} MiB table`,
+  );
+});

@@ -136,3 +136,28 @@ Deno.test("journal: JOURNAL_STREAM counts only when it names this process's stdo
   assert.equal(journalStreams("nonsense").stdout, false);
   assert.deepEqual(journalStreams(undefined), { stdout: false, stderr: false });
 });
+
+Deno.test("connection lines are formatted at flush from a copy, in order, in the format they were taken in", () => {
+  const { log, lines } = capture("text", 100);
+  // The capture path reuses one buffer for every packet's addresses.
+  const src = b("10.128.0.2"), dst = b("10.128.0.3");
+  log.newConnection(T, 4, src, 40772, dst, 22);
+  src.set(b("10.9.9.9"));
+  dst.set(b("10.8.8.8"));
+  log.scanDetected(T, 4, b("10.128.0.2"), b("10.128.0.3"));
+  log.newConnection(T + 1000, 4, src, 1, dst, 2);
+  // A reload to JSON: what was taken before it stays text.
+  log.configure("json", 100);
+  log.newConnection(T + 2000, 4, src, 3, dst, 4);
+  log.flush();
+  const got = lines();
+  assert.deepEqual(got.slice(0, 3), [
+    "2022-03-23 23:56:06: New connection: 10.128.0.2:40772 -> 10.128.0.3:22",
+    "2022-03-23 23:56:06: Port scan detected: 10.128.0.2 -> 10.128.0.3",
+    "2022-03-23 23:56:07: New connection: 10.9.9.9:1 -> 10.8.8.8:2",
+  ]);
+  const last = JSON.parse(got[3]);
+  assert.equal(last.event, "new_connection");
+  assert.equal(last.src, "10.9.9.9");
+  assert.equal(last.dport, 4);
+});

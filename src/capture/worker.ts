@@ -279,6 +279,8 @@ async function run(): Promise<string | null> {
 
   // Compile the packet path before the first real packet (see warmup.ts).
   warmUp(m.settings, { format: m.logFormat, rate: m.logRate });
+  // Map the admission table's pages now, not on a fresh scanner's first probe.
+  engine.admission.prefault();
   // Packets wait in the kernel ring until the firewall is ready.
   while (!started && !stopped) {
     if (!takeRequests()) await new Promise((r) => setTimeout(r, 5));

@@ -121,6 +121,19 @@ export class Admission {
     this.#pressureDs = Math.ceil(pressureMs / 100);
   }
 
+  /**
+   * Maps every page of the table now (one write per 4 KiB page; with huge
+   * pages the first write of each 2 MiB maps all of it). Otherwise the
+   * first probe of a fresh source that lands on an unmapped page pays the
+   * page fault, and with huge pages that is zeroing 2 MiB: 0.1-0.5 ms on the
+   * live path, measured, while the scanner's next probes wait in the ring.
+   * The live capture calls it at start (about 10-20 ms for 48 MiB).
+   */
+  prefault(): void {
+    const t = this.#t;
+    for (let i = 0; i < t.length; i += 1024) t[i] = 0;
+  }
+
   /** Age (ms) of the last entry pushed out: how long a first probe is remembered now. */
   get lastOverwrittenAgeMs(): number {
     return this.#lastAgeDs < 0 ? this.#horizonDs * 100 : this.#lastAgeDs * 100;

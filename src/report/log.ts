@@ -105,13 +105,23 @@ export function writeLines(w: { writeSync(p: Uint8Array): number }, data: Uint8A
   }
 }
 
+/** A "New connection" line waiting to be formatted (addresses copied). */
+interface Connection {
+  ms: number;
+  family: Family;
+  src: Uint8Array;
+  sport: number;
+  dst: Uint8Array;
+  dport: number;
+}
+
 /** Event logger with a per-second limit on "New connection" lines. */
 export class EventLog {
   #format: LogFormat;
   #rate: number;
   readonly #out: (text: string) => void;
   readonly #journal: boolean;
-  #lines: string[] = [];
+  #lines: (string | Connection)[] = [];
   #second = -1;
   #stamp = "";
   #inSecond = 0;
@@ -134,11 +144,16 @@ export class EventLog {
 
   /** A text line: the original's `TIME: TEXT`, or `<N>TEXT` for the journal. */
   #text(ms: number, severity: Severity, text: string): void {
-    this.#lines.push(this.#journal ? `<${severity}>${text}` : `${this.#time(ms)}: ${text}`);
+    this.#lines.push(this.#textLine(ms, severity, text));
+  }
+
+  #textLine(ms: number, severity: Severity, text: string): string {
+    return this.#journal ? `<${severity}>${text}` : `${this.#time(ms)}: ${text}`;
   }
 
   /** New format and rate limit from the next line on (a reload); pending lines stay as written. */
   configure(format: LogFormat, ratePerSecond: number): void {
+    this.#formatPending();
     this.#format = format;
     this.#rate = ratePerSecond;
   }
@@ -153,13 +168,17 @@ export class EventLog {
   }
 
   #json(ms: number, severity: Severity, event: string, fields: Record<string, unknown>): void {
+    this.#lines.push(this.#jsonLine(ms, severity, event, fields));
+  }
+
+  #jsonLine(ms: number, severity: Severity, event: string, fields: Record<string, unknown>) {
     const line = JSON.stringify({
       time: new Date(ms).toISOString(),
       level: LEVEL[severity],
       event,
       ...fields,
     });
-    this.#lines.push(this.#journal ? `<${severity}>${line}` : line);
+    return this.#journal ? `<${severity}>${line}` : line;
   }
 
   /** Rate limiter: true when one more limited line may go out in this packet-time second. */
@@ -206,23 +225,40 @@ export class EventLog {
     dport: number,
   ): void {
     if (!this.#admit(ms)) return;
+    // Formatted at flush, not here: on the capture thread this runs between
+    // a scanner's probes, before the one that gets it banned (cold, a line
+    // cost 10-25 µs; see README, Ban latency). Later lines keep their order.
+    this.#lines.push({ ms, family, src: src.slice(), sport, dst: dst.slice(), dport });
+  }
+
+  /** Formats the connection lines newConnection kept, in place. */
+  #formatPending(): void {
+    const lines = this.#lines;
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i];
+      if (typeof l !== "string") lines[i] = this.#connectionLine(l);
+    }
+  }
+
+  /** The text of a connection line kept by newConnection. */
+  #connectionLine(c: Connection): string {
+    const { ms, family, src, sport, dst, dport } = c;
     if (this.#format === "json") {
-      this.#json(ms, Severity.Info, "new_connection", {
+      return this.#jsonLine(ms, Severity.Info, "new_connection", {
         family: family === 4 ? "ipv4" : "ipv6",
         src: formatAddress(family, src),
         sport,
         dst: formatAddress(family, dst),
         dport,
       });
-    } else {
-      this.#text(
-        ms,
-        Severity.Info,
-        `New connection: ${formatEndpoint(family, src, sport)} -> ${
-          formatEndpoint(family, dst, dport)
-        }`,
-      );
     }
+    return this.#textLine(
+      ms,
+      Severity.Info,
+      `New connection: ${formatEndpoint(family, src, sport)} -> ${
+        formatEndpoint(family, dst, dport)
+      }`,
+    );
   }
 
   /** A scan crossed the threshold (never suppressed). */
@@ -300,6 +336,7 @@ export class EventLog {
   flush(endMs?: number): void {
     if (endMs !== undefined) this.#reportSuppressed(endMs);
     if (this.#lines.length === 0) return;
+    this.#formatPending();
     const text = this.#lines.join("\n") + "\n";
     this.#lines = [];
     this.#out(text);
