@@ -209,7 +209,7 @@ async function benchBackend(
       ]);
     }
     await sleep(500);
-    const lat: number[] = [], det: number[] = [];
+    const lat: number[] = [], det: number[] = [], read: number[] = [];
     for (const line of d.stdout().split("\n")) {
       if (!line.startsWith("{")) continue;
       try {
@@ -217,6 +217,7 @@ async function benchBackend(
         if (e.event === "banned" && typeof e.detection_to_ban_ms === "number") {
           lat.push(e.detection_to_ban_ms);
           det.push(e.capture_to_detection_ms);
+          if (typeof e.capture_to_read_ms === "number") read.push(e.capture_to_read_ms);
         }
       } catch { /* not JSON */ }
     }
@@ -228,7 +229,13 @@ async function benchBackend(
         quantile(lat, 0.5).toFixed(3)
       } ms, p99 ${quantile(lat, 0.99).toFixed(3)} ms; of which capture to detector: median ${
         quantile(det, 0.5).toFixed(3)
-      } ms, p99 ${quantile(det, 0.99).toFixed(3)} ms`,
+      } ms, p99 ${
+        quantile(det, 0.99).toFixed(3)
+      } ms; of which waiting in the ring until the capture thread read it: median ${
+        quantile(read, 0.5).toFixed(3)
+      } ms, p99 ${quantile(read, 0.99).toFixed(3)} ms, every one: ${
+        read.map((x) => x.toFixed(2)).join(", ")
+      }`,
     );
   } catch (e) {
     out.push(`${name}: FAILED: ${e instanceof Error ? e.message.split("\n")[0] : e}`);

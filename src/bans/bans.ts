@@ -15,6 +15,7 @@ import { banExpiry, type FastResult } from "../firewall/fastpath.ts";
 import type { BanResult, FastBan, Firewall } from "../types.ts";
 import { BanBook, type BookEntry } from "./book.ts";
 import { LineLimiter } from "../report/ratelimit.ts";
+import type { BanTiming } from "../report/log.ts";
 
 /**
  * How often the kernel is re-read: 5 s. A ban removed from outside, or a
@@ -29,7 +30,7 @@ const RECONCILE_SHARE = 0.02;
 
 /** The log lines the owner writes (the event log). */
 export interface BanLog {
-  banned(ms: number, address: string, timing?: { latencyMs: number; detectMs: number }): void;
+  banned(ms: number, address: string, timing?: BanTiming): void;
   alreadyBanned(ms: number, address: string, limited: boolean): void;
   flush(endMs?: number): void;
 }

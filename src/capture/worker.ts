@@ -217,6 +217,8 @@ async function run(): Promise<string | null> {
   // The same lines as the main thread's, journald prefixes included.
   const log = new EventLog(m.logFormat, m.logRate, stdout, { journal: journalStreams().stdout });
   let notices: ScanNotice[] = [];
+  // When the batch being processed was read from the ring (realtime ms).
+  let readAt = 0;
   const banFirst = (scan: ScanReport) => {
     const detectedAt = realtimeMs();
     let ban: ScanNotice["ban"] = null;
@@ -229,7 +231,7 @@ async function run(): Promise<string | null> {
       ban = fast.ban(scan.family, scan.key, realtimeMs);
       if (ban?.ok) {
         banned.add(scan.src);
-        fastBanned = { src: scan.src, at: ban.at, detectedAt };
+        fastBanned = { src: scan.src, at: ban.at, detectedAt, readAt };
       }
     }
     // Without a ban here the main thread bans: tell it now, not after the batch.
@@ -238,7 +240,7 @@ async function run(): Promise<string | null> {
   };
   // Banned here: the ban line follows the detection line at once (the main
   // thread does not write it again), before any later probe's line.
-  let fastBanned: { src: string; at: number; detectedAt: number } | null = null;
+  let fastBanned: { src: string; at: number; detectedAt: number; readAt: number } | null = null;
   const onScan = (scan: ScanReport) => {
     const f = fastBanned;
     fastBanned = null;
@@ -246,6 +248,7 @@ async function run(): Promise<string | null> {
     log.banned(Date.now(), scan.src, {
       latencyMs: Math.max(0, f.at - scan.ms),
       detectMs: f.detectedAt - scan.ms,
+      readMs: Math.max(0, f.readAt - scan.ms),
     });
   };
   const engine = createEngine(m.settings, {
@@ -302,6 +305,7 @@ async function run(): Promise<string | null> {
       }
       let b;
       try {
+        readAt = realtimeMs();
         b = p.dispatch();
       } catch (e) {
         return e instanceof Error ? e.message : String(e);

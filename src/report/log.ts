@@ -105,6 +105,17 @@ export function writeLines(w: { writeSync(p: Uint8Array): number }, data: Uint8A
   }
 }
 
+/**
+ * Times of a ban, from the capture timestamp of the threshold packet (ms):
+ * to the capture thread's read of the batch holding it (when known), to the
+ * detection, to the rule in place (the kernel's confirmation).
+ */
+export interface BanTiming {
+  readMs?: number;
+  detectMs: number;
+  latencyMs: number;
+}
+
 /** A "New connection" line waiting to be formatted (addresses copied). */
 interface Connection {
   ms: number;
@@ -298,10 +309,12 @@ export class EventLog {
   }
 
   /** A ban is in place (never suppressed); JSON carries the detection-to-ban latency. */
-  banned(ms: number, address: string, timing?: { latencyMs: number; detectMs: number }): void {
+  banned(ms: number, address: string, timing?: BanTiming): void {
     if (this.#format === "json") {
-      // Where the time went: packet → detector, and packet → rule in place.
+      // Where the time went: packet → read by the capture thread (waiting for
+      // a CPU), → detector, and → rule in place.
       const extra = timing === undefined ? {} : {
+        ...(timing.readMs === undefined ? {} : { capture_to_read_ms: timing.readMs }),
         capture_to_detection_ms: timing.detectMs,
         detection_to_ban_ms: timing.latencyMs,
       };
