@@ -23,6 +23,10 @@ import { LineLimiter } from "../report/ratelimit.ts";
  * or two `iptables -S` child processes (~5-10 ms with a few bans). With many
  * bans a read costs more (65,536 bans: a few hundred ms): the period then
  * grows so that reading takes at most 2 % of the time (RECONCILE_SHARE).
+ * With nftables and iptables-nft a read first asks nf_tables' generation
+ * (one netlink round trip) and lists the kernel only when something was
+ * committed since the last list, or a minute has passed
+ * (firewall/generation.ts): an idle daemon spawns one child a minute.
  */
 export const RECONCILE_MS = 5000;
 const RECONCILE_SHARE = 0.02;
