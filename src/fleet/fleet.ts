@@ -101,6 +101,8 @@ export class Fleet {
   #verified = false;
   #pushTimer: ReturnType<typeof setTimeout> | undefined;
   #pushDelay = RETRY_MIN_MS;
+  /** A send is queued for the end of the current task (push()). */
+  #pushSoon = false;
   #pullTimer: ReturnType<typeof setTimeout> | undefined;
   #pullDelay = 0;
   #pulling: Promise<void> | null = null;
@@ -164,7 +166,16 @@ export class Fleet {
       this.#count("dropped", 1);
     }
     this.#queue.push(ban);
-    if (!this.#sending && this.#pushTimer === undefined) this.#kickPush(0);
+    // Sent at the end of this task, with whatever else it queues (the scans of
+    // one capture batch go together); a timer would add a millisecond or more
+    // to the fleet's fan-out.
+    if (!this.#sending && this.#pushTimer === undefined && !this.#pushSoon) {
+      this.#pushSoon = true;
+      queueMicrotask(() => {
+        this.#pushSoon = false;
+        if (this.#pushTimer === undefined) void this.#sendOnce();
+      });
+    }
   }
 
   /** What /healthz reports. */
@@ -340,12 +351,15 @@ export class Fleet {
 
   #schedulePull(delayMs: number): void {
     if (this.#stopped) return;
+    const due = performance.now() + delayMs;
     this.#pullTimer = setTimeout(async () => {
-      const began = performance.now();
       await this.#pull();
-      // A steady period: the pull's own time counts toward the interval.
-      const spent = performance.now() - began;
-      this.#schedulePull(this.#pullDelay || Math.max(0, this.#o.pollMs - spent));
+      // A steady period from the time each pull was due: neither the pull's
+      // own time nor a late timer (a few ms on a busy host) stretches it, and
+      // the fan-out waits half a period on average.
+      this.#schedulePull(
+        this.#pullDelay || Math.max(0, due + this.#o.pollMs - performance.now()),
+      );
     }, delayMs);
   }
 
