@@ -145,7 +145,7 @@ export class Fleet {
         : null,
     ].filter(Boolean);
     this.#o.warn(`fleet: LAPI ${this.#o.url} as ${parts.join(" and ")}`);
-    if (this.#o.apiKey !== null) this.#schedulePull(0);
+    if (this.#o.apiKey !== null) this.#schedulePull(performance.now());
     this.#kickPush(0);
   }
 
@@ -349,18 +349,22 @@ export class Fleet {
     this.#pushDelay = Math.min(RETRY_MAX_MS, this.#pushDelay * 2);
   }
 
-  #schedulePull(delayMs: number): void {
+  /**
+   * The next pull at `due` (performance.now() time). Pulls keep a steady grid
+   * of --lapi-poll from the first: neither a pull's own time nor a late
+   * timer (a few ms on a busy host) shifts the later ones, so the fan-out
+   * waits half a period on average. A pull that ran past the next grid
+   * point is followed by the first point after it (no catch-up burst);
+   * after a failure the retry delay counts from the failure.
+   */
+  #schedulePull(due: number): void {
     if (this.#stopped) return;
-    const due = performance.now() + delayMs;
     this.#pullTimer = setTimeout(async () => {
       await this.#pull();
-      // A steady period from the time each pull was due: neither the pull's
-      // own time nor a late timer (a few ms on a busy host) stretches it, and
-      // the fan-out waits half a period on average.
-      this.#schedulePull(
-        this.#pullDelay || Math.max(0, due + this.#o.pollMs - performance.now()),
-      );
-    }, delayMs);
+      const now = performance.now(), poll = this.#o.pollMs;
+      if (this.#pullDelay) this.#schedulePull(now + this.#pullDelay);
+      else this.#schedulePull(due + poll * (Math.floor(Math.max(0, now - due) / poll) + 1));
+    }, Math.max(0, due - performance.now()));
   }
 
   /** One pull and the batch it gives; failures only change state. */
