@@ -136,16 +136,18 @@ function wire(hub: string) {
   return {
     /**
      * A's ban at `ta` and B's element at `tb` (performance.now()) split at
-     * A's POST, the LAPI's answer to it, B's GET that brought the decision
-     * (the first answer to B after the POST's with more than an empty
-     * stream) and that answer; null when the capture does not show them.
+     * A's POST (the first segment from A over 400 bytes; its GETs are about
+     * 200), the LAPI's answer to it, B's GET that brought the decision (the
+     * first answer to B after that over 250 bytes; an empty stream is about
+     * 160, one decision about 300) and that answer; null when the capture
+     * does not show them.
      */
     split(ta: number, tb: number, a: string, b: string): number[] | null {
       const ea = performance.timeOrigin + ta, eb = performance.timeOrigin + tb;
-      const post = seen.find((x) => x.t >= ea - 1 && x.from === a && x.len > 200);
+      const post = seen.find((x) => x.t >= ea - 1 && x.from === a && x.len > 400);
       const posted = post && seen.find((x) => x.t >= post.t && x.to === a);
       const got = posted &&
-        seen.find((x) => x.t >= posted.t && x.to === b && x.len > 150 && x.t <= eb + 1);
+        seen.find((x) => x.t >= posted.t && x.to === b && x.len > 250 && x.t <= eb + 1);
       const get = got && seen.filter((x) => x.t <= got.t && x.from === b).pop();
       if (!post || !posted || !got || !get || get.t < posted.t) return null;
       return [post.t - ea, posted.t - post.t, get.t - posted.t, got.t - get.t, eb - got.t];
