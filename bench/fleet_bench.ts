@@ -22,7 +22,10 @@
  *    `nft -j`), from /proc/PID/stat.
  * Prints figures; never passes or fails on time.
  *
- *   deno run -A bench/fleet_bench.ts [fanout|startup|cpu]   (SB_BENCH_RUNS=3)
+ *   deno run -A bench/fleet_bench.ts [fanout|startup|cpu|cpu-held]   (SB_BENCH_RUNS=3)
+ *
+ * cpu-held (only when named): the idle CPU again while B's set holds the
+ * 10,000 elements of the startup case.
  */
 import { DEFAULT_LAPI_POLL_SECONDS } from "../src/config.ts";
 import { type Daemon, startDaemon } from "../tests/daemon.ts";
@@ -382,7 +385,12 @@ async function cpuShare(pid: number, seconds: number) {
   };
 }
 
-async function idleCpu(star: Star, lapi: Lapi, files: { pwB: string; keyB: string }) {
+async function idleCpu(
+  star: Star,
+  lapi: Lapi,
+  files: { pwB: string; keyB: string },
+  label = "",
+) {
   const { b } = star.hosts;
   const poll = DEFAULT_LAPI_POLL_SECONDS;
   const seconds = 30;
@@ -421,9 +429,11 @@ async function idleCpu(star: Star, lapi: Lapi, files: { pwB: string; keyB: strin
         const total = c.self + c.children;
         shares[joined ? "joined" : "alone"].push(total);
         console.log(
-          `idle daemon ${joined ? `joined (--lapi-poll ${poll}s)` : "without a fleet"}, run ${
-            r + 1
-          }/${RUNS}, load ${loadAt}: ${(total * 100).toFixed(2)}% of a core over ${seconds} s ` +
+          `idle daemon${label} ${
+            joined ? `joined (--lapi-poll ${poll}s)` : "without a fleet"
+          }, run ${r + 1}/${RUNS}, load ${loadAt}: ${
+            (total * 100).toFixed(2)
+          }% of a core over ${seconds} s ` +
             `(itself ${(c.self * 100).toFixed(2)}%, child processes ${
               (c.children * 100).toFixed(2)
             }%; threads: ${c.threads || "none"}) (goal < 1% joined)`,
@@ -435,7 +445,7 @@ async function idleCpu(star: Star, lapi: Lapi, files: { pwB: string; keyB: strin
   }
   const pct = (xs: number[]) => xs.map((x) => (x * 100).toFixed(2)).join(", ");
   console.log(
-    `idle daemon, every run: joined ${pct(shares.joined)}% (median ${
+    `idle daemon${label}, every run: joined ${pct(shares.joined)}% (median ${
       (median(shares.joined) * 100).toFixed(2)
     }), without a fleet ${pct(shares.alone)}% (median ${(median(shares.alone) * 100).toFixed(2)})`,
   );
@@ -464,7 +474,16 @@ if (import.meta.main) {
       await fanOutRuns(star, lapi, files, DEFAULT_LAPI_POLL_SECONDS, 20 + 20 * RUNS);
     }
     if (want("startup")) await startupBatch(star, lapi, files);
-    if (want("cpu")) await idleCpu(star, lapi, files);
+    if (want("cpu")) {
+      // No bans held (the startup case leaves 10,000 elements in B's set).
+      await flushSets(star, star.hosts.b.ns);
+      await idleCpu(star, lapi, files);
+    }
+    if (Deno.args.includes("cpu-held")) {
+      // The same while B's set holds the 10,000 elements of the startup case.
+      await startupBatch(star, lapi, files);
+      await idleCpu(star, lapi, files, " holding 10,000 bans");
+    }
   } finally {
     await lapi?.destroy();
     await star.destroy();

@@ -355,6 +355,13 @@ export class Bans {
       const took = performance.now() - readAt;
       this.#reconcileAt = Date.now() + Math.max(RECONCILE_MS, took / RECONCILE_SHARE);
       if (k === null) return; // the backend reported why (failure())
+      // Nothing was committed since the last read, which the book already
+      // took: with 10,000 bans, taking the list again and sending it to the
+      // capture thread every 5 s was most of an idle daemon's CPU.
+      if (k.unchanged) {
+        this.#state = "ok";
+        return;
+      }
       if (k.repaired.length > 0) {
         o.metrics.firewallRepairs.inc(k.repaired.length);
         o.warn(`${o.fw.kind}: removed from outside and put back: ${k.repaired.join(", ")}`);

@@ -4,8 +4,10 @@
  * or an unban, `nft delete element`, `nft flush`, `iptables -F` with
  * iptables-nft, another program's table). While it stands still since the
  * last full read, that read's list is still what the kernel holds, except
- * for elements that timed out (their end is in the list, so the caller
- * drops them as before). Asking costs one netlink round trip (tens of µs);
+ * for elements that timed out, which the owner's book drops by their ends
+ * as it did after the read; the read is then skipped and nothing is taken
+ * again (with 10,000 bans, taking the same list every 5 s cost more than
+ * the rest of an idle daemon). Asking costs one netlink round trip (tens of µs);
  * a full read costs a child process (`nft -j list table`, `iptables -S`
  * twice): about 5-10 ms of CPU with a few bans, every RECONCILE_MS, which
  * was a visible share of an idle daemon.
@@ -15,18 +17,16 @@
  * cannot be asked (iptables-legacy, ipset, no netlink).
  */
 import { NftSocket } from "../../ffi/nfnetlink.ts";
-import type { Ban } from "../types.ts";
 
 /** A full read of the kernel at least this often, whatever the generation says. */
 export const FULL_READ_MS = 60_000;
 
-/** Remembers the generation and the list of the last full read. */
+/** Remembers the generation and the time of the last full read. */
 export class KernelGeneration {
   #socket: NftSocket | null = null;
   #failed = false;
   #gen: number | null = null;
   #readAt = -Infinity;
-  #found: Ban[] | null = null;
   /** Full reads skipped because nothing changed (tests, metrics). */
   skipped = 0;
 
@@ -46,28 +46,26 @@ export class KernelGeneration {
   }
 
   /**
-   * The last full read's list (copies) when the generation `gen`, asked
-   * before this read, is the one of that read and it is recent; else null:
-   * read the kernel and call took().
+   * True when the generation `gen`, asked before this read, is the one of
+   * the last full read and that read is recent: skip this read. Else read
+   * the kernel and call took().
    */
-  unchanged(gen: number | null): Ban[] | null {
-    if (gen === null || gen !== this.#gen || this.#found === null) return null;
-    if (this.now() - this.#readAt >= FULL_READ_MS) return null;
+  unchanged(gen: number | null): boolean {
+    if (gen === null || gen !== this.#gen) return false;
+    if (this.now() - this.#readAt >= FULL_READ_MS) return false;
     this.skipped++;
-    return this.#found.map((b) => ({ ...b }));
+    return true;
   }
 
-  /** Records a full read, made after asking for `gen`, that found `found`. */
-  took(gen: number | null, found: readonly Ban[]): void {
+  /** Records a full read, made after asking for `gen`. */
+  took(gen: number | null): void {
     this.#gen = gen;
     this.#readAt = this.now();
-    this.#found = found.map((b) => ({ ...b }));
   }
 
   /** Forgets the last read (after a repair: read in full next time). */
   forget(): void {
     this.#gen = null;
-    this.#found = null;
   }
 
   close(): void {

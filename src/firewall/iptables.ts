@@ -380,10 +380,7 @@ export class IptablesFirewall extends BaseFirewall {
       // kernel where nothing was committed since the last read keeps its list.
       const nft = this.#fast[4] !== null && this.#fast[6] !== null && this.prefix.length === 0;
       const gen = nft ? this.#generation.current() : null;
-      const same = this.#generation.unchanged(gen);
-      if (same !== null) {
-        return { bans: this.takeKernelList(same, readAt), repaired: [], unchanged: true };
-      }
+      if (this.#generation.unchanged(gen)) return { bans: [], repaired: [], unchanged: true };
       const found: Ban[] = [];
       const repaired: string[] = [];
       for (const family of [4, 6] as const) {
@@ -406,7 +403,7 @@ export class IptablesFirewall extends BaseFirewall {
         if (!(await this.#ensure(family))) return null;
         repaired.push(...missing.map((m) => `${tool} ${m}`));
       }
-      if (repaired.length === 0) this.#generation.took(gen, found);
+      if (repaired.length === 0) this.#generation.took(gen);
       else this.#generation.forget();
       const bans = this.takeKernelList(found, readAt);
       for (const b of bans) this.added(b);

@@ -316,10 +316,7 @@ export class NftablesFirewall extends BaseFirewall {
       const readAt = performance.now();
       // Nothing committed in this namespace since the last read: its list stands.
       const gen = this.prefix.length === 0 ? this.#generation.current() : null;
-      const same = this.#generation.unchanged(gen);
-      if (same !== null) {
-        return { bans: this.takeKernelList(same, readAt), repaired: [], unchanged: true };
-      }
+      if (this.#generation.unchanged(gen)) return { bans: [], repaired: [], unchanged: true };
       const args = ["-j", "list", "table", ...NFT_TABLE.split(" ")];
       let r = await runCommand(this.#nft(args));
       const gone = r.code !== 0 && /No such file or directory/.test(r.stderr);
@@ -335,7 +332,7 @@ export class NftablesFirewall extends BaseFirewall {
       }
       const found = parseNftBans(r.stdout);
       // After a repair the generation moved again: the next read is a full one.
-      if (missing.length === 0) this.#generation.took(gen, found);
+      if (missing.length === 0) this.#generation.took(gen);
       else this.#generation.forget();
       const bans = this.takeKernelList(found, readAt);
       return { bans, repaired: missing.map((m) => `nftables ${m}`) };
