@@ -66,6 +66,9 @@ const NFT_MSG_GETRULE = 7;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
 const NFT_MSG_DELSETELEM = 14;
+const NFT_MSG_NEWGEN = 15;
+const NFT_MSG_GETGEN = 16;
+const NFTA_GEN_ID = 1;
 const NFPROTO_INET = 1;
 
 // ipset (include/uapi/linux/netfilter/ipset/ip_set.h): plain requests, not batches.
@@ -440,6 +443,33 @@ export class NftSocket {
         parseElementKeys(this.#reply.subarray(at + 20, at + len), out);
       }
       return (flags & NLM_F_MULTI) === 0 ? out : undefined;
+    });
+  }
+
+  /**
+   * nf_tables' ruleset generation in this network namespace
+   * (NFT_MSG_GETGEN): it moves with every committed transaction, whatever
+   * the table or the tool (nft, iptables-nft, this socket), but not when an
+   * element times out. A string is the error.
+   */
+  generation(): number | string {
+    if (this.#fd < 0) return "netlink socket closed";
+    const w = new Writer();
+    const seq = this.#seq;
+    this.#seq = (seq + 1) >>> 0;
+    w.end(w.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, seq, 0, 0));
+    const sendErr = this.#sendBytes(w.buf, w.at);
+    if (sendErr !== null) return sendErr;
+    return this.#replies<number | string>(seq, 1, (type, _flags, at, len) => {
+      if (type === NLMSG_ERROR) {
+        const err = len >= 20 ? this.#replyView.getInt32(at + 16, true) : 0;
+        return err === 0 ? "no generation in the answer" : errnoText(-err);
+      }
+      if (type !== ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)) return undefined;
+      const id = nested(this.#reply.subarray(at + 20, at + len), NFTA_GEN_ID);
+      return id && id.length >= 4
+        ? new DataView(id.buffer, id.byteOffset, 4).getUint32(0, false)
+        : "no generation in the answer";
     });
   }
 

@@ -9,13 +9,17 @@
  * on the side of never banning a real client, at the cost of missing a probe
  * of that port on another address (the other ports of a scan still count).
  *
- * /proc/net/* shows the sockets of the reader's network namespace, the one
- * the capture runs in. Deno demands --allow-all for any /proc read, so the
- * files are read through libc (ffi/libc.ts). Cost: the kernel walks its whole
- * socket hash table for each read, about 5 ms of system time per file on the
- * development VM even with a handful of sockets, so keep the period in seconds.
+ * The kernel is asked over netlink (sock_diag, ffi/sockdiag.ts) for the
+ * listening sockets of the reader's network namespace, the one the capture
+ * runs in: it walks only its listening hash, some 20 µs. /proc/net/tcp and
+ * tcp6 are the fallback (a kernel without inet_diag): reading them walks
+ * the whole socket hash table, about 5 ms of system time per file on the
+ * development VM even with a handful of sockets, which was the largest share
+ * of an idle daemon's CPU at one refresh every 2 s. Deno demands --allow-all
+ * for any /proc read, so the files are read through libc (ffi/libc.ts).
  */
 import { readSystemFile } from "../ffi/libc.ts";
+import { markListeningPorts } from "../ffi/sockdiag.ts";
 
 const SPACE = 0x20, COLON = 0x3a;
 
@@ -86,6 +90,8 @@ export class OpenPorts {
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Refreshes done (for metrics and tests). */
   refreshes = 0;
+  /** Where the last refresh read the sockets: netlink, or /proc once netlink failed. */
+  source: "netlink" | "proc" = "netlink";
   /** The last refresh error, if the last refresh failed (state kept from before). */
   lastError: Error | null = null;
 
@@ -107,11 +113,21 @@ export class OpenPorts {
   }
 
   /**
-   * Re-reads /proc/net/tcp and /proc/net/tcp6 now. A missing tcp6 (IPv6
+   * Re-reads the listening sockets now: over netlink, or from /proc/net/tcp
+   * and /proc/net/tcp6 once netlink has failed. A missing tcp6 (IPv6
    * disabled) counts as empty; when neither can be read the previous state is
    * kept and `lastError` is set. Throws only when libc cannot be loaded.
    */
   refresh(): void {
+    if (this.source === "netlink") {
+      const next = this.#spare;
+      next.fill(0);
+      if (typeof markListeningPorts(next) === "number") {
+        this.#swap(next);
+        return;
+      }
+      this.source = "proc";
+    }
     const v4 = readSystemFile("/proc/net/tcp");
     const v6 = readSystemFile("/proc/net/tcp6");
     if (v4 === null && v6 === null) {
@@ -122,7 +138,11 @@ export class OpenPorts {
     next.fill(0);
     if (v4 !== null) markListening(v4, next);
     if (v6 !== null) markListening(v6, next);
-    // Swap whole tables, so has() never sees a half-built one.
+    this.#swap(next);
+  }
+
+  /** Swaps whole tables, so has() never sees a half-built one. */
+  #swap(next: Uint8Array<ArrayBuffer>): void {
     this.#spare = this.#open;
     this.#open = next;
     this.lastError = null;

@@ -105,6 +105,12 @@ export interface KernelState {
   bans: Ban[];
   /** What had been removed from outside and was put back (e.g. "INPUT jump (IPv4)"); empty when all was in place. */
   repaired: string[];
+  /**
+   * True when the kernel was not listed again: nothing was committed since
+   * the last list (see firewall/generation.ts); `bans` is then empty and the
+   * last list stands.
+   */
+  unchanged?: boolean;
 }
 
 /** Name of a firewall backend. */

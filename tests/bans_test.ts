@@ -104,3 +104,24 @@ Deno.test("ban book: the kernel's list wins, except bans taken after the read be
   assert.equal(book.get("192.0.2.3")?.origin, "restored");
   assert.equal(book.get("192.0.2.2")?.reason, "port scan");
 });
+
+Deno.test("bans: a read that found the kernel unchanged sends nothing to the capture thread", async () => {
+  const { bans, fw } = owner(10);
+  await bans.start();
+  bans.onScan(scan("192.0.2.1"));
+  await bans.settled();
+  const sent: unknown[] = [];
+  bans.attachCapture({ forget: () => {}, bans: (c) => sent.push(c) });
+  await bans.reconcile();
+  assert.equal(sent.length, 1, "a full read tells the capture thread");
+  const real = fw.reconcile.bind(fw);
+  fw.reconcile = async () => {
+    const k = await real();
+    return k && { ...k, unchanged: true };
+  };
+  bans.failure("nftables: gone for a moment");
+  await bans.reconcile();
+  assert.equal(sent.length, 1, "nothing sent when nothing changed");
+  assert.equal(bans.state, "ok");
+  assert.ok(bans.has("192.0.2.1"));
+});

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { markListening, OpenPorts, parseListening } from "../src/openports.ts";
+import { readSystemFile } from "../ffi/libc.ts";
+import { markListeningPorts } from "../ffi/sockdiag.ts";
 
 // Real /proc/net/tcp lines (trailing padding as the kernel writes it).
 const TCP4 = [
@@ -59,6 +61,7 @@ Deno.test("OpenPorts: a live listener is seen after refresh and gone after close
     assert.ok(!open.has(ephemeral), `client port ${ephemeral}`);
     assert.ok(open.list().includes(p4));
     assert.equal(open.refreshes, 1);
+    assert.equal(open.source, "netlink", "asked over sock_diag, not /proc");
   } finally {
     client?.close();
     server?.close();
@@ -91,4 +94,36 @@ Deno.test("OpenPorts: start() keeps the table current through its timer; stop() 
   const n = open.refreshes;
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(open.refreshes, n, "no refresh after stop");
+});
+
+Deno.test("sock_diag and /proc/net/tcp{,6} agree on the listening ports; /proc still works as the fallback", () => {
+  const l4 = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const l6 = Deno.listen({ hostname: "::1", port: 0 });
+  try {
+    // Other processes on this machine open and close listeners: read both
+    // ways until two reads in a row agree (a few tries).
+    let netlink: number[] = [], proc: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const viaNetlink = new Uint8Array(65536);
+      const n = markListeningPorts(viaNetlink);
+      assert.equal(typeof n, "number", String(n));
+      proc = parseListening(
+        (readSystemFile("/proc/net/tcp") ?? "") + (readSystemFile("/proc/net/tcp6") ?? ""),
+      );
+      netlink = [];
+      for (let p = 0; p < 65536; p++) if (viaNetlink[p]) netlink.push(p);
+      if (netlink.join() === proc.join()) break;
+    }
+    assert.deepEqual(netlink, proc);
+    assert.ok(netlink.includes((l4.addr as Deno.NetAddr).port));
+    assert.ok(netlink.includes((l6.addr as Deno.NetAddr).port));
+    const open = new OpenPorts();
+    open.source = "proc";
+    open.refresh();
+    assert.equal(open.source, "proc");
+    assert.ok(open.list().includes((l4.addr as Deno.NetAddr).port), "read from /proc");
+  } finally {
+    l4.close();
+    l6.close();
+  }
 });

@@ -24,6 +24,10 @@ import type { BanTiming } from "../report/log.ts";
  * or two `iptables -S` child processes (~5-10 ms with a few bans). With many
  * bans a read costs more (65,536 bans: a few hundred ms): the period then
  * grows so that reading takes at most 2 % of the time (RECONCILE_SHARE).
+ * With nftables and iptables-nft a read first asks nf_tables' generation
+ * (one netlink round trip) and lists the kernel only when something was
+ * committed since the last list, or a minute has passed
+ * (firewall/generation.ts): an idle daemon spawns one child a minute.
  */
 export const RECONCILE_MS = 5000;
 const RECONCILE_SHARE = 0.02;
@@ -352,6 +356,13 @@ export class Bans {
       const took = performance.now() - readAt;
       this.#reconcileAt = Date.now() + Math.max(RECONCILE_MS, took / RECONCILE_SHARE);
       if (k === null) return; // the backend reported why (failure())
+      // Nothing was committed since the last read, which the book already
+      // took: with 10,000 bans, taking the list again and sending it to the
+      // capture thread every 5 s was most of an idle daemon's CPU.
+      if (k.unchanged) {
+        this.#state = "ok";
+        return;
+      }
       if (k.repaired.length > 0) {
         o.metrics.firewallRepairs.inc(k.repaired.length);
         o.warn(`${o.fw.kind}: removed from outside and put back: ${k.repaired.join(", ")}`);

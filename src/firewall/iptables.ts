@@ -31,6 +31,7 @@ import {
   ruleTemplate,
 } from "../../ffi/nfnetlink.ts";
 import { expiryDigits } from "./fastpath.ts";
+import { KernelGeneration } from "./generation.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { type Deferred, deferred, errorText, firstLine, Helper, runCommand } from "./runner.ts";
 
@@ -215,6 +216,8 @@ export class IptablesFirewall extends BaseFirewall {
   /** The netlink path's rules per family; null when bans go through iptables-restore. */
   readonly #fast: Record<Family, IptablesRules | null> = { 4: null, 6: null };
   #netlink: NftSocket | null = null;
+  /** Skips re-reading a kernel where nothing was committed since the last read. */
+  readonly #generation = new KernelGeneration();
   /** Why the netlink path is not in use, per family (empty when it is). */
   readonly fastError: Record<Family, string> = { 4: "", 6: "" };
 
@@ -373,6 +376,11 @@ export class IptablesFirewall extends BaseFirewall {
   async reconcile(): Promise<KernelState | null> {
     try {
       const readAt = performance.now();
+      // With iptables-nft on both families (the netlink path proved it), a
+      // kernel where nothing was committed since the last read keeps its list.
+      const nft = this.#fast[4] !== null && this.#fast[6] !== null && this.prefix.length === 0;
+      const gen = nft ? this.#generation.current() : null;
+      if (this.#generation.unchanged(gen)) return { bans: [], repaired: [], unchanged: true };
       const found: Ban[] = [];
       const repaired: string[] = [];
       for (const family of [4, 6] as const) {
@@ -395,6 +403,8 @@ export class IptablesFirewall extends BaseFirewall {
         if (!(await this.#ensure(family))) return null;
         repaired.push(...missing.map((m) => `${tool} ${m}`));
       }
+      if (repaired.length === 0) this.#generation.took(gen);
+      else this.#generation.forget();
       const bans = this.takeKernelList(found, readAt);
       for (const b of bans) this.added(b);
       return { bans, repaired };
@@ -615,6 +625,7 @@ export class IptablesFirewall extends BaseFirewall {
       this.#fast[4] = this.#fast[6] = null;
       this.#netlink?.close();
       this.#netlink = null;
+      this.#generation.close();
     } catch (e) {
       this.report(`iptables close failed: ${String(e)}`);
     }

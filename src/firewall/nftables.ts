@@ -30,6 +30,7 @@ import {
 import { NftContext } from "../../ffi/libnftables.ts";
 import { NftSocket, type SetElement } from "../../ffi/nfnetlink.ts";
 import { parseAddress } from "../address.ts";
+import { KernelGeneration } from "./generation.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
@@ -199,6 +200,8 @@ export class NftablesFirewall extends BaseFirewall {
   /** The netlink path for set elements (bans, unbans); null when not in use. */
   #netlink: NftSocket | null = null;
   #netlinkTried = false;
+  /** Skips re-reading a kernel where nothing was committed since the last read. */
+  readonly #generation = new KernelGeneration();
 
   constructor(opts: FirewallOptions) {
     super(opts);
@@ -305,11 +308,15 @@ export class NftablesFirewall extends BaseFirewall {
    * Re-reads the table from the kernel with `nft -j` in a child process (a
    * list of 65,536 elements would hold the event loop for long in the
    * library), puts back what was removed from outside, and takes the
-   * kernel's list of bans.
+   * kernel's list of bans. Skipped while nf_tables' generation has not moved
+   * since the last read (see generation.ts): then that read's list stands.
    */
   async reconcile(): Promise<KernelState | null> {
     try {
       const readAt = performance.now();
+      // Nothing committed in this namespace since the last read: its list stands.
+      const gen = this.prefix.length === 0 ? this.#generation.current() : null;
+      if (this.#generation.unchanged(gen)) return { bans: [], repaired: [], unchanged: true };
       const args = ["-j", "list", "table", ...NFT_TABLE.split(" ")];
       let r = await runCommand(this.#nft(args));
       const gone = r.code !== 0 && /No such file or directory/.test(r.stderr);
@@ -323,7 +330,11 @@ export class NftablesFirewall extends BaseFirewall {
         if (!(await this.#setup())) return null;
         if (gone) r = { code: 0, stdout: "{}", stderr: "" };
       }
-      const bans = this.takeKernelList(parseNftBans(r.stdout), readAt);
+      const found = parseNftBans(r.stdout);
+      // After a repair the generation moved again: the next read is a full one.
+      if (missing.length === 0) this.#generation.took(gen);
+      else this.#generation.forget();
+      const bans = this.takeKernelList(found, readAt);
       return { bans, repaired: missing.map((m) => `nftables ${m}`) };
     } catch (e) {
       this.report(`nftables reconcile failed: ${errorText(e)}`);
@@ -568,6 +579,7 @@ export class NftablesFirewall extends BaseFirewall {
       this.#lib?.close();
       this.#lib = null;
       this.#netlink?.close();
+      this.#generation.close();
       this.#netlink = null;
       this.#netlinkTried = false;
       this.#libTried = false;

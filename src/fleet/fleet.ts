@@ -101,6 +101,8 @@ export class Fleet {
   #verified = false;
   #pushTimer: ReturnType<typeof setTimeout> | undefined;
   #pushDelay = RETRY_MIN_MS;
+  /** A send is queued for the end of the current task (push()). */
+  #pushSoon = false;
   #pullTimer: ReturnType<typeof setTimeout> | undefined;
   #pullDelay = 0;
   #pulling: Promise<void> | null = null;
@@ -143,7 +145,7 @@ export class Fleet {
         : null,
     ].filter(Boolean);
     this.#o.warn(`fleet: LAPI ${this.#o.url} as ${parts.join(" and ")}`);
-    if (this.#o.apiKey !== null) this.#schedulePull(0);
+    if (this.#o.apiKey !== null) this.#schedulePull(performance.now());
     this.#kickPush(0);
   }
 
@@ -164,7 +166,16 @@ export class Fleet {
       this.#count("dropped", 1);
     }
     this.#queue.push(ban);
-    if (!this.#sending && this.#pushTimer === undefined) this.#kickPush(0);
+    // Sent at the end of this task, with whatever else it queues (the scans of
+    // one capture batch go together); a timer would add a millisecond or more
+    // to the fleet's fan-out.
+    if (!this.#sending && this.#pushTimer === undefined && !this.#pushSoon) {
+      this.#pushSoon = true;
+      queueMicrotask(() => {
+        this.#pushSoon = false;
+        if (this.#pushTimer === undefined) void this.#sendOnce();
+      });
+    }
   }
 
   /** What /healthz reports. */
@@ -338,15 +349,22 @@ export class Fleet {
     this.#pushDelay = Math.min(RETRY_MAX_MS, this.#pushDelay * 2);
   }
 
-  #schedulePull(delayMs: number): void {
+  /**
+   * The next pull at `due` (performance.now() time). Pulls keep a steady grid
+   * of --lapi-poll from the first: neither a pull's own time nor a late
+   * timer (a few ms on a busy host) shifts the later ones, so the fan-out
+   * waits half a period on average. A pull that ran past the next grid
+   * point is followed by the first point after it (no catch-up burst);
+   * after a failure the retry delay counts from the failure.
+   */
+  #schedulePull(due: number): void {
     if (this.#stopped) return;
     this.#pullTimer = setTimeout(async () => {
-      const began = performance.now();
       await this.#pull();
-      // A steady period: the pull's own time counts toward the interval.
-      const spent = performance.now() - began;
-      this.#schedulePull(this.#pullDelay || Math.max(0, this.#o.pollMs - spent));
-    }, delayMs);
+      const now = performance.now(), poll = this.#o.pollMs;
+      if (this.#pullDelay) this.#schedulePull(now + this.#pullDelay);
+      else this.#schedulePull(due + poll * (Math.floor(Math.max(0, now - due) / poll) + 1));
+    }, Math.max(0, due - performance.now()));
   }
 
   /** One pull and the batch it gives; failures only change state. */

@@ -136,6 +136,39 @@ export class LapiClient {
     this.#client?.close();
   }
 
+  /**
+   * One HTTP exchange, the answer's body included, within the timeout or
+   * until close(). Its timer is cleared at the end: AbortSignal.timeout's
+   * timer ran on after the answer and woke the process once more per
+   * request (an idle daemon pulls every second).
+   */
+  async #exchange(
+    url: string,
+    init: RequestInit & { client?: Deno.HttpClient },
+  ): Promise<{ res: Response; text: string }> {
+    const ctl = new AbortController();
+    const timer = setTimeout(
+      () => ctl.abort(new DOMException("no answer", "TimeoutError")),
+      this.#o.timeoutMs ?? 10_000,
+    );
+    const closing = this.#closing.signal;
+    const onClose = () => ctl.abort(closing.reason);
+    if (closing.aborted) onClose();
+    else closing.addEventListener("abort", onClose, { once: true });
+    try {
+      let res: Response;
+      try {
+        res = await fetch(url, { ...init, signal: ctl.signal });
+      } catch (e) {
+        throw new LapiError("down", 0, unreachable(e));
+      }
+      return { res, text: await res.text().catch(() => "") };
+    } finally {
+      clearTimeout(timer);
+      closing.removeEventListener("abort", onClose);
+    }
+  }
+
   /** One request; the parsed JSON answer (null for an empty body) or a LapiError. */
   async #call(
     method: string,
@@ -143,26 +176,16 @@ export class LapiClient {
     body: unknown,
     headers: Record<string, string>,
   ): Promise<unknown> {
-    let res: Response;
-    try {
-      res = await fetch(this.#base + path, {
-        method,
-        headers: {
-          "user-agent": this.#o.userAgent,
-          ...(body !== undefined ? { "content-type": "application/json" } : {}),
-          ...headers,
-        },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-        signal: AbortSignal.any([
-          AbortSignal.timeout(this.#o.timeoutMs ?? 10_000),
-          this.#closing.signal,
-        ]),
-        ...(this.#client ? { client: this.#client } : {}),
-      });
-    } catch (e) {
-      throw new LapiError("down", 0, unreachable(e));
-    }
-    const text = await res.text().catch(() => "");
+    const { res, text } = await this.#exchange(this.#base + path, {
+      method,
+      headers: {
+        "user-agent": this.#o.userAgent,
+        ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        ...headers,
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      ...(this.#client ? { client: this.#client } : {}),
+    });
     if (res.ok) {
       try {
         return text.trim() === "" ? null : JSON.parse(text);

@@ -23,6 +23,7 @@
 import process from "node:process";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { listSystemDirectory, readSystemFile } from "../../ffi/libc.ts";
+import { LAG_PERIODS, sampleLag } from "./lag.ts";
 
 /** Every metric the program updates, in a registry of its own. */
 export interface Metrics {
@@ -108,8 +109,6 @@ export const DETECTION_TO_BAN_BUCKETS: readonly number[] = [
 
 /** Buckets for event-loop lag: timers resolve to about 1 ms, a blocked loop shows in seconds. */
 const LAG_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
-/** How often the event-loop lag is sampled. */
-const LAG_INTERVAL_MS = 100;
 /** USER_HZ: the unit of times in /proc/<pid>/stat, 100 on every Linux ABI. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -438,20 +437,18 @@ function registerRuntimeMetrics(registry: Registry): void {
     registers,
   }).set(processStartSeconds());
 
-  // Event-loop lag: a timer due every LAG_INTERVAL_MS records how late it ran.
-  // Unref'd, so it never keeps the program alive.
+  // Event-loop lag: a timer records how late it ran (src/report/lag.ts: every
+  // 100 ms while the process works, every second when idle). Unref'd, so it
+  // never keeps the program alive.
   const lag = new Histogram({
     name: "deno_eventloop_lag_seconds",
-    help: `How late a timer due every ${LAG_INTERVAL_MS} ms ran, in seconds (event-loop lag).`,
+    help:
+      `How late a timer ran, in seconds (event-loop lag); due every ${LAG_PERIODS.fastMs} ms while the process works, every ${LAG_PERIODS.idleMs} ms when idle.`,
     buckets: LAG_BUCKETS,
     registers,
   });
-  let due = performance.now() + LAG_INTERVAL_MS;
-  const sample = () => {
-    const now = performance.now();
-    lag.observe(Math.max(0, now - due) / 1000);
-    due = now + LAG_INTERVAL_MS;
-    Deno.unrefTimer(setTimeout(sample, LAG_INTERVAL_MS));
-  };
-  Deno.unrefTimer(setTimeout(sample, LAG_INTERVAL_MS));
+  sampleLag((s) => lag.observe(s), () => {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  });
 }

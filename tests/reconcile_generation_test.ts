@@ -1,0 +1,92 @@
+/**
+ * Reconciliation skips listing the kernel (a child process every 5 s, the
+ * largest cost of an idle daemon after /proc/net/tcp) while nf_tables'
+ * generation stands still, and still sees every change made from outside:
+ * both backends run in a script inside a namespace (as the daemon does: no
+ * command prefix), which prints what each reconcile returned.
+ */
+import assert from "node:assert/strict";
+import { canUseNetns, createLab } from "./netns.ts";
+import { KernelGeneration } from "../src/firewall/generation.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const enabled = await canUseNetns();
+
+Deno.test("KernelGeneration: a read is skipped only for the same generation, and not for long", () => {
+  let now = 0;
+  const g = new KernelGeneration(() => now);
+  assert.equal(g.unchanged(7), false, "nothing read yet");
+  g.took(7);
+  assert.equal(g.unchanged(7), true);
+  assert.equal(g.unchanged(8), false, "moved");
+  assert.equal(g.unchanged(null), false, "unknown");
+  now = 59_999;
+  assert.equal(g.unchanged(7), true);
+  now = 60_000;
+  assert.equal(g.unchanged(7), false, "a full read at least every FULL_READ_MS");
+  g.took(7);
+  g.forget();
+  assert.equal(g.unchanged(7), false, "forgotten after a repair");
+  assert.equal(g.skipped, 2);
+});
+
+const script = (firewall: string, scanner: string) => `
+import { createFirewall } from "${ROOT}src/firewall/firewall.ts";
+const run = (...cmd) => new Deno.Command(cmd[0], { args: cmd.slice(1) }).output();
+const fw = createFirewall("${firewall}", {
+  isProtected: () => false, onError: (m) => console.error(m), maxBans: 1000,
+});
+await fw.init();
+const show = (k) => console.log(JSON.stringify({ unchanged: k?.unchanged === true, bans: k?.bans.map((b) => b.address) ?? null }));
+show(await fw.reconcile()); // 1: first read
+show(await fw.reconcile()); // 2: nothing changed
+await fw.ban("${scanner}", 3600);
+show(await fw.reconcile()); // 3: our own ban moved the generation
+show(await fw.reconcile()); // 4: nothing changed
+${
+  firewall === "nftables"
+    ? `await run("nft", "flush", "set", "inet", "scanblocker", "banned4");`
+    : `await run("iptables", "-w", "-F", "SCANBLOCKER");`
+}
+show(await fw.reconcile()); // 5: removed from outside: seen
+show(await fw.reconcile()); // 6: nothing changed
+await fw.close();
+`;
+
+for (const firewall of ["nftables", "iptables"]) {
+  Deno.test({
+    name:
+      `${firewall}: reconcile skips the listing while nothing was committed, and sees a removal`,
+    ignore: !enabled,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const lab = await createLab("gen");
+      const file = await Deno.makeTempFile({ suffix: ".ts" });
+      try {
+        await Deno.writeTextFile(file, script(firewall, "192.0.2.7"));
+        const r = await lab.exec(lab.target, [
+          Deno.execPath(),
+          "run",
+          "-A",
+          `--config=${ROOT}deno.json`,
+          file,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        const got = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+        // An unchanged read carries no list: the last one stands.
+        assert.deepEqual(got, [
+          { unchanged: false, bans: [] },
+          { unchanged: true, bans: [] },
+          { unchanged: false, bans: ["192.0.2.7"] },
+          { unchanged: true, bans: [] },
+          { unchanged: false, bans: [] },
+          { unchanged: true, bans: [] },
+        ], r.stdout + r.stderr);
+      } finally {
+        await Deno.remove(file);
+        await lab.destroy();
+      }
+    },
+  });
+}
