@@ -131,6 +131,31 @@ export class Admission {
     return this.#t.byteLength;
   }
 
+  /** The bucket `see` uses for this source (same key arguments), for `touch`. */
+  bucketOf(tag: number, n: number, w0: number, w1: number, w2: number, w3: number): number {
+    let h = mix32(w0 ^ this.#seedBucket ^ tag);
+    if (n > 1) h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
+    return h >>> this.#shift;
+  }
+
+  /**
+   * Reads the three lines and the cursor of `count` buckets (from
+   * `bucketOf`) and returns a sum of them that the caller keeps. Called for a
+   * chunk of packets before their `see` calls, in a loop that does nothing
+   * else, so that the chunk's cache misses overlap instead of being paid one
+   * after another (see Pipeline.processBatch). Every line `see` may write is
+   * read too: a store to a missing line holds up the stores behind it.
+   */
+  touch(buckets: Int32Array, count: number): number {
+    const t = this.#t, cursor = this.#cursor;
+    let sum = 0;
+    for (let i = 0; i < count; i++) {
+      const bucket = buckets[i], base = bucket * BUCKET;
+      sum = (sum + t[base] + t[base + WAYS] + t[base + 2 * WAYS] + cursor[bucket]) | 0;
+    }
+    return sum;
+  }
+
   /**
    * Takes back a target held for a source (same arguments as `see`, without
    * the time): this host accepted that connection. Returns Admit.Admitted
