@@ -131,16 +131,29 @@ export class Admission {
     return this.#t.byteLength;
   }
 
-  /** The bucket `see` uses for this source (same key arguments), for `touch`. */
-  bucketOf(tag: number, n: number, w0: number, w1: number, w2: number, w3: number): number {
+  /** Bucket and fingerprint of the last `key` call. */
+  keyBucket = 0;
+  keyPrint = 1;
+
+  /**
+   * Computes the bucket and the fingerprint of a source (same key arguments
+   * as `see`) into keyBucket/keyPrint, for `touch` and `seeKey`.
+   */
+  key(tag: number, n: number, w0: number, w1: number, w2: number, w3: number): void {
+    // Two keyed hashes: one picks the bucket, the other is the fingerprint.
     let h = mix32(w0 ^ this.#seedBucket ^ tag);
-    if (n > 1) h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
-    return h >>> this.#shift;
+    let fp = mix32(w0 ^ this.#seedPrint ^ Math.imul(tag, 0x9e3779b1));
+    if (n > 1) {
+      h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
+      fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
+    }
+    this.keyBucket = h >>> this.#shift;
+    this.keyPrint = fp === 0 ? 1 : fp;
   }
 
   /**
-   * Reads the three lines and the cursor of `count` buckets (from
-   * `bucketOf`) and returns a sum of them that the caller keeps. Called for a
+   * Reads the three lines and the cursor of `count` buckets (keyBucket of
+   * `key`) and returns a sum of them that the caller keeps. Called for a
    * chunk of packets before their `see` calls, in a loop that does nothing
    * else, so that the chunk's cache misses overlap instead of being paid one
    * after another (see Pipeline.processBatch). Every line `see` may write is
@@ -171,14 +184,8 @@ export class Admission {
     w3: number,
     target: number,
   ): Admit {
-    let h = mix32(w0 ^ this.#seedBucket ^ tag);
-    let fp = mix32(w0 ^ this.#seedPrint ^ Math.imul(tag, 0x9e3779b1));
-    if (n > 1) {
-      h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
-      fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
-    }
-    if (fp === 0) fp = 1;
-    const t = this.#t, base = (h >>> this.#shift) * BUCKET;
+    this.key(tag, n, w0, w1, w2, w3);
+    const fp = this.keyPrint, t = this.#t, base = this.keyBucket * BUCKET;
     for (let i = base; i < base + WAYS; i++) {
       if (t[i] !== fp) continue;
       const time = t[i + 2 * WAYS];
@@ -210,19 +217,16 @@ export class Admission {
     target: number,
     ms: number,
   ): Admit {
-    // Two keyed hashes: one picks the bucket, the other is the fingerprint.
-    let h = mix32(w0 ^ this.#seedBucket ^ tag);
-    let fp = mix32(w0 ^ this.#seedPrint ^ Math.imul(tag, 0x9e3779b1));
-    if (n > 1) {
-      h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
-      fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
-    }
-    if (fp === 0) fp = 1;
+    this.key(tag, n, w0, w1, w2, w3);
+    return this.seeKey(this.keyBucket, this.keyPrint, target, ms);
+  }
+
+  /** `see` for a source whose bucket and fingerprint `key` gave. */
+  seeKey(bucket: number, fp: number, target: number, ms: number): Admit {
     if (this.#base < 0) this.#base = Math.floor(ms / 100) - 1;
     let now = Math.floor(ms / 100) - this.#base;
     if (now < 1) now = 1; // a packet older than the first one
     const t = this.#t;
-    const bucket = h >>> this.#shift;
     const base = bucket * BUCKET;
     for (let i = base; i < base + WAYS; i++) {
       if (t[i] !== fp) continue;

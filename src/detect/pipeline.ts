@@ -18,7 +18,7 @@ import { decodePacket } from "./decode.ts";
 import { type Admission, Admit } from "./admission.ts";
 import { type ScanDetector, Verdict } from "./detector.ts";
 import type { EventLog } from "../report/log.ts";
-import { DecodeStatus, type Family, newProbeEvent, TCP } from "../types.ts";
+import { DecodeStatus, type Family, newProbeEvent, type ProbeEvent, TCP } from "../types.ts";
 
 /** A batch of pcap records: u32 ts_sec, u32 ts_usec, u32 caplen, u32 len (host order), then data. */
 export interface RecordBatch {
@@ -182,7 +182,8 @@ export class Pipeline {
   processBatch(b: RecordBatch): void {
     const view = b.view, end = b.end, o = this.#o, ev = this.#ev, adm = this.#adm;
     const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, flags = this.#flags;
-    const sport = this.#sport, dport = this.#dport, times = this.#ms;
+    const sport = this.#sport, dport = this.#dport, times = this.#ms, keyAt = this.#keyAt;
+    const ruled = this.#ruled;
     let off = b.start;
     let more = true;
     while (more) {
@@ -214,13 +215,21 @@ export class Pipeline {
         flags[n] = ev.flags;
         sport[n] = ev.sport;
         dport[n] = ev.dport;
-        if (adm !== null && probeType(ev.flags) !== T_NONE) nb = this.#bucketsOf(adm, nb);
+        keyAt[n] = -1;
+        ruled[n] = 0;
+        if (probeType(ev.flags) !== T_NONE && this.#toRules(ev)) {
+          ruled[n] = 1;
+          if (adm !== null) nb = this.#keysOf(adm, n, nb);
+        }
         n++;
       }
       if (nb > 0) this.#touched += adm!.touch(this.#buckets, nb);
       for (let k = 0; k < n; k++) {
         const ms = times[k], f = flags[k], family = fam[k] as Family;
         this.lastPacketMs = ms;
+        this.#preBucket = keyAt[k];
+        this.#toThisHost = ruled[k] === 1;
+        this.#prePrint = this.#printAt[k];
         const type = probeType(f);
         if (type !== T_NONE) this.#probe(type, family, srcs[k], sport[k], dsts[k], dport[k], ms);
         else if ((f & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK)) {
@@ -243,30 +252,50 @@ export class Pipeline {
 
   /** Admission buckets to read ahead: an IPv4 source's, an IPv6 source's and its prefix's. */
   readonly #buckets = new Int32Array(2 * CHUNK);
+  /** Per slot: the admission bucket and fingerprint of its source address (bucket -1: none). */
+  readonly #keyAt = new Int32Array(CHUNK);
+  readonly #printAt = new Int32Array(CHUNK);
+  /** Per slot: 1 when #toRules said so. */
+  readonly #ruled = new Uint8Array(CHUNK);
+  /** The current packet's #ruled: #probe need not ask the allow-list again. */
+  #toThisHost = false;
+  /** The current packet's #keyAt/#printAt, for the address lookup of #rules. */
+  #preBucket = -1;
+  #prePrint = 0;
 
-  /** Appends the buckets of the last decoded source to #buckets at `at`; returns the new length. */
-  #bucketsOf(adm: Admission, at: number): number {
+  /**
+   * Whether a just decoded probe goes on to the rules (not this host's own,
+   * and to this host): only those are worth reading ahead. The allow-list
+   * and open ports are left to #verdict (a wasted read ahead at worst).
+   */
+  #toRules(ev: ProbeEvent): boolean {
+    const allow = this.#o.allow;
+    if (allow.isLocal(ev.family, ev.src)) return false;
+    return this.#o.everyDestinationLocal || allow.isLocal(ev.family, ev.dst);
+  }
+
+  /**
+   * Keys slot `slot`'s source (address, and for IPv6 its prefix) in the
+   * admission sketch and appends their buckets to #buckets at `at`; returns
+   * the new length.
+   */
+  #keysOf(adm: Admission, slot: number, at: number): number {
     const ev = this.#ev, b = ev.src, out = this.#buckets;
     const w0 = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
-    if (ev.family === 4) {
-      out[at] = adm.bucketOf(0, 1, w0, 0, 0, 0);
-      return at + 1;
+    if (ev.family === 4) adm.key(0, 1, w0, 0, 0, 0);
+    else {
+      const w1 = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7];
+      const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
+      const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
+      const p = this.#p6;
+      if (p < 128 && (this.#prefixOf(b), !this.#prefixProtected())) {
+        adm.key(p, 4, w0 & mask(p), w1 & mask(p - 32), w2 & mask(p - 64), w3 & mask(p - 96));
+        out[at++] = adm.keyBucket;
+      }
+      adm.key(128, 4, w0, w1, w2, w3);
     }
-    const w1 = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7];
-    const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
-    const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
-    out[at++] = adm.bucketOf(128, 4, w0, w1, w2, w3);
-    const p = this.#p6;
-    if (p < 128) {
-      out[at++] = adm.bucketOf(
-        p,
-        4,
-        w0 & mask(p),
-        w1 & mask(p - 32),
-        w2 & mask(p - 64),
-        w3 & mask(p - 96),
-      );
-    }
+    this.#keyAt[slot] = out[at++] = adm.keyBucket;
+    this.#printAt[slot] = adm.keyPrint;
     return at;
   }
 
@@ -341,7 +370,11 @@ export class Pipeline {
     const slowRule = o.slow;
     let key: number | string;
     if (adm !== null) {
-      const a = family === 4
+      const pre = this.#preBucket;
+      this.#preBucket = -1;
+      const a = pre >= 0 && len === (family === 4 ? 32 : 128)
+        ? adm.seeKey(pre, this.#prePrint, target, ms) // keyed when the chunk was read ahead
+        : family === 4
         ? adm.see(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target, ms)
         : adm.see(
           len,
@@ -529,7 +562,8 @@ export class Pipeline {
   ): void {
     const o = this.#o;
     const allow = o.allow;
-    if (allow.isLocal(family, src)) {
+    if (this.#toThisHost) this.#toThisHost = false; // read ahead: not ours, to this host
+    else if (allow.isLocal(family, src)) {
       // This host's own connection: never counted against the peer, but many
       // ports of one remote host is a sign that this host is compromised.
       if (o.outbound !== null && !allow.isLocal(family, dst)) {
@@ -542,8 +576,7 @@ export class Pipeline {
         }
       }
       return;
-    }
-    if (!o.everyDestinationLocal && !allow.isLocal(family, dst)) return;
+    } else if (!o.everyDestinationLocal && !allow.isLocal(family, dst)) return;
     if (type === T_SYN) {
       if (family === 4) this.attempts4++;
       else this.attempts6++;
