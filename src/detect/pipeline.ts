@@ -592,7 +592,7 @@ export class Pipeline {
       o.log.scanDetected(ms, family, src, dst, {
         scanType: report.scanType,
         rule: report.slow ? "slow" : o.rule,
-        ...(isRange ? { source: report.src } : {}),
+        source: report.src, // the text #scanReport made (CIDR for a range): not formatted twice
       });
       o.onScan(report);
       return;
