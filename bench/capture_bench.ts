@@ -21,15 +21,69 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-async function timeProcess(cmd: string[]): Promise<{ ms: number; code: number; out: string }> {
+/** GNU time, when installed: a child's CPU time (user + system), which waiting for a core does not inflate. */
+const GNU_TIME = ["/usr/bin/time"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+});
+
+/** Wall time of a whole process and, with GNU time, its CPU time (ms; NaN without). */
+async function timeProcess(
+  cmd: string[],
+): Promise<{ ms: number; cpuMs: number; code: number; out: string }> {
+  const cpuFile = GNU_TIME ? await Deno.makeTempFile({ prefix: "sb-bench-cpu-" }) : "";
   const t0 = performance.now();
-  const r = await run(cmd);
-  return { ms: performance.now() - t0, code: r.code, out: r.stdout };
+  const r = await run(GNU_TIME ? [GNU_TIME, "-o", cpuFile, "-f", "%U %S", ...cmd] : cmd);
+  const ms = performance.now() - t0;
+  let cpuMs = NaN;
+  if (GNU_TIME) {
+    const f = (await Deno.readTextFile(cpuFile)).trim().split("\n").at(-1)!.split(" ");
+    cpuMs = (Number(f[0]) + Number(f[1])) * 1000;
+    await Deno.remove(cpuFile);
+  }
+  return { ms, cpuMs, code: r.code, out: r.stdout };
 }
 
-/** Our readers as whole processes: the capture+decode path alone, and the whole program (main.ts -r). */
+/** The load average when a benchmark starts (other work on the machine skews wall times). */
+export function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * Our readers as whole processes: the capture+decode path alone, and the
+ * whole program (main.ts -r); with SB_BENCH_BASELINE=DIR (a checkout of
+ * other code, e.g. `git archive COMMIT | tar -x -C DIR`) also DIR's whole
+ * program, in the same runs, for before/after figures on a shared machine.
+ */
 function ourReaders(): { name: string; cmd: (f: string) => string[] }[] {
   const deno = Deno.execPath();
+  const whole = (root: string) => (f: string) => [
+    deno,
+    "run",
+    "-P",
+    "--quiet",
+    "--config",
+    `${root}deno.json`,
+    `${root}main.ts`,
+    "-r",
+    f,
+    // The destinations of writeSynPcap's frames: the flood arrives at this host.
+    "--local",
+    "10.255.0.1",
+    "--local",
+    "fd00::ffff:1",
+  ];
+  const base = Deno.env.get("SB_BENCH_BASELINE");
+  const baseline = base
+    ? [{ name: `baseline whole program (${base})`, cmd: whole(base.replace(/\/?$/, "/")) }]
+    : [];
   return [
     {
       name: "read + decode (bench/read_file.ts: libpcap batches + decodePacket)",
@@ -37,23 +91,9 @@ function ourReaders(): { name: string; cmd: (f: string) => string[] }[] {
     },
     {
       name: "whole program (main.ts -r --local DST: + allow-list, admission, rules, log, summary)",
-      cmd: (f) => [
-        deno,
-        "run",
-        "-P",
-        "--quiet",
-        "--config",
-        `${ROOT}deno.json`,
-        `${ROOT}main.ts`,
-        "-r",
-        f,
-        // The destinations of writeSynPcap's frames: the flood arrives at this host.
-        "--local",
-        "10.255.0.1",
-        "--local",
-        "fd00::ffff:1",
-      ],
+      cmd: whole(ROOT),
     },
+    ...baseline,
   ];
 }
 
@@ -64,35 +104,38 @@ export async function benchOffline(): Promise<string> {
     const file = `${dir}/syn.pcap`;
     writeSynPcap(file, PACKETS);
     const readers = ourReaders();
-    const ours: number[][] = readers.map(() => []);
-    const theirs: number[] = [];
+    const ours: number[][] = readers.map(() => []), oursCpu: number[][] = readers.map(() => []);
+    const theirs: number[] = [], theirsCpu: number[] = [];
+    const load = loadAverage();
     for (let i = 0; i < 5; i++) {
       const t = await timeProcess(["tcpdump", "-r", file, "-w", "/dev/null", DEFAULT_FILTER]);
       if (t.code !== 0) return "offline: tcpdump failed";
       theirs.push(t.ms);
+      theirsCpu.push(t.cpuMs);
       for (const [k, r] of readers.entries()) {
         const o = await timeProcess(r.cmd(file));
         if (o.code !== 0) return `offline: ${r.name} failed (exit ${o.code})`;
         ours[k].push(o.ms);
+        oursCpu[k].push(o.cpuMs);
       }
     }
-    const mt = median(theirs);
+    const mt = median(theirs), mtc = median(theirsCpu);
     const runs = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
     const lines = [
-      `offline: ${PACKETS} SYNs from ${PACKETS} distinct sources (pcap), default filter, whole processes, median of 5`,
+      `offline: ${PACKETS} SYNs from ${PACKETS} distinct sources (pcap), default filter, whole processes, median of 5; load average at start ${load}`,
       `  tcpdump -r -w /dev/null: ${mt.toFixed(0)} ms (${
         (PACKETS / mt / 1000).toFixed(2)
-      } Mpps); runs ${runs(theirs)} ms`,
+      } Mpps); runs ${runs(theirs)} ms; CPU ${runs(theirsCpu)} ms`,
     ];
     for (const [k, r] of readers.entries()) {
-      const mo = median(ours[k]);
-      lines.push(`  ${r.name}: runs ${runs(ours[k])} ms`);
+      const mo = median(ours[k]), moc = median(oursCpu[k]);
+      lines.push(`  ${r.name}: runs ${runs(ours[k])} ms; CPU ${runs(oursCpu[k])} ms`);
       lines.push(
         `  ${r.name}: ${mo.toFixed(0)} ms (${
           (PACKETS / mo / 1000).toFixed(2)
         } Mpps), ratio to tcpdump's rate ${(mt / mo).toFixed(2)}${
           k === 0 ? " (goal >= 0.5)" : " (goal >= 0.4)"
-        }`,
+        }; by CPU time ${(mtc / moc).toFixed(2)}`,
       );
     }
     return lines.join("\n");

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseAddress, parseCidr } from "../src/address.ts";
 import { AllowList } from "../src/allowlist.ts";
 import { LINKTYPE } from "../src/detect/decode.ts";
+import { Admission } from "../src/detect/admission.ts";
 import { Detector } from "../src/detect/detector.ts";
 import { EventLog } from "../src/report/log.ts";
 import { Pipeline, type ScanReport } from "../src/detect/pipeline.ts";
@@ -242,4 +243,94 @@ Deno.test("SYNs to open ports are not probes; closed ports still are", () => {
   const c = setup({ local: ["10.0.0.2"], open: [22, 25, 80, 443] });
   c.run(probes("10.0.0.1", "10.0.0.2", [1, 2, 3, 4]));
   assert.equal(c.scans.length, 1);
+});
+
+Deno.test("a batch is read ahead in chunks yet gives what one packet at a time gives", () => {
+  // 8 scanners of 6 ports interleaved (IPv4 and IPv6), a malformed frame every 7th
+  // packet and one SYN-ACK: several chunks of read-ahead, with the admission sketch.
+  const frames: Uint8Array[] = [];
+  for (let p = 0; p < 6; p++) {
+    for (let s = 0; s < 8; s++) {
+      const src = s % 2 === 0 ? `10.0.1.${s}` : `2001:db8:${s}::1`;
+      const dst = s % 2 === 0 ? "10.0.0.2" : "2001:db8::2";
+      frames.push(frame(src, dst, 40000 + p, 1000 + p));
+      if (frames.length % 7 === 0) frames.push(new Uint8Array([0x45, 0, 0]));
+    }
+  }
+  frames.push(frame("10.0.0.2", "10.0.1.0", 1000, 40000, 0x12));
+  for (let i = 0; i < 200; i++) frames.push(frame(`10.9.${i >> 8}.${i & 255}`, "10.0.0.2", 1, 80));
+  const make = () => {
+    const out: string[] = [];
+    const log = new EventLog("text", 0, (t) => out.push(t));
+    const scans: string[] = [], repeats: string[] = [];
+    const pl = new Pipeline({
+      linktype: LINKTYPE.RAW,
+      detector: new Detector({ ports: 3, windowMs: 60_000, maxSources: 1000 }),
+      rule: "window",
+      slow: null,
+      outbound: null,
+      openPorts: null,
+      allow: new AllowList([], [parseAddress("10.0.0.2")!, parseAddress("2001:db8::2")!]),
+      log,
+      everyDestinationLocal: false,
+      onScan: (s) => scans.push(`${s.ms} ${s.src} ${s.ports.join(",")}`),
+      onRepeatScanner: (ms, src) => repeats.push(`${ms} ${src}`),
+      summarize: true,
+      admission: new Admission(1 << 12, 60_000),
+      ipv6Prefix: 128,
+    });
+    return { pl, log, out, scans, repeats };
+  };
+  const ms0 = 1_600_000_000_000;
+  const whole = make(), single = make();
+  whole.pl.processBatch(batch(frames.map((data, i) => ({ ms: ms0 + i, data }))));
+  whole.log.flush();
+  frames.forEach((data, i) => {
+    single.pl.processBatch(batch([{ ms: ms0 + i, data }]));
+    single.log.flush();
+  });
+  assert.equal(whole.scans.length, 8);
+  assert.deepEqual(whole.scans, single.scans);
+  assert.equal(whole.repeats.length, 16);
+  assert.deepEqual(whole.repeats, single.repeats);
+  assert.deepEqual(whole.out.join(""), single.out.join(""));
+  for (
+    const k of [
+      "packets",
+      "decodeErrors",
+      "attempts4",
+      "attempts6",
+      "admitted",
+      "lastPacketMs",
+    ] as const
+  ) {
+    assert.equal(whole.pl[k], single.pl[k], k);
+  }
+  assert.equal(whole.pl.decodeErrors, 7);
+  // A record cut short at the end of a batch stops the batch, as before.
+  const cut = batch([{ ms: ms0, data: frames[0] }, { ms: ms0 + 1, data: frames[1] }]);
+  const t = make();
+  t.pl.processBatch({ ...cut, end: cut.end - 1 });
+  assert.equal(t.pl.packets, 1);
+});
+
+Deno.test("repeats of reported scanners carry their own source, also when they alternate", () => {
+  const t = setup({ local: ["10.0.0.2", "2001:db8::2"] });
+  const a = probes("10.0.0.1", "10.0.0.2", [1, 2, 3, 4]);
+  const b = probes("10.0.0.3", "10.0.0.2", [1, 2, 3, 4]);
+  const c = probes("2001:db8::1", "2001:db8::2", [1, 2, 3, 4]);
+  const d = probes("a00:1::", "2001:db8::2", [1, 2, 3, 4]); // first bytes of c's and a's
+  t.run([...a, ...b, ...c, ...d]);
+  assert.equal(t.scans.length, 4);
+  t.run([a[0], d[0], b[0], a[1], c[0], d[1], c[1], b[1]]);
+  assert.deepEqual(t.repeats, [
+    "10.0.0.1",
+    "a00:1::",
+    "10.0.0.3",
+    "10.0.0.1",
+    "2001:db8::1",
+    "a00:1::",
+    "2001:db8::1",
+    "10.0.0.3",
+  ]);
 });
