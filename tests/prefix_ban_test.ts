@@ -77,7 +77,7 @@ async function stateFrom(lab: Lab, src: string, port: number): Promise<string> {
   return `unknown: ${r.stdout}${r.stderr}`;
 }
 
-for (const kind of ["nftables", "iptables"] as const) {
+for (const kind of ["nftables", "iptables", "iptables-rules"] as const) {
   Deno.test({
     name: `${kind} backend: a /64 is banned as a range, a block holding this host is refused`,
     ...opts,
@@ -100,6 +100,11 @@ for (const kind of ["nftables", "iptables"] as const) {
         assert.equal(await fw.ban(`${a}/64`, 3600), "banned");
         assert.equal(await fw.ban(other.net, 3600), "already");
         assert.deepEqual((await fw.list()).map((x) => x.address), [other.net]);
+        // The default iptables backend holds the block in the ipset hash:net set.
+        const sets = await lab.exec(lab.target, ["ipset", "save", "scanblocker6net"]);
+        if (kind === "iptables") {
+          assert.match(sets.stdout, new RegExp(`^add scanblocker6net ${other.net} timeout`, "m"));
+        } else assert.doesNotMatch(sets.stdout, /^add /m);
         assert.equal(await stateFrom(lab, b, 22), "filtered");
         assert.equal(await stateFrom(lab, lab.scanner6, 22), "closed");
         // The lab's own /64 holds this host: never banned as a block.
