@@ -93,7 +93,9 @@ for (const firewall of ["nftables", "ipset", "iptables", "iptables-rules"]) {
           "off",
         ]);
         await d.waitFor(/Listening on: /, 20000);
-        if (firewall === "iptables") await d.waitFor(/firewall iptables via ipset sets \(netlink\)/, 1);
+        if (firewall === "iptables") {
+          await d.waitFor(/firewall iptables via ipset sets \(netlink\)/, 1);
+        }
         // A scan on the empty table: the usual time.
         assert.equal((await scanFrom(lab, early)).code, 0);
         const empty = await banTime(d, early);
