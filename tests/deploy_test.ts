@@ -453,7 +453,8 @@ const isBookworm = await Deno.readTextFile("/etc/debian_version").then(
 );
 
 Deno.test({
-  name: "Dockerfile: its runtime file set runs iptables, nft and libpcap with nothing but glibc",
+  name:
+    "Dockerfile: its runtime file set runs iptables, ipset, nft and libpcap with nothing but glibc",
   // The stage runs on debian:12-slim; here the same script runs on this host when it is Debian 12.
   ignore: !isRoot || !isBookworm,
   fn: async () => {
@@ -494,6 +495,18 @@ Deno.test({
       assert.match(list.stdout, /-A SBTEST -s 192\.0\.2\.9\/32 -j DROP/, list.stderr);
       const six = await inRoot(["/usr/sbin/ip6tables", "-S"]);
       assert.equal(six.code, 0, six.stderr);
+      // The default backend's form: an ipset set matched by one rule (libxt_set).
+      const set = await inRoot(["/usr/sbin/ipset", "create", "sbtest", "hash:ip", "timeout", "0"]);
+      assert.equal(set.code, 0, set.stderr);
+      const add = await inRoot(["/usr/sbin/ipset", "add", "sbtest", "192.0.2.10"]);
+      assert.equal(add.code, 0, add.stderr);
+      const match = await inRoot(
+        ["/usr/sbin/iptables-restore", "--noflush"],
+        "*filter\n-A SBTEST -m set --match-set sbtest src -j DROP\nCOMMIT\n",
+      );
+      assert.equal(match.code, 0, match.stderr);
+      const saved = await inRoot(["/usr/sbin/ipset", "save", "sbtest"]);
+      assert.match(saved.stdout, /^add sbtest 192\.0\.2\.10/m, saved.stderr);
       const nft = await inRoot(["/usr/sbin/nft", "list", "ruleset"]);
       assert.match(nft.stdout, /192\.0\.2\.9/, nft.stderr);
       const pcap = await run([
