@@ -275,7 +275,8 @@ export class IpsetFirewall extends BaseFirewall {
         return [];
       }
       const now = Date.now();
-      const move = legacy.filter((b) => !this.expired(b, now));
+      // A protected address is not moved (one line says so); its rule went with the old chain.
+      const move = legacy.filter((b) => !this.expired(b, now) && this.refusedAtRestore(b) === null);
       if (move.length > 0) {
         const err = await this.#change(move, true);
         if (err) this.report(`ipset: moving ${move.length} iptables rules into the sets: ${err}`);

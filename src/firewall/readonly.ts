@@ -24,11 +24,6 @@ const GRANT = "run it as root or with CAP_NET_ADMIN";
 export async function readBans(kind: FirewallKind, prefix: string[] = []): Promise<ReadBans> {
   if (kind === "iptables" || kind === "iptables-rules" || kind === "ipset") {
     const bans: Ban[] = [];
-    if (kind !== "iptables-rules") {
-      const r = await readSets(prefix);
-      if (!r.ok) return r;
-      bans.push(...r.bans);
-    }
     for (const [tool, family] of [["iptables", 4], ["ip6tables", 6]] as const) {
       // -S only reads; no -w: taking the xtables lock needs write access to /run.
       const r = await runCommand([...prefix, tool, "-S"]);
@@ -39,6 +34,11 @@ export async function readBans(kind: FirewallKind, prefix: string[] = []): Promi
         };
       }
       bans.push(...parseIptablesRules(r.stdout, family).bans);
+    }
+    if (kind !== "iptables-rules") {
+      const r = await readSets(prefix);
+      if (!r.ok) return r;
+      bans.push(...r.bans);
     }
     return { ok: true, bans };
   }
