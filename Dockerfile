@@ -61,10 +61,12 @@ RUN set -eu; \
 # CAP_NET_ADMIN (firewall) and CAP_SYS_NICE (SCHED_FIFO capture thread), here
 # as file capabilities because Docker gives a non-root user no ambient ones.
 # Permitted only (+p, no effective bit), so the file still starts when
-# --cap-add grants only some of them (`bans` needs only NET_ADMIN); the
+# --cap-add grants only some of them (`bans` needs NET_ADMIN, and NET_RAW to
+# list the rule matching the ipset sets); the
 # program makes them effective itself and passes only CAP_NET_ADMIN on to
-# iptables/nft/ipset. Owned by root and the group of the user
-# the image runs as, mode 0750: only that group may execute it, and only that
+# iptables/nft/ipset (and CAP_NET_RAW with the ipset form of iptables, the
+# default: iptables' set match opens a raw socket). Owned by root and the
+# group of the user the image runs as, mode 0750: only that group may execute it, and only that
 # group may make it change the firewall (src/privilege.ts). chown clears file
 # capabilities, so setcap comes last; COPY keeps them (BuildKit keeps xattrs).
 COPY --from=build /src/scanblocker /out/usr/local/bin/scanblocker

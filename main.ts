@@ -12,7 +12,7 @@ import { Bans } from "./src/bans/bans.ts";
 import { runBansCommand } from "./src/bans/commands.ts";
 import { type GuardWatch, protectedAddresses } from "./src/bans/guard.ts";
 import type { AllowList } from "./src/allowlist.ts";
-import { raiseAmbientCapabilities } from "./src/capabilities.ts";
+import { helpersNeedRaw, raiseAmbientCapabilities } from "./src/capabilities.ts";
 import { DEFAULT_FILTER } from "./src/capture/capture.ts";
 import { HostWatch } from "./src/capture/host.ts";
 import { LiveCapture } from "./src/capture/live.ts";
@@ -64,8 +64,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  // Helpers inherit CAP_NET_ADMIN and nothing else, whatever the caller handed down.
-  raiseAmbientCapabilities();
+  // Helpers inherit CAP_NET_ADMIN (and CAP_NET_RAW for the ipset form of
+  // iptables: src/capabilities.ts) and nothing else, whatever the caller handed down.
+  raiseAmbientCapabilities(helpersNeedRaw(cfg.firewall));
   const refusal = commandRefusal(cfg);
   if (refusal) {
     warn(refusal);

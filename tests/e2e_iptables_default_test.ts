@@ -69,6 +69,15 @@ Deno.test({
       assert.equal(bans.code, 0, bans.stderr);
       assert.match(bans.stdout, new RegExp(`^${esc(lab.scanner4)} .* iptables$`, "m"));
       assert.match(bans.stdout, /^10\.66\.0\.1 .* iptables$/m);
+      // Listing the rule that matches a set needs CAP_NET_RAW (xtables asks for the set over a
+      // raw socket): without it, `bans` says so rather than "no active bans".
+      const noRaw = await lab.exec(lab.target, [
+        ...["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"],
+        ...[Deno.execPath(), "run", "-P", "--quiet", main, "bans"],
+      ]);
+      assert.equal(noRaw.code, 2, noRaw.stdout + noRaw.stderr);
+      assert.match(noRaw.stderr, /socket to ipset.*CAP_NET_ADMIN and CAP_NET_RAW/);
+      assert.doesNotMatch(noRaw.stdout, /no active bans/);
       assert.equal(await d.stop(), 0, d.stderr());
     } finally {
       if (d) await d.stop();

@@ -42,6 +42,11 @@ export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firew
 
 /** Words of iptables/nft when the caller may not read the firewall. */
 const NOT_ALLOWED = /Operation not permitted|Permission denied|must be root/i;
+/** iptables listing a rule that matches an ipset set, without CAP_NET_RAW (see src/capabilities.ts). */
+export const NEEDS_RAW = /socket to ipset/i;
+/** What to grant when NEEDS_RAW matched. */
+export const RAW_GRANT =
+  "iptables needs CAP_NET_RAW as well to list the rule matching scanblocker's ipset sets: run it as root or with CAP_NET_ADMIN and CAP_NET_RAW";
 
 /**
  * The backends that hold scanblocker's rules in this namespace: nftables when
@@ -63,6 +68,12 @@ export async function installedBackends(
     runCommand([...prefix, "ip6tables", "-S"]),
   ]);
   for (const r of [nft, ipt4, ipt6]) {
+    if (r.code !== 0 && NEEDS_RAW.test(r.stderr)) {
+      return {
+        kinds: [],
+        error: `cannot read the firewall (${firstLine(r.stderr)}); ${RAW_GRANT}`,
+      };
+    }
     if (r.code !== 0 && NOT_ALLOWED.test(r.stderr)) {
       return {
         kinds: [],

@@ -4,7 +4,7 @@
  * A firewall it cannot read is said so, never shown as "no active bans".
  */
 import type { Ban, FirewallKind } from "../types.ts";
-import { formatDuration } from "./firewall.ts";
+import { formatDuration, NEEDS_RAW, RAW_GRANT } from "./firewall.ts";
 import { IPT_CHAIN, parseIptablesRules } from "./iptables.ts";
 import { IPSET_NAMES, IPSET_NET_NAMES, parseIpsetSave } from "./ipset.ts";
 import { helperPath } from "./helpers.ts";
@@ -28,9 +28,10 @@ export async function readBans(kind: FirewallKind, prefix: string[] = []): Promi
       // -S only reads; no -w: taking the xtables lock needs write access to /run.
       const r = await runCommand([...prefix, tool, "-S"]);
       if (r.code !== 0) {
+        const grant = NEEDS_RAW.test(r.stderr) ? RAW_GRANT : GRANT;
         return {
           ok: false,
-          error: `cannot read the ${tool} rules (${firstLine(r.stderr)}); ${GRANT}`,
+          error: `cannot read the ${tool} rules (${firstLine(r.stderr)}); ${grant}`,
         };
       }
       bans.push(...parseIptablesRules(r.stdout, family).bans);
