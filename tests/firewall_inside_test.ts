@@ -376,6 +376,12 @@ insideTest("ipset backend over netlink inside a namespace", "ipset", async (t, l
     const res = (await d.send("batch 300")).result as string[];
     assert.ok(res.every((x) => x === "banned"), String(res));
     assert.match(await ipsetText(lab), /^add scanblocker4 10\.77\.1\.43 timeout/m);
+    // A block goes over netlink too, into the hash:net set with its prefix length.
+    const block = await d.send("now 10.88.0.0/24 3600");
+    assert.equal(block.result, "banned", block.errors.join("\n"));
+    assert.match(await ipsetText(lab), /^add scanblocker4net 10\.88\.0\.0\/24 timeout \d+$/m);
+    assert.equal((await d.send("now 2001:db8:42::/48 0")).result, "banned");
+    assert.match(await ipsetText(lab), /^add scanblocker6net 2001:db8:42::\/48 timeout 0$/m);
   });
 
   await t.step("unban and flush", async () => {

@@ -21,7 +21,7 @@
  * SCANBLOCKER at start are moved into the sets.
  */
 import type { Ban, Family, FastBan, KernelState } from "../types.ts";
-import { canonicalTarget, parseAddress } from "../address.ts";
+import { canonicalTarget, parseAddress, parseTarget } from "../address.ts";
 import { NftSocket, type SetElement } from "../../ffi/nfnetlink.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { IPT_CHAIN, IPT_SYNC_CHAIN, parseIptablesRules } from "./iptables.ts";
@@ -102,6 +102,21 @@ async function createSet(
   const have = await runCommand([...prefix, "ipset", "list", "-n", set.name]);
   if (have.code === 0) return null;
   return `ipset create ${set.name} failed: ${firstLine(c.stderr)}`;
+}
+
+/**
+ * The set and netlink element of a ban: an address in the family's hash:ip
+ * set (a mapped IPv6 address stays IPv6, as the kernel holds it), a block
+ * in its hash:net set with its prefix length; null when the text is neither.
+ */
+function setElement(b: Ban, timeoutMs: number): { name: string; element: SetElement } | null {
+  if (!b.address.includes("/")) {
+    const a = parseAddress(b.address, true);
+    return a ? { name: IPSET_NAMES[a.family], element: { key: a.bytes, timeoutMs } } : null;
+  }
+  const t = parseTarget(b.address);
+  if (!t) return null;
+  return { name: IPSET_NET_NAMES[t.family], element: { key: t.bytes, timeoutMs, cidr: t.prefix } };
 }
 
 /** iptables with ipset sets; see the module comment. */
@@ -302,49 +317,51 @@ export class IpsetFirewall extends BaseFirewall {
   /** Adds or deletes `bans` in their sets; null, or the first error. */
   async #change(bans: readonly Ban[], add: boolean): Promise<string | null> {
     const now = Date.now();
-    const per: Record<Family, SetElement[]> = { 4: [], 6: [] };
-    const text: string[] = [];
     const nl = this.#useNetlink();
+    if (!nl) return await this.#changeText(bans, add, now);
+    const per = new Map<string, SetElement[]>();
     for (const b of bans) {
-      const block = b.address.includes("/");
-      const name = (block ? IPSET_NET_NAMES : IPSET_NAMES)[b.family];
-      if (block || !nl) {
-        // Blocks (and everything without netlink) as `ipset restore` lines.
-        const secs = b.expiresAt === null ? 0 : Math.max(1, Math.ceil((b.expiresAt - now) / 1000));
-        text.push(add ? `add ${name} ${b.address} timeout ${secs}` : `del ${name} ${b.address}`);
-        continue;
-      }
-      const a = parseAddress(b.address, true);
-      if (!a) return `not an address: ${b.address}`;
       const timeoutMs = add && b.expiresAt !== null ? Math.max(1000, b.expiresAt - now) : 0;
-      per[a.family].push({ key: a.bytes, timeoutMs });
+      const e = setElement(b, timeoutMs);
+      if (!e) return `not an address: ${b.address}`;
+      per.set(e.name, [...(per.get(e.name) ?? []), e.element]);
     }
-    for (const family of [4, 6] as const) {
-      if (!nl || per[family].length === 0) continue;
-      const err = nl.ipset(IPSET_NAMES[family], per[family], !add);
-      if (err !== null) return `${err} (netlink, set ${IPSET_NAMES[family]})`;
+    for (const [name, els] of per) {
+      const err = nl.ipset(name, els, !add);
+      if (err !== null) return `${err} (netlink, set ${name})`;
     }
-    if (text.length === 0) return null;
+    return null;
+  }
+
+  /** The same through one `ipset -exist restore` (a commandPrefix, or no netlink). */
+  async #changeText(bans: readonly Ban[], add: boolean, now: number): Promise<string | null> {
+    const lines = bans.map((b) => {
+      const name = (b.address.includes("/") ? IPSET_NET_NAMES : IPSET_NAMES)[b.family];
+      const secs = b.expiresAt === null ? 0 : Math.max(1, Math.ceil((b.expiresAt - now) / 1000));
+      return add ? `add ${name} ${b.address} timeout ${secs}` : `del ${name} ${b.address}`;
+    });
+    if (lines.length === 0) return null;
     const r = await runCommand(
       [...this.prefix, "ipset", "-exist", "restore"],
-      text.join("\n") + "\n",
+      lines.join("\n") + "\n",
     );
     return r.code === 0 ? null : `ipset restore: ${firstLine(r.stderr)}`;
   }
 
-  protected override canApplyNow(ban: Ban): boolean {
-    return !ban.address.includes("/") && this.#ready !== null && this.#useNetlink() !== null;
+  protected override canApplyNow(_ban: Ban): boolean {
+    return this.#ready !== null && this.#useNetlink() !== null;
   }
 
   protected override applyNow(ban: Ban): boolean {
     const nl = this.#useNetlink();
-    const a = parseAddress(ban.address, true);
-    if (!nl || !a) return false;
     const timeoutMs = ban.expiresAt === null ? 0 : Math.max(1000, ban.expiresAt - Date.now());
-    const err = nl.ipset(IPSET_NAMES[a.family], [{ key: a.bytes, timeoutMs }]);
+    const e = setElement(ban, timeoutMs);
+    if (!nl || !e) return false;
+    const name = e.name;
+    const err = nl.ipset(name, [e.element]);
     if (err === null) return true;
     this.#ready = null; // set up again before the next ban
-    this.report(`ipset add ${IPSET_NAMES[a.family]} ${ban.address}: ${err}`);
+    this.report(`ipset add ${name} ${ban.address}: ${err}`);
     return false;
   }
 
