@@ -12,11 +12,11 @@
  * host down (~30x with 65,536 rules), and each change rebuilds the chain. A
  * hash set is one lookup whatever it holds (hash:net one per prefix length
  * present), and the kernel expires each element itself (sets made with
- * `timeout 0`: every element has its own, 0 = until removed). Addresses go
- * to the kernel over netlink (NFNL_SUBSYS_IPSET, ffi/nfnetlink.ts),
- * acknowledged per element, on the calling thread; blocks, a commandPrefix
- * (tests driving another namespace) or no netlink take one `ipset -exist
- * restore` per batch. Set-up and listing use the `ipset` and
+ * `timeout 0`: every element has its own, 0 = until removed). Addresses and
+ * blocks go to the kernel over netlink (NFNL_SUBSYS_IPSET, ffi/nfnetlink.ts;
+ * a block with its prefix length), acknowledged per element, on the calling
+ * thread; with a commandPrefix (tests driving another namespace) or without
+ * netlink, one `ipset -exist restore` per batch does the same. Set-up and listing use the `ipset` and
  * `iptables-restore` commands. Rules of the per-rule form found in
  * SCANBLOCKER at start are moved into the sets.
  */
