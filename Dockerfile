@@ -7,7 +7,7 @@
 #     -e SB_DEVICE=eth0 scanblocker
 #
 # Stage 1 compiles the one executable (permissions from deno.json, -P).
-# Stage 2 gathers libpcap and iptables-nft/nft with their libraries from the
+# Stage 2 gathers libpcap, iptables-nft/nft and ipset with their libraries from the
 # same Debian release as the runtime base, and gives the executable its file
 # capabilities. Stage 3 is distroless: no shell, no package manager, and it
 # runs as the unprivileged user nonroot (65532).
@@ -26,7 +26,7 @@ RUN deno task compile
 
 FROM debian:12.11-slim@sha256:b1a741487078b369e78119849663d7f1a5341ef2768798f7b7406c4240f86aef AS runtime-libs
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpcap0.8 iptables nftables libcap2-bin \
+ && apt-get install -y --no-install-recommends libpcap0.8 iptables ipset nftables libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
 # Everything lands in /out with its final path. Libraries are copied as
 # regular files under their soname into /usr/lib/<triplet>, never under /lib
@@ -34,10 +34,14 @@ RUN apt-get update \
 # a directory). glibc itself is
 # left out: the distroless base brings the same version. stdbuf (coreutils)
 # is there because the iptables backend line-buffers iptables-restore with it.
+# ipset (and libipset, found by ldd) is there because the default backend,
+# iptables, holds its bans in ipset sets when ipset is usable (one rule per
+# ban otherwise; src/firewall/choice.ts); the set match (libxt_set.so) is in
+# the xtables directory.
 RUN set -eu; \
     triplet="$(uname -m)-linux-gnu"; libdir="/usr/lib/$triplet"; \
     mkdir -p "/out/usr/sbin" "/out$libdir"; \
-    cp -a /usr/sbin/xtables-nft-multi /usr/sbin/nft /out/usr/sbin/; \
+    cp -a /usr/sbin/xtables-nft-multi /usr/sbin/nft /usr/sbin/ipset /out/usr/sbin/; \
     for n in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6tables-restore; do \
       ln -s xtables-nft-multi "/out/usr/sbin/$n"; \
     done; \
@@ -46,7 +50,8 @@ RUN set -eu; \
     cp -a /usr/bin/stdbuf /out/usr/bin/; \
     cp -a /usr/libexec/coreutils/libstdbuf.so /out/usr/libexec/coreutils/; \
     cp -L "$libdir/libpcap.so.0.8" "/out$libdir/"; \
-    ldd /usr/sbin/xtables-nft-multi /usr/sbin/nft "$libdir/libpcap.so.0.8" "$libdir"/xtables/*.so \
+    ldd /usr/sbin/xtables-nft-multi /usr/sbin/nft /usr/sbin/ipset "$libdir/libpcap.so.0.8" \
+      "$libdir"/xtables/*.so \
       | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u \
       | grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv)\.so|/ld-linux' \
       | while read -r lib; do cp -L "$lib" "/out$libdir/$(basename "$lib")"; done; \
@@ -56,10 +61,12 @@ RUN set -eu; \
 # CAP_NET_ADMIN (firewall) and CAP_SYS_NICE (SCHED_FIFO capture thread), here
 # as file capabilities because Docker gives a non-root user no ambient ones.
 # Permitted only (+p, no effective bit), so the file still starts when
-# --cap-add grants only some of them (`bans` needs only NET_ADMIN); the
+# --cap-add grants only some of them (`bans` needs NET_ADMIN, and NET_RAW to
+# list the rule matching the ipset sets); the
 # program makes them effective itself and passes only CAP_NET_ADMIN on to
-# iptables/nft. Owned by root and the group of the user
-# the image runs as, mode 0750: only that group may execute it, and only that
+# iptables/nft/ipset (and CAP_NET_RAW with the ipset form of iptables, the
+# default: iptables' set match opens a raw socket). Owned by root and the
+# group of the user the image runs as, mode 0750: only that group may execute it, and only that
 # group may make it change the firewall (src/privilege.ts). chown clears file
 # capabilities, so setcap comes last; COPY keeps them (BuildKit keeps xattrs).
 COPY --from=build /src/scanblocker /out/usr/local/bin/scanblocker

@@ -7,7 +7,7 @@
  * configuration, 1 any other fatal error.
  */
 import { runBansCommand } from "./src/bans/commands.ts";
-import { raiseAmbientCapabilities } from "./src/capabilities.ts";
+import { helpersNeedRaw, raiseAmbientCapabilities } from "./src/capabilities.ts";
 import {
   type Config,
   ConfigError,
@@ -42,8 +42,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  // Helpers inherit CAP_NET_ADMIN and nothing else, whatever the caller handed down.
-  raiseAmbientCapabilities();
+  // Helpers inherit CAP_NET_ADMIN (and CAP_NET_RAW for the ipset form of
+  // iptables: src/capabilities.ts) and nothing else, whatever the caller handed down.
+  raiseAmbientCapabilities(helpersNeedRaw(cfg.firewall));
   const refusal = commandRefusal(cfg);
   if (refusal) {
     warn(refusal);

@@ -20,6 +20,10 @@
 import { startDaemon } from "../tests/daemon.ts";
 import { createLab, type Lab, run } from "../tests/netns.ts";
 
+/** The backends this bench knows (iptables: the default, ipset sets when usable). */
+const BACKENDS = ["nftables", "iptables", "iptables-rules", "ipset", "none"] as const;
+type Backend = (typeof BACKENDS)[number];
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function quantile(xs: number[], q: number): number {
@@ -161,7 +165,7 @@ function daemonArgs(lab: Lab, backend: string, settings: "default" | "json"): st
 
 /** Runs the measurements for one backend and settings and returns printable lines. */
 async function benchBackend(
-  backend: "nftables" | "iptables" | "none",
+  backend: Backend,
   settings: "default" | "json",
 ): Promise<string[]> {
   const lab = await createLab("lat");
@@ -174,6 +178,8 @@ async function benchBackend(
   const d = startDaemon(lab.target, daemonArgs(lab, backend, settings));
   try {
     await d.waitFor(/Listening on: /, 20000);
+    const via = /firewall (\S+ via [^,]+(?:\([^)]*\))?)/.exec(d.stderr() + d.stdout());
+    if (via) out.push(`${name}: start-up line: firewall ${via[1]}`);
     const n = FULL_RUNS[settings];
     const addrs = await scannerAddresses(lab, n + 21);
     const full: number[] = [];
@@ -248,7 +254,7 @@ async function benchBackend(
 
 /** Ban latency for the given backends ("none" shows the capture-to-detection share). */
 export async function benchBanLatency(
-  backends: readonly ("nftables" | "iptables" | "none")[] = ["nftables", "iptables", "none"],
+  backends: readonly (Backend)[] = ["nftables", "iptables", "none"],
 ): Promise<string> {
   const lines: string[] = await benchKernel();
   for (const b of backends) {
@@ -259,8 +265,6 @@ export async function benchBanLatency(
 }
 
 if (import.meta.main) {
-  const which = Deno.args.filter((a): a is "nftables" | "iptables" | "none" =>
-    a === "nftables" || a === "iptables" || a === "none"
-  );
+  const which = Deno.args.filter((a): a is Backend => (BACKENDS as readonly string[]).includes(a));
   console.log(await benchBanLatency(which.length ? which : undefined));
 }

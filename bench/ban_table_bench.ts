@@ -4,8 +4,9 @@
  * second received by the target (iperf3 from the scanner namespace), with
  * the backend's structures empty and holding BANS bans of other addresses
  * (put there by the backend itself, through its commandPrefix path). With
- * iptables every inbound packet walks one rule per ban; ipset and nftables
- * look the source up in a hash set. Prints figures; never passes or fails
+ * iptables-rules every inbound packet walks one rule per ban; iptables (the
+ * default: ipset sets when ipset is usable), ipset and nftables look the
+ * source up in a hash set. Every round is printed, then the medians. Prints figures; never passes or fails
  * on time. Each figure is the median of five runs of SECONDS seconds, the
  * empty and the full table measured in turns (two labs).
  *
@@ -17,7 +18,9 @@ import type { FirewallKind } from "../src/types.ts";
 
 const BANS = Number(Deno.args[0] ?? 65536);
 const KINDS =
-  (Deno.args.length > 1 ? Deno.args.slice(1) : ["iptables", "ipset", "nftables"]) as FirewallKind[];
+  (Deno.args.length > 1
+    ? Deno.args.slice(1)
+    : ["iptables", "iptables-rules", "ipset", "nftables"]) as FirewallKind[];
 const SECONDS = 3;
 
 interface Figures {
@@ -82,14 +85,22 @@ for (const kind of KINDS) {
     for (let i = 0; i < ROUNDS; i++) {
       e.push({ tcpMbps: await iperf(empty.lab, false), udpPps: await iperf(empty.lab, true) });
       f.push({ tcpMbps: await iperf(full.lab, false), udpPps: await iperf(full.lab, true) });
+      const [a, b] = [e[i], f[i]];
+      console.log(
+        `${kind} round ${i + 1}: empty TCP ${a.tcpMbps.toFixed(0)} Mbit/s, UDP ${
+          a.udpPps.toFixed(0)
+        } pkt/s | full TCP ${b.tcpMbps.toFixed(0)} Mbit/s (${
+          ((b.tcpMbps / a.tcpMbps) * 100).toFixed(0)
+        } %), UDP ${b.udpPps.toFixed(0)} pkt/s (${((b.udpPps / a.udpPps) * 100).toFixed(0)} %)`,
+      );
     }
     const m = (v: Figures[], k: keyof Figures) => median(v.map((x) => x[k]));
     const pct = (a: number, b: number) => `${((a / b) * 100).toFixed(0)} %`;
     const [et, eu, ft, fu] = [m(e, "tcpMbps"), m(e, "udpPps"), m(f, "tcpMbps"), m(f, "udpPps")];
     console.log(
-      `${kind.padEnd(8)} empty: TCP ${et.toFixed(0)} Mbit/s, UDP ${
-        eu.toFixed(0)
-      } pkt/s | ${full.banned} bans ` +
+      `${kind.padEnd(8)} (${full.fw.describePath()}) median empty: TCP ${
+        et.toFixed(0)
+      } Mbit/s, UDP ${eu.toFixed(0)} pkt/s | ${full.banned} bans ` +
         `(added in ${(full.fillMs / 1000).toFixed(1)} s): TCP ${ft.toFixed(0)} Mbit/s (${
           pct(ft, et)
         }), ` +

@@ -83,6 +83,8 @@ const IPSET_ATTR_IP = 1;
 const IPSET_ATTR_IPADDR_IPV4 = 1;
 const IPSET_ATTR_IPADDR_IPV6 = 2;
 const IPSET_ATTR_TIMEOUT = 6;
+/** Prefix length of a hash:net element (u8, host byte order). */
+const IPSET_ATTR_CIDR = 3;
 const NLA_F_NET_BYTEORDER = 0x4000;
 /** ipset's own error numbers (above 4096), as `ipset` words them. */
 const IPSET_ERRORS: Record<number, string> = {
@@ -116,6 +118,8 @@ const NFTA_DATA_VALUE = 1;
 export interface SetElement {
   key: Uint8Array;
   timeoutMs: number;
+  /** ipset hash:net only: the block's prefix length (absent: the whole address). */
+  cidr?: number;
 }
 
 /** A rule as the kernel lists it: the raw payloads of its attributes. */
@@ -388,6 +392,7 @@ export class NftSocket {
         const family = e.key.length === 4 ? IPSET_ATTR_IPADDR_IPV4 : IPSET_ATTR_IPADDR_IPV6;
         w.attr(family | NLA_F_NET_BYTEORDER, e.key);
         w.end(ip, 16);
+        if (e.cidr !== undefined) w.attr(IPSET_ATTR_CIDR, new Uint8Array([e.cidr]));
         if (!del) {
           const t = new Uint8Array(4);
           // ipset takes seconds, at most 2^32/1000 of them; 0 = never expires.

@@ -64,10 +64,11 @@ export function missingFromStatus(status: string): MissingCapability[] {
  * /proc/self/status is unreadable). CAP_NET_ADMIN, when held, is first made
  * the one ambient capability (raiseAmbientCapabilities), so that after
  * `setcap …+ep` the iptables/nft commands started later keep it; call it on
- * the main thread before the firewall starts.
+ * the main thread before the firewall starts; `helperRaw` as for
+ * raiseAmbientCapabilities.
  */
-export function missingCapabilities(): MissingCapability[] {
-  raiseAmbientCapabilities();
+export function missingCapabilities(helperRaw = false): MissingCapability[] {
+  raiseAmbientCapabilities(helperRaw);
   const status = readSystemFile("/proc/self/status");
   return status === null ? [] : missingFromStatus(status);
 }
@@ -77,11 +78,26 @@ const CAP_SYS_NICE = 23;
 
 /** CAP_NET_ADMIN: the one capability the helpers (iptables, nft) need. */
 const HELPER_CAPABILITY = 12;
+/**
+ * CAP_NET_RAW: what iptables also needs for a rule matching an ipset set.
+ * xtables' set match (libxt_set) asks the kernel for the set's index, and
+ * for its name when it lists the rule, through getsockopt(SO_IP_SET) on a
+ * raw socket; without CAP_NET_RAW `iptables-restore` and `iptables -S` fail
+ * with "Can't open socket to ipset", and the default backend would always
+ * fall back to one rule per ban under the systemd unit.
+ */
+const HELPER_RAW_CAPABILITY = 13;
+
+/** True when the backend's helpers need CAP_NET_RAW too (its ipset form; see HELPER_RAW_CAPABILITY). */
+export function helpersNeedRaw(firewall: string): boolean {
+  return firewall === "iptables" || firewall === "ipset";
+}
 
 /**
- * Makes CAP_NET_ADMIN, when this thread holds it, the one capability the
- * programs it starts inherit (ambient and inheritable), and takes every other
- * out of those sets; capabilities only permitted (`setcap …+p`) are made
+ * Makes CAP_NET_ADMIN (with `helperRaw` also CAP_NET_RAW: the backends that
+ * use ipset, see helpersNeedRaw), when this thread holds it, the capabilities
+ * the programs it starts inherit (ambient and inheritable), and takes every
+ * other out of those sets; capabilities only permitted (`setcap …+p`) are made
  * effective first. After `setcap …+ep` the iptables/nft commands need it
  * (file capabilities are not passed on through execve otherwise); under the
  * systemd unit, whose ambient set also holds CAP_NET_RAW and CAP_SYS_NICE
@@ -90,10 +106,12 @@ const HELPER_CAPABILITY = 12;
  * are per thread; Deno.Command forks from it) before any command starts.
  * Returns the names now ambient; never throws.
  */
-export function raiseAmbientCapabilities(): string[] {
+export function raiseAmbientCapabilities(helperRaw = false): string[] {
   // Permitted but not effective after `setcap …+p`: make them usable first.
   raiseEffective([...CAPABILITIES.map((c) => c.bit), CAP_SYS_NICE]);
-  const raised = setAmbient([HELPER_CAPABILITY]);
+  const raised = setAmbient(
+    helperRaw ? [HELPER_CAPABILITY, HELPER_RAW_CAPABILITY] : [HELPER_CAPABILITY],
+  );
   return CAPABILITIES.filter((c) => raised.includes(c.bit)).map((c) => c.name);
 }
 

@@ -186,9 +186,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     long: "firewall",
     env: "SB_FIREWALL",
-    arg: "iptables|ipset|nftables|none",
+    arg: "iptables|iptables-rules|ipset|nftables|none",
     def: "iptables live, none with -r",
-    help: "where bans go",
+    help:
+      "where bans go; iptables keeps them in ipset sets when ipset is usable, else one rule per ban (always: iptables-rules)",
   },
   {
     long: "ban-time",
@@ -758,7 +759,11 @@ function validate(command: Command, unbanAddress: string | null, l: Layers): Con
   const fwText = get("firewall");
   const firewall: FirewallKind = fwText === undefined
     ? (read !== null ? "none" : "iptables")
-    : oneOf("firewall", fwText, ["iptables", "ipset", "nftables", "none"] as const);
+    : oneOf(
+      "firewall",
+      fwText,
+      ["iptables", "iptables-rules", "ipset", "nftables", "none"] as const,
+    );
   const banTime = intOption(
     "ban-time",
     value("ban-time"),

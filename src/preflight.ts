@@ -4,7 +4,7 @@
  * interface. Each failure is configuration (exit 2: a restart would not
  * help), said in one line.
  */
-import { capabilityAdvice, missingCapabilities } from "./capabilities.ts";
+import { capabilityAdvice, helpersNeedRaw, missingCapabilities } from "./capabilities.ts";
 import { defaultInterface, interfaceProblem } from "./capture/capture.ts";
 import type { Config } from "./config.ts";
 import { type InstanceLock, lockFirewall } from "./instance.ts";
@@ -21,7 +21,10 @@ export function preflight(cfg: Config, live: boolean, warn: (line: string) => vo
     );
   }
   if (!live) return { device: "", lock: null };
-  const advice = capabilityAdvice(missingCapabilities(), { firewall: cfg.firewall, live });
+  const advice = capabilityAdvice(missingCapabilities(helpersNeedRaw(cfg.firewall)), {
+    firewall: cfg.firewall,
+    live,
+  });
   for (const line of advice) warn(line);
   if (advice.length > 0) return { exit: 2 };
   // One daemon per firewall (the kernel drops the lock when the process ends).

@@ -113,8 +113,12 @@ export interface KernelState {
   unchanged?: boolean;
 }
 
-/** Name of a firewall backend. */
-export type FirewallKind = "iptables" | "ipset" | "nftables" | "none";
+/**
+ * Name of a firewall backend. "iptables" (the default) holds its bans in
+ * ipset sets when ipset is usable and one rule per ban otherwise;
+ * "iptables-rules" always one rule per ban; "ipset" always the sets.
+ */
+export type FirewallKind = "iptables" | "iptables-rules" | "ipset" | "nftables" | "none";
 
 /**
  * The one interface every firewall backend implements. Every method resolves

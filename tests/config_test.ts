@@ -63,7 +63,10 @@ Deno.test("bad values exit 2 with one line naming option, value and accepted for
   assert.match(bad(["--allow", "nonsense"]), /--allow "nonsense"/);
   assert.match(bad([], { SB_ALLOW: "1.2.3.4,fd00::/129" }), /SB_ALLOW "fd00::\/129"/);
   assert.match(bad(["--local", "300.1.1.1"]), /--local "300.1.1.1"/);
-  assert.match(bad(["--firewall", "pf"]), /--firewall "pf".*iptables, ipset, nftables, none/);
+  assert.match(
+    bad(["--firewall", "pf"]),
+    /--firewall "pf".*iptables, iptables-rules, ipset, nftables, none/,
+  );
   assert.match(bad([], { SB_FIREWALL: "ufw" }), /SB_FIREWALL "ufw"/);
   assert.match(bad(["--log-format", "xml"]), /--log-format "xml".*text, json/);
   assert.match(bad(["--metrics-addr", "8080"]), /--metrics-addr "8080"/);

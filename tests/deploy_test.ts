@@ -214,7 +214,7 @@ for (const flags of ["+ep", "+p"]) {
 
 Deno.test({
   name:
-    "capabilities: with the unit's ambient NET_RAW+NET_ADMIN+SYS_NICE, children get only CAP_NET_ADMIN",
+    "capabilities: with the unit's ambient NET_RAW+NET_ADMIN+SYS_NICE, children get only CAP_NET_ADMIN (+NET_RAW for ipset)",
   ignore: !canSetpriv,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "sb-ambient-" });
@@ -225,13 +225,15 @@ Deno.test({
       const script = `${dir}/probe.ts`;
       await Deno.writeTextFile(
         script,
-        `import { missingCapabilities } from ${JSON.stringify(mod)};\n` +
+        `import { missingCapabilities, raiseAmbientCapabilities } from ${JSON.stringify(mod)};\n` +
           `import { readSystemFile } from ${JSON.stringify(libc)};\n` +
           `const child = async () => new TextDecoder().decode((await new Deno.Command("cat", ` +
           `{ args: ["/proc/self/status"] }).output()).stdout);\n` +
           `const missing = missingCapabilities().map((m) => m.name);\n` +
           `const own = readSystemFile("/proc/self/status") ?? "";\n` +
-          `console.log(JSON.stringify({ missing, own, child: await child() }));\n`,
+          `const plain = await child();\n` +
+          `const raised = raiseAmbientCapabilities(true);\n` +
+          `console.log(JSON.stringify({ missing, own, child: plain, raised, raw: await child() }));\n`,
       );
       await Deno.chmod(script, 0o644);
       // What deploy/scanblocker.service grants: ambient, bounding set and no_new_privs.
@@ -265,6 +267,10 @@ Deno.test({
       assert.equal(set(out.child, "CapEff"), 0x1000n, out.child);
       assert.equal(set(out.child, "CapAmb"), 0x1000n, out.child);
       assert.equal(set(out.child, "CapPrm"), 0x1000n, out.child);
+      // The ipset form of iptables: CAP_NET_RAW too (xtables' set match opens a raw socket), no more.
+      assert.deepEqual(out.raised, ["CAP_NET_RAW", "CAP_NET_ADMIN"]);
+      assert.equal(set(out.raw, "CapEff"), 0x3000n, out.raw);
+      assert.equal(set(out.raw, "CapAmb"), 0x3000n, out.raw);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -453,7 +459,8 @@ const isBookworm = await Deno.readTextFile("/etc/debian_version").then(
 );
 
 Deno.test({
-  name: "Dockerfile: its runtime file set runs iptables, nft and libpcap with nothing but glibc",
+  name:
+    "Dockerfile: its runtime file set runs iptables, ipset, nft and libpcap with nothing but glibc",
   // The stage runs on debian:12-slim; here the same script runs on this host when it is Debian 12.
   ignore: !isRoot || !isBookworm,
   fn: async () => {
@@ -494,6 +501,18 @@ Deno.test({
       assert.match(list.stdout, /-A SBTEST -s 192\.0\.2\.9\/32 -j DROP/, list.stderr);
       const six = await inRoot(["/usr/sbin/ip6tables", "-S"]);
       assert.equal(six.code, 0, six.stderr);
+      // The default backend's form: an ipset set matched by one rule (libxt_set).
+      const set = await inRoot(["/usr/sbin/ipset", "create", "sbtest", "hash:ip", "timeout", "0"]);
+      assert.equal(set.code, 0, set.stderr);
+      const add = await inRoot(["/usr/sbin/ipset", "add", "sbtest", "192.0.2.10"]);
+      assert.equal(add.code, 0, add.stderr);
+      const match = await inRoot(
+        ["/usr/sbin/iptables-restore", "--noflush"],
+        "*filter\n-A SBTEST -m set --match-set sbtest src -j DROP\nCOMMIT\n",
+      );
+      assert.equal(match.code, 0, match.stderr);
+      const saved = await inRoot(["/usr/sbin/ipset", "save", "sbtest"]);
+      assert.match(saved.stdout, /^add sbtest 192\.0\.2\.10/m, saved.stderr);
       const nft = await inRoot(["/usr/sbin/nft", "list", "ruleset"]);
       assert.match(nft.stdout, /192\.0\.2\.9/, nft.stderr);
       const pcap = await run([

@@ -62,7 +62,8 @@ function scanFrom(lab: Lab, source: string) {
   return nmap(lab, ["-sS", "-S", source, "-e", lab.scannerIf, "-p", "1-30", lab.target4]);
 }
 
-for (const firewall of ["nftables", "ipset", "iptables"]) {
+// "iptables" is the default: ipset sets here (ipset is installed); "iptables-rules" one rule per ban.
+for (const firewall of ["nftables", "ipset", "iptables", "iptables-rules"]) {
   Deno.test({
     name: `${firewall}: a spoofed flood fills the ban table, a real scan is still banned`,
     ignore: !root,
@@ -92,6 +93,9 @@ for (const firewall of ["nftables", "ipset", "iptables"]) {
           "off",
         ]);
         await d.waitFor(/Listening on: /, 20000);
+        if (firewall === "iptables") {
+          await d.waitFor(/firewall iptables via ipset sets \(netlink\)/, 1);
+        }
         // A scan on the empty table: the usual time.
         assert.equal((await scanFrom(lab, early)).code, 0);
         const empty = await banTime(d, early);
@@ -142,7 +146,7 @@ for (const firewall of ["nftables", "ipset", "iptables"]) {
             lab.target,
             firewall === "nftables"
               ? ["nft", "list", "set", "inet", "scanblocker", "banned4"]
-              : firewall === "ipset"
+              : firewall === "ipset" || firewall === "iptables"
               ? ["ipset", "save", "scanblocker4"]
               : ["iptables", "-S", "SCANBLOCKER"],
           ).then((r) => r.stdout);

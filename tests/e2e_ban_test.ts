@@ -35,7 +35,7 @@ function daemon(lab: Lab, firewall: string): Daemon {
   ]);
 }
 
-for (const firewall of ["nftables", "iptables"]) {
+for (const firewall of ["nftables", "iptables", "iptables-rules"]) {
   Deno.test({
     name: `${firewall}: scan → ban → restart keeps it → bans / unban / flush`,
     ...opts,

@@ -78,7 +78,7 @@ function make(kind: FirewallKind, lab: Lab, errors: string[], hooks: FirewallHoo
   });
 }
 
-for (const kind of ["iptables", "nftables"] as const) {
+for (const kind of ["iptables", "iptables-rules", "nftables"] as const) {
   Deno.test({
     name: `${kind} --hook forward: a ban drops a scan routed through this host`,
     ignore: !enabled,

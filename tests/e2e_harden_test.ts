@@ -509,7 +509,8 @@ Deno.test({
       // A ban whose time is over while no daemon runs: the rule still drops.
       const d = startDaemon(t, [
         ...["-i", lab.targetIf, "--lockout-guard", "off", "--metrics-addr", "off"],
-        ...["--firewall", "iptables", "--ban-time", "2"],
+        // One rule per ban: a rule outlives its time while no daemon runs (a set element does not).
+        ...["--firewall", "iptables-rules", "--ban-time", "2"],
       ]);
       try {
         await d.waitFor(/Listening on: /, 30000);
@@ -518,7 +519,7 @@ Deno.test({
         await d.stop();
       }
       await sleep(3000);
-      const r = await runIn(t, ["bans", "--firewall", "iptables"]);
+      const r = await runIn(t, ["bans", "--firewall", "iptables-rules"]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(
         r.stdout,

@@ -25,7 +25,7 @@ Deno.test({
         "-i",
         lab.targetIf,
         "--firewall",
-        "iptables",
+        "iptables-rules",
         "--ban-time",
         "4",
         "--metrics-addr",
@@ -33,7 +33,7 @@ Deno.test({
         "--lockout-guard",
         "off",
       ]);
-      await d.waitFor(/Listening on: .*firewall iptables via netlink,/, 20000);
+      await d.waitFor(/Listening on: .*firewall iptables-rules via netlink,/, 20000);
       // The template and probe rules are gone again.
       const sync = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-SYNC"]);
       assert.equal(sync.stdout.trim(), "-N SCANBLOCKER-SYNC");

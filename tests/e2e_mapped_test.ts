@@ -46,13 +46,15 @@ async function spoofedFrames(lab: Lab, sources: string[]): Promise<Uint8Array> {
 async function firewallText(lab: Lab, firewall: string): Promise<string> {
   const cmds = firewall === "nftables"
     ? [["nft", "list", "table", "inet", "scanblocker"]]
-    : [["iptables", "-S", "SCANBLOCKER"], ["ip6tables", "-S", "SCANBLOCKER"]];
+    : [["iptables", "-S", "SCANBLOCKER"], ["ip6tables", "-S", "SCANBLOCKER"], ["ipset", "save"]];
   let out = "";
   for (const c of cmds) out += (await lab.exec(lab.target, c)).stdout;
   return out;
 }
 
-for (const firewall of ["nftables", "iptables"]) {
+// "iptables" is the default: its ipset sets here (the seeded rule is the per-rule form's, moved
+// into the sets at start unless refused); "iptables-rules" one rule per ban.
+for (const firewall of ["nftables", "iptables", "iptables-rules"]) {
   Deno.test({
     name: `${firewall}: mapped IPv6 sources are never banned, on any path`,
     ignore: !root,

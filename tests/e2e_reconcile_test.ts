@@ -39,7 +39,8 @@ async function scanUntilBanned(lab: Lab, d: Daemon, n: number, first: number) {
   return first;
 }
 
-for (const firewall of ["nftables", "iptables"] as const) {
+// "iptables" is the default: its ipset sets here (ipset is installed); "iptables-rules" one rule per ban.
+for (const firewall of ["nftables", "iptables", "iptables-rules"] as const) {
   Deno.test({
     name: `${firewall}: a ban removed from outside is banned again; a removed hook is put back`,
     ...opts,
@@ -72,6 +73,8 @@ for (const firewall of ["nftables", "iptables"] as const) {
         // 2. The set or chain flushed by hand.
         const flush = firewall === "nftables"
           ? ["nft", "flush", "set", "inet", "scanblocker", "banned4"]
+          : firewall === "iptables"
+          ? ["ipset", "flush", "scanblocker4"]
           : ["iptables", "-w", "-F", "SCANBLOCKER"];
         assert.equal((await lab.exec(lab.target, flush)).code, 0);
         port = await scanUntilBanned(lab, d, 3, port);

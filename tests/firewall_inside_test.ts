@@ -121,7 +121,7 @@ class Driver {
 /** A test whose steps drive `backend` inside a fresh lab's target namespace. */
 function insideTest(
   name: string,
-  backend: "nftables" | "iptables" | "ipset",
+  backend: "nftables" | "iptables-rules" | "ipset",
   steps: (t: Deno.TestContext, lab: Lab, d: Driver) => Promise<void>,
 ): void {
   Deno.test({
@@ -230,105 +230,109 @@ async function chainText(lab: Lab, tool = "iptables"): Promise<string> {
   return r.stdout + r.stderr;
 }
 
-insideTest("iptables backend over netlink inside a namespace", "iptables", async (t, lab, d) => {
-  await t.step("init sets up the netlink path for both families", async () => {
-    const r = await d.send("init");
-    assert.equal(r.path, "netlink/netlink");
-    assert.deepEqual(r.bans, []);
-    assert.deepEqual(r.errors, []);
-    // The template and probe rules were flushed again.
-    const sync = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-SYNC"]);
-    assert.equal(sync.stdout.trim(), "-N SCANBLOCKER-SYNC");
-  });
-
-  await t.step("a ban on the calling thread is iptables' own rule and drops", async () => {
-    assert.equal(await portState(lab, 22), "closed");
-    const before = Math.floor(Date.now() / 1000) + 3600;
-    const r = await d.send(`now ${lab.scanner4} 3600`);
-    assert.equal(r.result, "banned", r.errors.join("\n"));
-    const m = new RegExp(
-      `^-A SCANBLOCKER -s ${
-        esc(lab.scanner4)
-      }/32 -m comment --comment "scanblocker expires=(\\d+)" -j DROP$`,
-      "m",
-    ).exec(await chainText(lab));
-    assert.ok(m, await chainText(lab));
-    assert.ok(Math.abs(Number(m[1]) - before) <= 1, m[1]);
-    assert.equal(await portState(lab, 22), "filtered");
-    assert.equal((await d.send(`now ${lab.scanner6} 0`)).result, "banned");
-    assert.match(
-      await chainText(lab, "ip6tables"),
-      new RegExp(
-        `-s ${esc(lab.scanner6)}/128 -m comment --comment "scanblocker expires=never" -j DROP`,
-      ),
-    );
-    assert.equal((await d.send(`now ${lab.scanner4} 3600`)).result, "already");
-  });
-
-  await t.step("iptables-restore removes a rule added over netlink", async () => {
-    assert.equal((await d.send(`unban ${lab.scanner4}`)).result, true);
-    assert.doesNotMatch(await chainText(lab), new RegExp(esc(lab.scanner4)));
-    assert.equal(await portState(lab, 22), "closed");
-  });
-
-  await t.step("a chain deleted underneath: reported, handed to iptables-restore", async () => {
-    for (
-      const c of [["-D", "INPUT", "-j", "SCANBLOCKER"], ["-F", "SCANBLOCKER"], [
-        "-X",
-        "SCANBLOCKER",
-      ]]
-    ) {
-      await lab.exec(lab.target, ["iptables", ...c]);
-    }
-    const r = await d.send("now 10.99.0.1 60");
-    assert.equal(r.result, null);
-    assert.equal(r.path, "iptables-restore/netlink");
-    assert.ok(
-      r.errors.some((e) =>
-        /^iptables \(netlink\) -A SCANBLOCKER 10\.99\.0\.1: .*No such file/.test(e)
-      ),
-      r.errors.join("\n"),
-    );
-    const r2 = await d.send("ban 10.99.0.1 60");
-    assert.equal(r2.result, "banned", r2.errors.join("\n"));
-    assert.match(await chainText(lab), /-s 10\.99\.0\.1\/32 /);
-    // The chain is back, and so is the netlink path.
-    const r3 = await d.send("now 10.99.0.3 60");
-    assert.equal(r3.result, "banned", r3.errors.join("\n"));
-    assert.equal(r3.path, "netlink/netlink");
-    assert.match(await chainText(lab), /-s 10\.99\.0\.3\/32 /);
-  });
-
-  await t.step(`past ${NETLINK_MAX_RULES} bans, bans go through iptables-restore`, async () => {
-    const exp = Math.floor(Date.now() / 1000) + 3600;
-    const body = Array.from(
-      { length: NETLINK_MAX_RULES },
-      (_, i) =>
-        `-A SCANBLOCKER -s 10.77.${i >> 8}.${
-          i & 255
-        }/32 -m comment --comment "scanblocker expires=${exp}" -j DROP`,
-    );
-    const w = await run(["ip", "netns", "exec", lab.target, "iptables-restore", "--noflush"], {
-      stdin: `*filter\n${body.join("\n")}\nCOMMIT\n`,
+insideTest(
+  "iptables backend (one rule per ban) over netlink inside a namespace",
+  "iptables-rules",
+  async (t, lab, d) => {
+    await t.step("init sets up the netlink path for both families", async () => {
+      const r = await d.send("init");
+      assert.equal(r.path, "netlink/netlink");
+      assert.deepEqual(r.bans, []);
+      assert.deepEqual(r.errors, []);
+      // The template and probe rules were flushed again.
+      const sync = await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-SYNC"]);
+      assert.equal(sync.stdout.trim(), "-N SCANBLOCKER-SYNC");
     });
-    assert.equal(w.code, 0, w.stderr);
-    const r = await d.send("init"); // a restart: reads them back, netlink path set up again
-    assert.equal(r.path, "netlink/netlink");
-    assert.ok((r.bans?.length ?? 0) > NETLINK_MAX_RULES, String(r.bans?.length));
-    assert.equal((await d.send("now 10.98.0.1 60")).result, null);
-    assert.equal((await d.send("ban 10.98.0.1 60")).result, "banned");
-    assert.match(await chainText(lab), /-s 10\.98\.0\.1\/32 /);
-  });
 
-  await t.step("flush leaves nothing installed", async () => {
-    const r = await d.send("flush");
-    assert.deepEqual(r.errors, []);
-    const left = (await lab.exec(lab.target, ["iptables", "-S"])).stdout +
-      (await lab.exec(lab.target, ["ip6tables", "-S"])).stdout;
-    assert.doesNotMatch(left, /SCANBLOCKER/);
-    assert.deepEqual((await d.send("quit")).errors, []);
-  });
-});
+    await t.step("a ban on the calling thread is iptables' own rule and drops", async () => {
+      assert.equal(await portState(lab, 22), "closed");
+      const before = Math.floor(Date.now() / 1000) + 3600;
+      const r = await d.send(`now ${lab.scanner4} 3600`);
+      assert.equal(r.result, "banned", r.errors.join("\n"));
+      const m = new RegExp(
+        `^-A SCANBLOCKER -s ${
+          esc(lab.scanner4)
+        }/32 -m comment --comment "scanblocker expires=(\\d+)" -j DROP$`,
+        "m",
+      ).exec(await chainText(lab));
+      assert.ok(m, await chainText(lab));
+      assert.ok(Math.abs(Number(m[1]) - before) <= 1, m[1]);
+      assert.equal(await portState(lab, 22), "filtered");
+      assert.equal((await d.send(`now ${lab.scanner6} 0`)).result, "banned");
+      assert.match(
+        await chainText(lab, "ip6tables"),
+        new RegExp(
+          `-s ${esc(lab.scanner6)}/128 -m comment --comment "scanblocker expires=never" -j DROP`,
+        ),
+      );
+      assert.equal((await d.send(`now ${lab.scanner4} 3600`)).result, "already");
+    });
+
+    await t.step("iptables-restore removes a rule added over netlink", async () => {
+      assert.equal((await d.send(`unban ${lab.scanner4}`)).result, true);
+      assert.doesNotMatch(await chainText(lab), new RegExp(esc(lab.scanner4)));
+      assert.equal(await portState(lab, 22), "closed");
+    });
+
+    await t.step("a chain deleted underneath: reported, handed to iptables-restore", async () => {
+      for (
+        const c of [["-D", "INPUT", "-j", "SCANBLOCKER"], ["-F", "SCANBLOCKER"], [
+          "-X",
+          "SCANBLOCKER",
+        ]]
+      ) {
+        await lab.exec(lab.target, ["iptables", ...c]);
+      }
+      const r = await d.send("now 10.99.0.1 60");
+      assert.equal(r.result, null);
+      assert.equal(r.path, "iptables-restore/netlink");
+      assert.ok(
+        r.errors.some((e) =>
+          /^iptables \(netlink\) -A SCANBLOCKER 10\.99\.0\.1: .*No such file/.test(e)
+        ),
+        r.errors.join("\n"),
+      );
+      const r2 = await d.send("ban 10.99.0.1 60");
+      assert.equal(r2.result, "banned", r2.errors.join("\n"));
+      assert.match(await chainText(lab), /-s 10\.99\.0\.1\/32 /);
+      // The chain is back, and so is the netlink path.
+      const r3 = await d.send("now 10.99.0.3 60");
+      assert.equal(r3.result, "banned", r3.errors.join("\n"));
+      assert.equal(r3.path, "netlink/netlink");
+      assert.match(await chainText(lab), /-s 10\.99\.0\.3\/32 /);
+    });
+
+    await t.step(`past ${NETLINK_MAX_RULES} bans, bans go through iptables-restore`, async () => {
+      const exp = Math.floor(Date.now() / 1000) + 3600;
+      const body = Array.from(
+        { length: NETLINK_MAX_RULES },
+        (_, i) =>
+          `-A SCANBLOCKER -s 10.77.${i >> 8}.${
+            i & 255
+          }/32 -m comment --comment "scanblocker expires=${exp}" -j DROP`,
+      );
+      const w = await run(["ip", "netns", "exec", lab.target, "iptables-restore", "--noflush"], {
+        stdin: `*filter\n${body.join("\n")}\nCOMMIT\n`,
+      });
+      assert.equal(w.code, 0, w.stderr);
+      const r = await d.send("init"); // a restart: reads them back, netlink path set up again
+      assert.equal(r.path, "netlink/netlink");
+      assert.ok((r.bans?.length ?? 0) > NETLINK_MAX_RULES, String(r.bans?.length));
+      assert.equal((await d.send("now 10.98.0.1 60")).result, null);
+      assert.equal((await d.send("ban 10.98.0.1 60")).result, "banned");
+      assert.match(await chainText(lab), /-s 10\.98\.0\.1\/32 /);
+    });
+
+    await t.step("flush leaves nothing installed", async () => {
+      const r = await d.send("flush");
+      assert.deepEqual(r.errors, []);
+      const left = (await lab.exec(lab.target, ["iptables", "-S"])).stdout +
+        (await lab.exec(lab.target, ["ip6tables", "-S"])).stdout;
+      assert.doesNotMatch(left, /SCANBLOCKER/);
+      assert.deepEqual((await d.send("quit")).errors, []);
+    });
+  },
+);
 
 /** The ipset sets' elements, as `ipset save` lists them in the lab's target namespace. */
 async function ipsetText(lab: Lab): Promise<string> {
@@ -352,7 +356,8 @@ insideTest("ipset backend over netlink inside a namespace", "ipset", async (t, l
     assert.match(await ipsetText(lab), /^add scanblocker4 10\.66\.0\.1 timeout \d+$/m);
     assert.equal(
       (await chainText(lab)).trim(),
-      "-N SCANBLOCKER\n-A SCANBLOCKER -m set --match-set scanblocker4 src -j DROP",
+      "-N SCANBLOCKER\n-A SCANBLOCKER -m set --match-set scanblocker4 src -j DROP\n" +
+        "-A SCANBLOCKER -m set --match-set scanblocker4net src -j DROP",
     );
     assert.match(await chainText(lab, "ip6tables"), /--match-set scanblocker6 src -j DROP/);
   });
@@ -371,6 +376,12 @@ insideTest("ipset backend over netlink inside a namespace", "ipset", async (t, l
     const res = (await d.send("batch 300")).result as string[];
     assert.ok(res.every((x) => x === "banned"), String(res));
     assert.match(await ipsetText(lab), /^add scanblocker4 10\.77\.1\.43 timeout/m);
+    // A block goes over netlink too, into the hash:net set with its prefix length.
+    const block = await d.send("now 10.88.0.0/24 3600");
+    assert.equal(block.result, "banned", block.errors.join("\n"));
+    assert.match(await ipsetText(lab), /^add scanblocker4net 10\.88\.0\.0\/24 timeout \d+$/m);
+    assert.equal((await d.send("now 2001:db8:42::/48 0")).result, "banned");
+    assert.match(await ipsetText(lab), /^add scanblocker6net 2001:db8:42::\/48 timeout 0$/m);
   });
 
   await t.step("unban and flush", async () => {

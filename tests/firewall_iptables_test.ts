@@ -13,7 +13,7 @@ import type { Firewall } from "../src/types.ts";
 const enabled = await canUseNetns();
 
 function make(lab: Lab, errors: string[], hooks?: FirewallHook[]): Firewall {
-  return createFirewall("iptables", {
+  return createFirewall("iptables-rules", {
     isProtected: (a) => a === lab.target4 || a === lab.target6,
     onError: (m) => errors.push(m),
     maxBans: 1000,

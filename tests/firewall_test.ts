@@ -84,7 +84,7 @@ Deno.test("ban cap: a full table makes room by removing the oldest ban, one noti
   assert.match(errors2[0], /ban table full/);
 });
 
-for (const kind of ["iptables", "nftables"] as FirewallKind[]) {
+for (const kind of ["iptables", "iptables-rules", "nftables"] as FirewallKind[]) {
   Deno.test(`${kind}: protected and invalid addresses never reach a command`, async () => {
     // Any command would fail loudly: this program does not exist.
     const errors: string[] = [];
@@ -124,7 +124,7 @@ for (const kind of ["iptables", "nftables"] as FirewallKind[]) {
         });
         assert.deepEqual(await fw.init(), []);
         assert.ok(errors.length >= 1);
-        const tool = kind === "iptables" ? "iptables" : "nft";
+        const tool = kind.startsWith("iptables") ? "iptables" : "nft";
         assert.match(errors[0], new RegExp(`^${tool}.*(No such file|not found)`, "i"));
         errors.length = 0;
         assert.equal(await fw.ban("10.0.0.1", 60), "failed");

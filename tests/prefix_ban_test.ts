@@ -77,7 +77,7 @@ async function stateFrom(lab: Lab, src: string, port: number): Promise<string> {
   return `unknown: ${r.stdout}${r.stderr}`;
 }
 
-for (const kind of ["nftables", "iptables"] as const) {
+for (const kind of ["nftables", "iptables", "iptables-rules"] as const) {
   Deno.test({
     name: `${kind} backend: a /64 is banned as a range, a block holding this host is refused`,
     ...opts,
@@ -100,6 +100,11 @@ for (const kind of ["nftables", "iptables"] as const) {
         assert.equal(await fw.ban(`${a}/64`, 3600), "banned");
         assert.equal(await fw.ban(other.net, 3600), "already");
         assert.deepEqual((await fw.list()).map((x) => x.address), [other.net]);
+        // The default iptables backend holds the block in the ipset hash:net set.
+        const sets = await lab.exec(lab.target, ["ipset", "save", "scanblocker6net"]);
+        if (kind === "iptables") {
+          assert.match(sets.stdout, new RegExp(`^add scanblocker6net ${other.net} timeout`, "m"));
+        } else assert.doesNotMatch(sets.stdout, /^add /m);
         assert.equal(await stateFrom(lab, b, 22), "filtered");
         assert.equal(await stateFrom(lab, lab.scanner6, 22), "closed");
         // The lab's own /64 holds this host: never banned as a block.
@@ -126,47 +131,54 @@ for (const kind of ["nftables", "iptables"] as const) {
   });
 }
 
-Deno.test({
-  name:
-    "daemon: a scanner taking a new address of one /64 for every probe → the /64 is banned; a fresh address of it gets no answer, another /64 does",
-  ...opts,
-  fn: async () => {
-    const lab = await createLab("p6d");
-    let d = null;
-    try {
-      const other = await otherNet(lab);
-      const addrs: string[] = [];
-      for (let i = 1; i <= 6; i++) addrs.push(await other.addr(0x100 + i));
-      d = startDaemon(lab.target, [
-        "-i",
-        "t0",
-        "--firewall",
-        "nftables",
-        "--metrics-addr",
-        "off",
-        "--lockout-guard",
-        "off",
-        "--log-format",
-        "json",
-        "--log-rate",
-        "0",
-      ]);
-      await d.waitFor(/Listening on: /, 20000);
-      // One closed port per address: no address alone is a scanner.
-      for (let i = 0; i < 4; i++) await stateFrom(lab, addrs[i], 1000 + i);
-      await d.waitFor(
-        new RegExp(`"event":"banned","address":"${other.net.replaceAll(".", "\\.")}"`),
-        5000,
-      );
-      const scans = d.stdout().split("\n").filter((l) => l.includes('"scan_detected"'));
-      assert.equal(scans.length, 1, d.stdout());
-      assert.match(scans[0], new RegExp(`"src":"${other.net}"`));
-      // A fresh address of the banned /64 gets no answer; the lab's other /64 does.
-      assert.equal(await stateFrom(lab, addrs[5], 22), "filtered");
-      assert.equal(await stateFrom(lab, lab.scanner6, 22), "closed");
-    } finally {
-      if (d) await d.stop();
-      await lab.destroy();
-    }
-  },
-});
+// nftables, and the default iptables (its ipset hash:net set over netlink).
+for (const firewall of ["nftables", "iptables"]) {
+  Deno.test({
+    name:
+      `${firewall} daemon: a scanner taking a new address of one /64 for every probe → the /64 is banned; a fresh address of it gets no answer, another /64 does`,
+    ...opts,
+    fn: async () => {
+      const lab = await createLab("p6d");
+      let d = null;
+      try {
+        const other = await otherNet(lab);
+        const addrs: string[] = [];
+        for (let i = 1; i <= 6; i++) addrs.push(await other.addr(0x100 + i));
+        d = startDaemon(lab.target, [
+          "-i",
+          "t0",
+          "--firewall",
+          firewall,
+          "--metrics-addr",
+          "off",
+          "--lockout-guard",
+          "off",
+          "--log-format",
+          "json",
+          "--log-rate",
+          "0",
+        ]);
+        await d.waitFor(/Listening on: /, 20000);
+        // One closed port per address: no address alone is a scanner.
+        for (let i = 0; i < 4; i++) await stateFrom(lab, addrs[i], 1000 + i);
+        await d.waitFor(
+          new RegExp(`"event":"banned","address":"${other.net.replaceAll(".", "\\.")}"`),
+          5000,
+        );
+        const scans = d.stdout().split("\n").filter((l) => l.includes('"scan_detected"'));
+        assert.equal(scans.length, 1, d.stdout());
+        assert.match(scans[0], new RegExp(`"src":"${other.net}"`));
+        if (firewall === "iptables") {
+          const set = await lab.exec(lab.target, ["ipset", "save", "scanblocker6net"]);
+          assert.match(set.stdout, new RegExp(`^add scanblocker6net ${other.net} timeout`, "m"));
+        }
+        // A fresh address of the banned /64 gets no answer; the lab's other /64 does.
+        assert.equal(await stateFrom(lab, addrs[5], 22), "filtered");
+        assert.equal(await stateFrom(lab, lab.scanner6, 22), "closed");
+      } finally {
+        if (d) await d.stop();
+        await lab.destroy();
+      }
+    },
+  });
+}

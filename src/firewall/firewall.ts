@@ -1,5 +1,6 @@
 /**
- * The firewall factory: picks the backend (iptables, ipset, nftables, none) behind
+ * The firewall factory: picks the backend (iptables: ipset sets or one rule
+ * per ban, see choice.ts; iptables-rules, ipset, nftables, none) behind
  * the one Firewall interface. Every backend refuses protected addresses and
  * invalid text before any command runs, batches the bans requested in one
  * tick, and reports failures through `onError` instead of throwing.
@@ -8,7 +9,8 @@ import type { Ban, Firewall, FirewallKind } from "../types.ts";
 import type { FirewallOptions } from "./base.ts";
 import { IPT_CHAIN, IptablesFirewall } from "./iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./nftables.ts";
-import { IpsetFirewall } from "./ipset.ts";
+import { IpsetFirewall, setMatchRule } from "./ipset.ts";
+import { IptablesChoiceFirewall } from "./choice.ts";
 import { NoneFirewall } from "./none.ts";
 import { firstLine, runCommand } from "./runner.ts";
 
@@ -26,6 +28,8 @@ export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firew
   };
   switch (kind) {
     case "iptables":
+      return new IptablesChoiceFirewall(o);
+    case "iptables-rules":
       return new IptablesFirewall(o);
     case "ipset":
       return new IpsetFirewall(o);
@@ -38,11 +42,20 @@ export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firew
 
 /** Words of iptables/nft when the caller may not read the firewall. */
 const NOT_ALLOWED = /Operation not permitted|Permission denied|must be root/i;
+/** iptables listing a rule that matches an ipset set, without CAP_NET_RAW (see src/capabilities.ts). */
+export const NEEDS_RAW = /socket to ipset/i;
+/** What to grant when NEEDS_RAW matched. */
+export const RAW_GRANT =
+  "iptables needs CAP_NET_RAW as well to list the rule matching scanblocker's ipset sets: run it as root or with CAP_NET_ADMIN and CAP_NET_RAW";
 
 /**
  * The backends that hold scanblocker's rules in this namespace: nftables when
- * the table `inet scanblocker` exists, iptables when the chain SCANBLOCKER
- * exists in iptables or ip6tables. Only reads (no xtables lock); `error` says
+ * the table `inet scanblocker` exists; when the chain SCANBLOCKER exists in
+ * iptables or ip6tables, "iptables" if it matches the ipset sets (the
+ * default backend's usual form, or --firewall ipset) and "iptables-rules" if
+ * it holds one rule per ban (the form a daemon falls back to without ipset,
+ * or --firewall iptables-rules): a subcommand then works on the bans in the
+ * form they are in and never moves them. Only reads (no xtables lock); `error` says
  * why the firewall could not be read (without CAP_NET_ADMIN), so that is not
  * taken for "no bans". A missing tool counts as no rules of that kind.
  */
@@ -55,6 +68,12 @@ export async function installedBackends(
     runCommand([...prefix, "ip6tables", "-S"]),
   ]);
   for (const r of [nft, ipt4, ipt6]) {
+    if (r.code !== 0 && NEEDS_RAW.test(r.stderr)) {
+      return {
+        kinds: [],
+        error: `cannot read the firewall (${firstLine(r.stderr)}); ${RAW_GRANT}`,
+      };
+    }
     if (r.code !== 0 && NOT_ALLOWED.test(r.stderr)) {
       return {
         kinds: [],
@@ -65,8 +84,12 @@ export async function installedBackends(
     }
   }
   const kinds: FirewallKind[] = [];
-  const chain = (t: string) => t.split("\n").some((l) => l.trim() === `-N ${IPT_CHAIN}`);
-  if (chain(ipt4.stdout) || chain(ipt6.stdout)) kinds.push("iptables");
+  const has = (t: string, line: string) => t.split("\n").some((l) => l.trim() === line);
+  const chain = (t: string) => has(t, `-N ${IPT_CHAIN}`);
+  const sets = (t: string) =>
+    has(t, setMatchRule("scanblocker4")) || has(t, setMatchRule("scanblocker6"));
+  if (sets(ipt4.stdout) || sets(ipt6.stdout)) kinds.push("iptables");
+  else if (chain(ipt4.stdout) || chain(ipt6.stdout)) kinds.push("iptables-rules");
   if (nft.stdout.split("\n").some((l) => l.trim() === `table ${NFT_TABLE}`)) kinds.push("nftables");
   return { kinds, error: null };
 }

@@ -1,43 +1,68 @@
 /**
- * The ipset backend (`--firewall ipset`): iptables with the bans in two
- * ipset hash:ip sets, `scanblocker4` and `scanblocker6`, each matched by
- * one rule in chain SCANBLOCKER (`-m set --match-set scanblocker4 src -j
- * DROP`), which INPUT (and with the "forward" hook FORWARD) jumps to.
+ * The ipset form of the iptables backend: what `--firewall iptables` (the
+ * default) uses whenever ipset is usable, and `--firewall ipset` always.
+ * Bans live in ipset sets, each matched by one rule in chain SCANBLOCKER
+ * (`-m set --match-set scanblocker4 src -j DROP`), which INPUT (and with the
+ * "forward" hook FORWARD) jumps to: hash:ip sets `scanblocker4` and
+ * `scanblocker6` for single addresses, hash:net sets `scanblocker4net` and
+ * `scanblocker6net` for blocks (IPv6 prefix bans, fleet ranges).
  *
- * Why: with one rule per ban (the iptables backend) every inbound packet
- * walks the whole chain, so a spoofed flood that fills the ban table slows
- * the host down (~30x with 65,536 rules), and each change rebuilds the
- * chain. A hash set is one lookup whatever it holds, and the kernel expires
- * each element itself (sets made with `timeout 0`: every element has its
- * own, 0 = until removed). Bans and unbans go to the kernel over netlink
- * (NFNL_SUBSYS_IPSET, ffi/nfnetlink.ts), acknowledged per element, on the
- * calling thread; with a commandPrefix (tests driving another namespace) or
- * without netlink, one `ipset -exist restore` per batch does the same.
- * Set-up and listing use the `ipset` and `iptables-restore` commands. Rules
- * of the iptables backend found in SCANBLOCKER at start are moved into the
- * sets.
+ * Why: with one rule per ban (IptablesFirewall) every inbound packet walks
+ * the whole chain, so a spoofed flood that fills the ban table slows the
+ * host down (~30x with 65,536 rules), and each change rebuilds the chain. A
+ * hash set is one lookup whatever it holds (hash:net one per prefix length
+ * present), and the kernel expires each element itself (sets made with
+ * `timeout 0`: every element has its own, 0 = until removed). Addresses and
+ * blocks go to the kernel over netlink (NFNL_SUBSYS_IPSET, ffi/nfnetlink.ts;
+ * a block with its prefix length), acknowledged per element, on the calling
+ * thread; with a commandPrefix (tests driving another namespace) or without
+ * netlink, one `ipset -exist restore` per batch does the same. Set-up and listing use the `ipset` and
+ * `iptables-restore` commands. Rules of the per-rule form found in
+ * SCANBLOCKER at start are moved into the sets.
  */
 import type { Ban, Family, FastBan, KernelState } from "../types.ts";
-import { canonicalAddress, parseAddress } from "../address.ts";
+import { canonicalTarget, parseAddress, parseTarget } from "../address.ts";
 import { NftSocket, type SetElement } from "../../ffi/nfnetlink.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
-import { IPT_CHAIN, parseIptablesRules } from "./iptables.ts";
+import { IPT_CHAIN, IPT_SYNC_CHAIN, parseIptablesRules } from "./iptables.ts";
 import { errorText, firstLine, runCommand } from "./runner.ts";
 
-/** The set of each family. */
+/** The set of single addresses of each family (hash:ip). */
 export const IPSET_NAMES: Record<Family, string> = { 4: "scanblocker4", 6: "scanblocker6" };
+/** The set of blocks (CIDR) of each family (hash:net). */
+export const IPSET_NET_NAMES: Record<Family, string> = {
+  4: "scanblocker4net",
+  6: "scanblocker6net",
+};
+/** Every set, with its family and type. */
+const SETS = [
+  { name: IPSET_NAMES[4], family: 4, type: "hash:ip" },
+  { name: IPSET_NET_NAMES[4], family: 4, type: "hash:net" },
+  { name: IPSET_NAMES[6], family: 6, type: "hash:ip" },
+  { name: IPSET_NET_NAMES[6], family: 6, type: "hash:net" },
+] as const;
+
+/** The rule in SCANBLOCKER that drops what set `name` holds. */
+export function setMatchRule(name: string): string {
+  return `-A ${IPT_CHAIN} -m set --match-set ${name} src -j DROP`;
+}
 /** Room above the ban cap in the sets: evictions and new bans may overlap briefly. */
 const SET_SLACK = 1024;
 const HOOK_CHAIN: Record<FirewallHook, string> = { input: "INPUT", forward: "FORWARD" };
 
-/** Reads `ipset save NAME` output into bans (timeout 0 or none: until removed). */
+/**
+ * Reads `ipset save` output into bans of `family` (timeout 0 or none: until
+ * removed): the elements of the family's address set and block set.
+ */
 export function parseIpsetSave(text: string, family: Family, now = Date.now()): Ban[] {
   const out: Ban[] = [];
-  const re = new RegExp(`^add ${IPSET_NAMES[family]} (\\S+)(?: .*?\\btimeout (\\d+))?`);
+  const re = new RegExp(
+    `^add (?:${IPSET_NAMES[family]}|${IPSET_NET_NAMES[family]}) (\\S+)(?: .*?\\btimeout (\\d+))?`,
+  );
   for (const line of text.split("\n")) {
     const m = re.exec(line.trim());
     if (!m) continue;
-    const address = canonicalAddress(m[1], true);
+    const address = canonicalTarget(m[1], true);
     if (!address) continue;
     const left = m[2] === undefined ? 0 : Number(m[2]);
     out.push({
@@ -49,14 +74,59 @@ export function parseIpsetSave(text: string, family: Family, now = Date.now()): 
   return out;
 }
 
+/**
+ * Creates set `name` (or keeps it as it is); null, or why ipset refused.
+ * `-exist`: an existing set with these parameters is no error.
+ */
+async function createSet(
+  prefix: string[],
+  set: (typeof SETS)[number],
+  maxelem: number,
+): Promise<string | null> {
+  const c = await runCommand([
+    ...prefix,
+    "ipset",
+    "-exist",
+    "create",
+    set.name,
+    set.type,
+    "family",
+    set.family === 4 ? "inet" : "inet6",
+    "timeout",
+    "0",
+    "maxelem",
+    String(maxelem),
+  ]);
+  if (c.code === 0) return null;
+  // An older set with other parameters (e.g. a smaller maxelem) is used as it is.
+  const have = await runCommand([...prefix, "ipset", "list", "-n", set.name]);
+  if (have.code === 0) return null;
+  return `ipset create ${set.name} failed: ${firstLine(c.stderr)}`;
+}
+
+/**
+ * The set and netlink element of a ban: an address in the family's hash:ip
+ * set (a mapped IPv6 address stays IPv6, as the kernel holds it), a block
+ * in its hash:net set with its prefix length; null when the text is neither.
+ */
+function setElement(b: Ban, timeoutMs: number): { name: string; element: SetElement } | null {
+  if (!b.address.includes("/")) {
+    const a = parseAddress(b.address, true);
+    return a ? { name: IPSET_NAMES[a.family], element: { key: a.bytes, timeoutMs } } : null;
+  }
+  const t = parseTarget(b.address);
+  if (!t) return null;
+  return { name: IPSET_NET_NAMES[t.family], element: { key: t.bytes, timeoutMs, cidr: t.prefix } };
+}
+
 /** iptables with ipset sets; see the module comment. */
 export class IpsetFirewall extends BaseFirewall {
-  readonly kind = "ipset" as const;
-  #ready: Promise<Ban[] | null> | null = null;
+  #ready: Promise<Ban[] | string> | null = null;
   #netlink: NftSocket | null = null;
   #netlinkTried = false;
 
-  constructor(opts: FirewallOptions) {
+  /** `kind`: "ipset" when named so, "iptables" as the default backend's form (metrics, messages). */
+  constructor(opts: FirewallOptions, readonly kind: "ipset" | "iptables" = "ipset") {
     super(opts);
   }
 
@@ -80,58 +150,54 @@ export class IpsetFirewall extends BaseFirewall {
     return family === 4 ? "iptables" : "ip6tables";
   }
 
-  /** Sets, chains, the one rule per family and the jumps; returns rules-per-ban found (to move into the sets). */
-  #setup(): Promise<Ban[] | null> {
+  protected override resetSetup(): void {
+    this.#ready = null;
+  }
+
+  /**
+   * Sets, chain, match rules and jumps, once (again after a failure): the
+   * rules-per-ban found (to move into the sets), or why it failed.
+   */
+  #setup(): Promise<Ban[] | string> {
     if (!this.#ready) {
       this.#ready = this.#build().then((r) => {
-        if (r === null) this.#ready = null;
+        if (typeof r === "string") this.#ready = null;
         return r;
       });
     }
     return this.#ready;
   }
 
-  async #build(): Promise<Ban[] | null> {
+  /**
+   * Sets everything up without reporting: null when the sets and their rules
+   * are in place, else why not (the default backend then holds one rule per
+   * ban instead; src/firewall/choice.ts).
+   */
+  async probe(): Promise<string | null> {
+    const r = await this.#setup();
+    return typeof r === "string" ? r : null;
+  }
+
+  async #build(): Promise<Ban[] | string> {
     const legacy: Ban[] = [];
+    for (const set of SETS) {
+      const err = await createSet(this.prefix, set, this.maxBans + SET_SLACK);
+      if (err) return err;
+    }
     for (const family of [4, 6] as const) {
-      const name = IPSET_NAMES[family];
-      const maxelem = this.maxBans + SET_SLACK;
-      const c = await runCommand([
-        ...this.prefix,
-        "ipset",
-        "-exist",
-        "create",
-        name,
-        "hash:ip",
-        "family",
-        family === 4 ? "inet" : "inet6",
-        "timeout",
-        "0",
-        "maxelem",
-        String(maxelem),
-      ]);
-      if (c.code !== 0) {
-        // An older set with other parameters: use it as it is, and say so.
-        const have = await runCommand([...this.prefix, "ipset", "list", "-n", name]);
-        if (have.code !== 0) {
-          this.report(`ipset create ${name} failed: ${firstLine(c.stderr)}`);
-          return null;
-        }
-        this.report(`ipset ${name} exists with other parameters (${firstLine(c.stderr)}); kept`);
-      }
       const tool = this.#tool(family);
       const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
-      if (r.code !== 0) {
-        this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
-        return null;
-      }
+      if (r.code !== 0) return `${tool} -S failed: ${firstLine(r.stderr)}`;
       const found = parseIptablesRules(r.stdout, family);
       legacy.push(...found.bans);
-      // Declaring the chain creates it, or empties it of the rules of the iptables backend.
+      // Declaring the chain creates it, or empties it of the per-rule form's rules.
       const lines = [
         `:${IPT_CHAIN} - [0:0]`,
-        `-A ${IPT_CHAIN} -m set --match-set ${name} src -j DROP`,
+        setMatchRule(IPSET_NAMES[family]),
+        setMatchRule(IPSET_NET_NAMES[family]),
       ];
+      // The per-rule form's marker chain, never jumped to.
+      if (found.hasSync) lines.push(`-F ${IPT_SYNC_CHAIN}`, `-X ${IPT_SYNC_CHAIN}`);
       for (const hook of this.managedHooks) {
         const chain = HOOK_CHAIN[hook];
         const have = hook === "input" ? found.jumps : found.forwardJumps;
@@ -144,13 +210,24 @@ export class IpsetFirewall extends BaseFirewall {
         `*filter\n${lines.join("\n")}\nCOMMIT\n`,
       );
       if (w.code !== 0) {
-        this.report(
-          `${tool}-restore (chain ${IPT_CHAIN} for ${name}) failed: ${firstLine(w.stderr)}`,
-        );
-        return null;
+        return `${tool}-restore (chain ${IPT_CHAIN} matching the sets) failed: ${
+          firstLine(w.stderr)
+        }`;
       }
     }
     return legacy;
+  }
+
+  /** Reads both sets of every family; the bans, or the names of the sets missing. */
+  async #readSets(now = Date.now()): Promise<{ bans: Ban[]; missing: string[] }> {
+    const bans: Ban[] = [];
+    const missing: string[] = [];
+    for (const set of SETS) {
+      const r = await runCommand([...this.prefix, "ipset", "save", set.name]);
+      if (r.code !== 0) missing.push(`set ${set.name}`);
+      else bans.push(...parseIpsetSave(r.stdout, set.family, now));
+    }
+    return { bans, missing };
   }
 
   /**
@@ -161,13 +238,8 @@ export class IpsetFirewall extends BaseFirewall {
   async reconcile(): Promise<KernelState | null> {
     try {
       const readAt = performance.now();
-      const missing: string[] = [];
-      const found: Ban[] = [];
+      const { bans: found, missing } = await this.#readSets();
       for (const family of [4, 6] as const) {
-        const name = IPSET_NAMES[family];
-        const r = await runCommand([...this.prefix, "ipset", "save", name]);
-        if (r.code !== 0) missing.push(`set ${name}`);
-        else found.push(...parseIpsetSave(r.stdout, family));
         const tool = this.#tool(family);
         const t = await runCommand([...this.prefix, tool, "-w", "-S"]);
         if (t.code !== 0) {
@@ -175,8 +247,9 @@ export class IpsetFirewall extends BaseFirewall {
           return null;
         }
         const k = parseIptablesRules(t.stdout, family);
-        const match = `-A ${IPT_CHAIN} -m set --match-set ${name} src -j DROP`;
-        if (!k.hasChain || !t.stdout.split("\n").some((l) => l.trim() === match)) {
+        const lines = t.stdout.split("\n").map((l) => l.trim());
+        const rules = [IPSET_NAMES[family], IPSET_NET_NAMES[family]].map(setMatchRule);
+        if (!k.hasChain || rules.some((m) => !lines.includes(m))) {
           missing.push(`${tool} chain ${IPT_CHAIN}`);
         }
         for (const hook of this.hooks) {
@@ -187,7 +260,11 @@ export class IpsetFirewall extends BaseFirewall {
       }
       if (missing.length > 0) {
         this.#ready = null;
-        if ((await this.#setup()) === null) return null;
+        const r = await this.#setup();
+        if (typeof r === "string") {
+          this.report(r);
+          return null;
+        }
       }
       return { bans: this.takeKernelList(found, readAt), repaired: missing };
     } catch (e) {
@@ -208,25 +285,22 @@ export class IpsetFirewall extends BaseFirewall {
   async init(): Promise<Ban[]> {
     try {
       const legacy = await this.#setup();
-      if (legacy === null) return [];
+      if (typeof legacy === "string") {
+        this.report(legacy);
+        return [];
+      }
       const now = Date.now();
-      const move = legacy.filter((b) => !this.expired(b, now));
+      // A protected address is not moved (one line says so); its rule went with the old chain.
+      const move = legacy.filter((b) => !this.expired(b, now) && this.refusedAtRestore(b) === null);
       if (move.length > 0) {
         const err = await this.#change(move, true);
         if (err) this.report(`ipset: moving ${move.length} iptables rules into the sets: ${err}`);
       }
-      const found: Ban[] = [];
-      for (const family of [4, 6] as const) {
-        const r = await runCommand([...this.prefix, "ipset", "save", IPSET_NAMES[family]]);
-        if (r.code !== 0) {
-          this.report(`ipset save ${IPSET_NAMES[family]} failed: ${firstLine(r.stderr)}`);
-          continue;
-        }
-        found.push(...parseIpsetSave(r.stdout, family, now));
-      }
+      const read = await this.#readSets(now);
+      for (const m of read.missing) this.report(`ipset save: no ${m}`);
       this.bans.clear();
       const live: Ban[] = [];
-      for (const b of found) {
+      for (const b of read.bans) {
         if (this.refusedAtRestore(b) === null) {
           this.bans.set(b.address, b);
           live.push(b);
@@ -243,37 +317,35 @@ export class IpsetFirewall extends BaseFirewall {
   /** Adds or deletes `bans` in their sets; null, or the first error. */
   async #change(bans: readonly Ban[], add: boolean): Promise<string | null> {
     const now = Date.now();
-    const per: Record<Family, SetElement[]> = { 4: [], 6: [] };
-    for (const b of bans) {
-      const a = parseAddress(b.address, true);
-      if (!a) return `not an address: ${b.address}`;
-      const timeoutMs = add && b.expiresAt !== null ? Math.max(1000, b.expiresAt - now) : 0;
-      per[a.family].push({ key: a.bytes, timeoutMs });
-    }
     const nl = this.#useNetlink();
-    for (const family of [4, 6] as const) {
-      const els = per[family];
-      if (els.length === 0) continue;
-      const name = IPSET_NAMES[family];
-      if (nl) {
-        const err = nl.ipset(name, els, !add);
-        if (err !== null) return `${err} (netlink, set ${name})`;
-        continue;
-      }
-      const lines = bans.filter((b) => b.family === family).map((b) =>
-        add
-          ? `add ${name} ${b.address} timeout ${
-            b.expiresAt === null ? 0 : Math.max(1, Math.ceil((b.expiresAt - now) / 1000))
-          }`
-          : `del ${name} ${b.address}`
-      );
-      const r = await runCommand(
-        [...this.prefix, "ipset", "-exist", "restore"],
-        lines.join("\n") + "\n",
-      );
-      if (r.code !== 0) return `ipset restore: ${firstLine(r.stderr)}`;
+    if (!nl) return await this.#changeText(bans, add, now);
+    const per = new Map<string, SetElement[]>();
+    for (const b of bans) {
+      const timeoutMs = add && b.expiresAt !== null ? Math.max(1000, b.expiresAt - now) : 0;
+      const e = setElement(b, timeoutMs);
+      if (!e) return `not an address: ${b.address}`;
+      per.set(e.name, [...(per.get(e.name) ?? []), e.element]);
+    }
+    for (const [name, els] of per) {
+      const err = nl.ipset(name, els, !add);
+      if (err !== null) return `${err} (netlink, set ${name})`;
     }
     return null;
+  }
+
+  /** The same through one `ipset -exist restore` (a commandPrefix, or no netlink). */
+  async #changeText(bans: readonly Ban[], add: boolean, now: number): Promise<string | null> {
+    const lines = bans.map((b) => {
+      const name = (b.address.includes("/") ? IPSET_NET_NAMES : IPSET_NAMES)[b.family];
+      const secs = b.expiresAt === null ? 0 : Math.max(1, Math.ceil((b.expiresAt - now) / 1000));
+      return add ? `add ${name} ${b.address} timeout ${secs}` : `del ${name} ${b.address}`;
+    });
+    if (lines.length === 0) return null;
+    const r = await runCommand(
+      [...this.prefix, "ipset", "-exist", "restore"],
+      lines.join("\n") + "\n",
+    );
+    return r.code === 0 ? null : `ipset restore: ${firstLine(r.stderr)}`;
   }
 
   protected override canApplyNow(_ban: Ban): boolean {
@@ -282,18 +354,21 @@ export class IpsetFirewall extends BaseFirewall {
 
   protected override applyNow(ban: Ban): boolean {
     const nl = this.#useNetlink();
-    const a = parseAddress(ban.address, true);
-    if (!nl || !a) return false;
     const timeoutMs = ban.expiresAt === null ? 0 : Math.max(1000, ban.expiresAt - Date.now());
-    const err = nl.ipset(IPSET_NAMES[a.family], [{ key: a.bytes, timeoutMs }]);
+    const e = setElement(ban, timeoutMs);
+    if (!nl || !e) return false;
+    const name = e.name;
+    const err = nl.ipset(name, [e.element]);
     if (err === null) return true;
     this.#ready = null; // set up again before the next ban
-    this.report(`ipset add ${IPSET_NAMES[a.family]} ${ban.address}: ${err}`);
+    this.report(`ipset add ${name} ${ban.address}: ${err}`);
     return false;
   }
 
   protected async apply(ops: Op[]): Promise<void> {
-    if ((await this.#setup()) === null) {
+    const ready = await this.#setup();
+    if (typeof ready === "string") {
+      this.report(ready);
       for (const op of ops) op.done(false);
       return;
     }
@@ -333,6 +408,7 @@ export class IpsetFirewall extends BaseFirewall {
           for (let i = 0; i < found.jumps; i++) lines.push(`-D INPUT -j ${IPT_CHAIN}`);
           for (let i = 0; i < found.forwardJumps; i++) lines.push(`-D FORWARD -j ${IPT_CHAIN}`);
           if (found.hasChain) lines.push(`-F ${IPT_CHAIN}`, `-X ${IPT_CHAIN}`);
+          if (found.hasSync) lines.push(`-F ${IPT_SYNC_CHAIN}`, `-X ${IPT_SYNC_CHAIN}`);
           if (lines.length > 0) {
             const w = await runCommand(
               [...this.prefix, `${tool}-restore`, "--noflush"],
@@ -341,10 +417,11 @@ export class IpsetFirewall extends BaseFirewall {
             if (w.code !== 0) this.report(`${tool}-restore (flush) failed: ${firstLine(w.stderr)}`);
           }
         } else this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
-        const name = IPSET_NAMES[family];
-        const d = await runCommand([...this.prefix, "ipset", "destroy", name]);
+      }
+      for (const set of SETS) {
+        const d = await runCommand([...this.prefix, "ipset", "destroy", set.name]);
         if (d.code !== 0 && !/does not exist/.test(d.stderr)) {
-          this.report(`ipset destroy ${name} failed: ${firstLine(d.stderr)}`);
+          this.report(`ipset destroy ${set.name} failed: ${firstLine(d.stderr)}`);
         }
       }
     } catch (e) {

@@ -208,7 +208,6 @@ interface Generation {
 
 /** iptables backend; see the module comment. */
 export class IptablesFirewall extends BaseFirewall {
-  readonly kind = "iptables" as const;
   readonly #runners: Record<Family, RestoreRunner>;
   readonly #ready: Record<Family, Promise<boolean> | null> = { 4: null, 6: null };
   #timer: ReturnType<typeof setTimeout> | null = null;
@@ -221,7 +220,11 @@ export class IptablesFirewall extends BaseFirewall {
   /** Why the netlink path is not in use, per family (empty when it is). */
   readonly fastError: Record<Family, string> = { 4: "", 6: "" };
 
-  constructor(opts: FirewallOptions) {
+  /** `kind`: "iptables-rules" when named so, "iptables" as the default backend's fallback form. */
+  constructor(
+    opts: FirewallOptions,
+    readonly kind: "iptables" | "iptables-rules" = "iptables-rules",
+  ) {
     super(opts);
     this.#runners = {
       4: new RestoreRunner("iptables-restore", this.#restoreArgv(4)),
