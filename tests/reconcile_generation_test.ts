@@ -30,6 +30,13 @@ Deno.test("KernelGeneration: a read is skipped only for the same generation, and
   assert.equal(g.skipped, 2);
 });
 
+/** A removal from outside, per backend (the default iptables holds its bans in ipset sets). */
+const OUTSIDE: Record<string, string[]> = {
+  "nftables": ["nft", "flush", "set", "inet", "scanblocker", "banned4"],
+  "iptables-rules": ["iptables", "-w", "-F", "SCANBLOCKER"],
+  "iptables": ["ipset", "flush", "scanblocker4"],
+};
+
 const script = (firewall: string, scanner: string) => `
 import { createFirewall } from "${ROOT}src/firewall/firewall.ts";
 const run = (...cmd) => new Deno.Command(cmd[0], { args: cmd.slice(1) }).output();
@@ -43,20 +50,20 @@ show(await fw.reconcile()); // 2: nothing changed
 await fw.ban("${scanner}", 3600);
 show(await fw.reconcile()); // 3: our own ban moved the generation
 show(await fw.reconcile()); // 4: nothing changed
-${
-  firewall === "nftables"
-    ? `await run("nft", "flush", "set", "inet", "scanblocker", "banned4");`
-    : `await run("iptables", "-w", "-F", "SCANBLOCKER");`
-}
+await run(...${JSON.stringify(OUTSIDE[firewall])});
 show(await fw.reconcile()); // 5: removed from outside: seen
 show(await fw.reconcile()); // 6: nothing changed
 await fw.close();
 `;
 
-for (const firewall of ["nftables", "iptables"]) {
+for (const firewall of ["nftables", "iptables-rules", "iptables"]) {
+  // ipset is not nf_tables: its changes do not move the generation, so the
+  // ipset form (the default iptables) lists the kernel on every read.
+  const skips = firewall !== "iptables";
   Deno.test({
-    name:
-      `${firewall}: reconcile skips the listing while nothing was committed, and sees a removal`,
+    name: `${firewall}: reconcile ${
+      skips ? "skips the listing while nothing was committed" : "lists on every read (ipset)"
+    }, and sees a removal`,
     ignore: !enabled,
     sanitizeResources: false,
     sanitizeOps: false,
@@ -75,13 +82,15 @@ for (const firewall of ["nftables", "iptables"]) {
         assert.equal(r.code, 0, r.stderr);
         const got = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
         // An unchanged read carries no list: the last one stands.
+        const same = (bans: string[]) =>
+          skips ? { unchanged: true, bans: [] } : { unchanged: false, bans };
         assert.deepEqual(got, [
           { unchanged: false, bans: [] },
-          { unchanged: true, bans: [] },
+          same([]),
           { unchanged: false, bans: ["192.0.2.7"] },
-          { unchanged: true, bans: [] },
+          same(["192.0.2.7"]),
           { unchanged: false, bans: [] },
-          { unchanged: true, bans: [] },
+          same([]),
         ], r.stdout + r.stderr);
       } finally {
         await Deno.remove(file);
