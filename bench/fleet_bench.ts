@@ -385,6 +385,9 @@ async function cpuShare(pid: number, seconds: number) {
   };
 }
 
+/** The backend of the idle-CPU runs: the daemon's default unless SB_BENCH_FIREWALL names one. */
+const IDLE_FIREWALL = Deno.env.get("SB_BENCH_FIREWALL") ?? "iptables";
+
 async function idleCpu(
   star: Star,
   lapi: Lapi,
@@ -402,7 +405,7 @@ async function idleCpu(
         "-i",
         b.ifname,
         "--firewall",
-        "nftables",
+        IDLE_FIREWALL,
         "--metrics-addr",
         `127.0.0.1:${port}`,
         ...(joined
@@ -429,7 +432,7 @@ async function idleCpu(
         const total = c.self + c.children;
         shares[joined ? "joined" : "alone"].push(total);
         console.log(
-          `idle daemon${label} ${
+          `idle daemon${label} (--firewall ${IDLE_FIREWALL}) ${
             joined ? `joined (--lapi-poll ${poll}s)` : "without a fleet"
           }, run ${r + 1}/${RUNS}, load ${loadAt}: ${
             (total * 100).toFixed(2)
