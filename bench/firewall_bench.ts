@@ -13,8 +13,6 @@
  */
 import { createLab, run } from "../tests/netns.ts";
 import { createFirewall } from "../src/firewall/firewall.ts";
-import { IptablesFirewall } from "../src/firewall/iptables.ts";
-import { NftablesFirewall } from "../src/firewall/nftables.ts";
 import type { Firewall, FirewallKind } from "../src/types.ts";
 
 const LATENCY_BANS = 40;
@@ -90,11 +88,7 @@ async function benchFigures(
   let fw = make(kind, prefix, errors);
   try {
     await fw.init();
-    const path = fw instanceof NftablesFirewall
-      ? fw.path
-      : fw instanceof IptablesFirewall
-      ? fw.path(4)
-      : "none";
+    const path = fw.describePath();
     name = `${name} [${path}]`;
     out.push(`${name}: ban() to confirmation, empty firewall: ${await latency(fw, 11)}`);
     out.push(`${name}: same, back to back: ${await latency(fw, 13, 0)}`);

@@ -324,7 +324,9 @@ export class IpsetFirewall extends BaseFirewall {
       const timeoutMs = add && b.expiresAt !== null ? Math.max(1000, b.expiresAt - now) : 0;
       const e = setElement(b, timeoutMs);
       if (!e) return `not an address: ${b.address}`;
-      per.set(e.name, [...(per.get(e.name) ?? []), e.element]);
+      const list = per.get(e.name);
+      if (list) list.push(e.element); // (a copy per element made 50,000 bans take 26 s)
+      else per.set(e.name, [e.element]);
     }
     for (const [name, els] of per) {
       const err = nl.ipset(name, els, !add);
