@@ -99,3 +99,60 @@ for (const firewall of ["nftables", "iptables-rules", "iptables"]) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "ipset form: the sets are read every time, the rules only when nf_tables moved; a match rule removed from outside is put back",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const lab = await createLab("gens");
+    const file = await Deno.makeTempFile({ suffix: ".ts" });
+    try {
+      await Deno.writeTextFile(
+        file,
+        `
+import { createFirewall } from "${ROOT}src/firewall/firewall.ts";
+const run = (...cmd) => new Deno.Command(cmd[0], { args: cmd.slice(1) }).output();
+const fw = createFirewall("ipset", { isProtected: () => false, onError: (m) => console.error(m), maxBans: 1000 });
+await fw.init();
+const show = (k) => console.log(JSON.stringify({ skipped: fw.skippedRuleReads, repaired: k?.repaired ?? null, bans: k?.bans.map((b) => b.address) ?? null }));
+show(await fw.reconcile()); // 1: rules read
+show(await fw.reconcile()); // 2: rules skipped, sets read
+await fw.ban("192.0.2.7", 3600);
+show(await fw.reconcile()); // 3: a set element moves no generation: skipped, the ban is listed
+await run("ipset", "del", "scanblocker4", "192.0.2.7");
+show(await fw.reconcile()); // 4: removed from outside: seen
+await run("iptables", "-w", "-D", "SCANBLOCKER", "-m", "set", "--match-set", "scanblocker4", "src", "-j", "DROP");
+show(await fw.reconcile()); // 5: the generation moved: the rule is missing and put back
+const s = await run("iptables", "-w", "-S", "SCANBLOCKER");
+console.log(JSON.stringify({ rule: new TextDecoder().decode(s.stdout).includes("--match-set scanblocker4 src -j DROP") }));
+await fw.flush();
+await fw.close();
+`,
+      );
+      const r = await lab.exec(lab.target, [
+        Deno.execPath(),
+        "run",
+        "-A",
+        `--config=${ROOT}deno.json`,
+        file,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const got = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      assert.deepEqual(got.slice(0, 4), [
+        { skipped: 0, repaired: [], bans: [] },
+        { skipped: 1, repaired: [], bans: [] },
+        { skipped: 2, repaired: [], bans: ["192.0.2.7"] },
+        { skipped: 3, repaired: [], bans: [] },
+      ], r.stdout + r.stderr);
+      assert.equal(got[4].skipped, 3, r.stdout);
+      assert.deepEqual(got[4].repaired, ["iptables chain SCANBLOCKER"], r.stdout);
+      assert.deepEqual(got[5], { rule: true }, r.stdout);
+    } finally {
+      await Deno.remove(file);
+      await lab.destroy();
+    }
+  },
+});

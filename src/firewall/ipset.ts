@@ -25,6 +25,7 @@ import { canonicalTarget, parseAddress, parseTarget } from "../address.ts";
 import { NftSocket, type SetElement } from "../../ffi/nfnetlink.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { IPT_CHAIN, IPT_SYNC_CHAIN, parseIptablesRules } from "./iptables.ts";
+import { KernelGeneration } from "./generation.ts";
 import { errorText, firstLine, runCommand } from "./runner.ts";
 
 /** The set of single addresses of each family (hash:ip). */
@@ -122,6 +123,15 @@ function setElement(b: Ban, timeoutMs: number): { name: string; element: SetElem
 /** iptables with ipset sets; see the module comment. */
 export class IpsetFirewall extends BaseFirewall {
   #ready: Promise<Ban[] | string> | null = null;
+  /** nf_tables' generation at the last check of the rules (iptables-nft only). */
+  readonly #rules = new KernelGeneration();
+  /** Re-reads of the rules skipped because nf_tables' generation stood still (tests). */
+  get skippedRuleReads(): number {
+    return this.#rules.skipped;
+  }
+
+  /** Whether iptables is iptables-nft (`iptables -V` says nf_tables), checked at set-up. */
+  #rulesNft = false;
   #netlink: NftSocket | null = null;
   #netlinkTried = false;
 
@@ -184,6 +194,12 @@ export class IpsetFirewall extends BaseFirewall {
       const err = await createSet(this.prefix, set, this.maxBans + SET_SLACK);
       if (err) return err;
     }
+    // Only iptables-nft's rules move nf_tables' generation (see reconcile).
+    const versions = await Promise.all(
+      (["iptables", "ip6tables"] as const).map((t) => runCommand([...this.prefix, t, "-V"])),
+    );
+    this.#rulesNft = versions.every((v) => v.code === 0 && /\(nf_tables\)/.test(v.stdout));
+    this.#rules.forget();
     for (const family of [4, 6] as const) {
       const tool = this.#tool(family);
       const r = await runCommand([...this.prefix, tool, "-w", "-S"]);
@@ -222,6 +238,16 @@ export class IpsetFirewall extends BaseFirewall {
   async #readSets(now = Date.now()): Promise<{ bans: Ban[]; missing: string[] }> {
     const bans: Ban[] = [];
     const missing: string[] = [];
+    // One process for the four sets (an idle daemon reads them every 5 s);
+    // when one is missing the batch fails and each is read alone to say which.
+    const all = await runCommand(
+      [...this.prefix, "ipset", "restore"],
+      SETS.map((set) => `save ${set.name}\n`).join(""),
+    );
+    if (all.code === 0) {
+      for (const family of [4, 6] as const) bans.push(...parseIpsetSave(all.stdout, family, now));
+      return { bans, missing };
+    }
     for (const set of SETS) {
       const r = await runCommand([...this.prefix, "ipset", "save", set.name]);
       if (r.code !== 0) missing.push(`set ${set.name}`);
@@ -239,7 +265,12 @@ export class IpsetFirewall extends BaseFirewall {
     try {
       const readAt = performance.now();
       const { bans: found, missing } = await this.#readSets();
-      for (const family of [4, 6] as const) {
+      // The chain, its match rules and the jumps are nf_tables rules with
+      // iptables-nft: while its generation stands still they are as the last
+      // check found them (the sets are ipset's, read above every time).
+      const gen = this.#rulesNft && this.prefix.length === 0 ? this.#rules.current() : null;
+      const rulesUnchanged = this.#rules.unchanged(gen);
+      for (const family of rulesUnchanged ? [] : [4, 6] as const) {
         const tool = this.#tool(family);
         const t = await runCommand([...this.prefix, tool, "-w", "-S"]);
         if (t.code !== 0) {
@@ -258,6 +289,8 @@ export class IpsetFirewall extends BaseFirewall {
           }
         }
       }
+      if (!rulesUnchanged && missing.length === 0) this.#rules.took(gen);
+      else if (missing.length > 0) this.#rules.forget();
       if (missing.length > 0) {
         this.#ready = null;
         const r = await this.#setup();
@@ -436,6 +469,7 @@ export class IpsetFirewall extends BaseFirewall {
       await this.drain();
       this.#netlink?.close();
       this.#netlink = null;
+      this.#rules.close();
       this.#netlinkTried = false;
     } catch (e) {
       this.report(`ipset close failed: ${errorText(e)}`);
