@@ -37,7 +37,7 @@ const OUTSIDE: Record<string, string[]> = {
   "iptables": ["ipset", "flush", "scanblocker4"],
 };
 
-const script = (firewall: string, scanner: string) => `
+const script = (firewall: string, scanner: string, skips: boolean) => `
 import { createFirewall } from "${ROOT}src/firewall/firewall.ts";
 const run = (...cmd) => new Deno.Command(cmd[0], { args: cmd.slice(1) }).output();
 const fw = createFirewall("${firewall}", {
@@ -45,14 +45,24 @@ const fw = createFirewall("${firewall}", {
 });
 await fw.init();
 const show = (k) => console.log(JSON.stringify({ unchanged: k?.unchanged === true, bans: k?.bans.map((b) => b.address) ?? null }));
+// Nothing changed: a read is skipped once the backend's own late commits
+// (the per-rule form's set-up, a ban's marker) are through; at most 1 s.
+const quiet = async () => {
+  let k = await fw.reconcile();
+  for (let i = 0; ${skips} && i < 20 && k?.unchanged !== true; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    k = await fw.reconcile();
+  }
+  return k;
+};
 show(await fw.reconcile()); // 1: first read
-show(await fw.reconcile()); // 2: nothing changed
+show(await quiet()); // 2: nothing changed
 await fw.ban("${scanner}", 3600);
 show(await fw.reconcile()); // 3: our own ban moved the generation
-show(await fw.reconcile()); // 4: nothing changed
+show(await quiet()); // 4: nothing changed
 await run(...${JSON.stringify(OUTSIDE[firewall])});
 show(await fw.reconcile()); // 5: removed from outside: seen
-show(await fw.reconcile()); // 6: nothing changed
+show(await quiet()); // 6: nothing changed
 await fw.close();
 `;
 
@@ -71,7 +81,7 @@ for (const firewall of ["nftables", "iptables-rules", "iptables"]) {
       const lab = await createLab("gen");
       const file = await Deno.makeTempFile({ suffix: ".ts" });
       try {
-        await Deno.writeTextFile(file, script(firewall, "192.0.2.7"));
+        await Deno.writeTextFile(file, script(firewall, "192.0.2.7", skips));
         const r = await lab.exec(lab.target, [
           Deno.execPath(),
           "run",
