@@ -18,15 +18,13 @@ import {
 } from "./src/config.ts";
 import { commandRefusal } from "./src/privilege.ts";
 import { statusCommand } from "./src/report/control.ts";
-import { stdoutWrite, warn } from "./src/report/stdio.ts";
+import { errorText, stdoutWrite, warn } from "./src/report/stdio.ts";
 import { daemon } from "./src/run/daemon.ts";
 import { quietSignals } from "./src/signals.ts";
 import { VERSION } from "./src/version.ts";
 
 /** The program version, from deno.json. */
 export { VERSION };
-
-const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Runs the program with these arguments and returns its exit code. */
 export async function main(argv: string[]): Promise<number> {

@@ -29,13 +29,13 @@
 import { cstr } from "./cstring.ts";
 import { errno, errnoText, loadLibc } from "./libc.ts";
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
+export const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_NETFILTER = 12;
-const MSG_DONTWAIT = 0x40;
+export const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
-const EAGAIN = 11;
+export const EAGAIN = 11;
 const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SOL_NETLINK = 270;

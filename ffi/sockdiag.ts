@@ -13,19 +13,21 @@
  * back, whose sockid starts with the local port (big-endian) at offset 4.
  */
 import { errno, errnoText, loadLibc } from "./libc.ts";
-import { waitReadable } from "./nfnetlink.ts";
+import {
+  AF_NETLINK,
+  EAGAIN,
+  MSG_DONTWAIT,
+  SOCK_CLOEXEC,
+  SOCK_RAW,
+  waitReadable,
+} from "./nfnetlink.ts";
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_SOCK_DIAG = 4;
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
-const MSG_DONTWAIT = 0x40;
-const EAGAIN = 11;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const IPPROTO_TCP = 6;

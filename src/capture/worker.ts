@@ -305,12 +305,12 @@ async function run(): Promise<string | null> {
       }
       let b;
       try {
-        readAt = realtimeMs();
         b = p.dispatch();
       } catch (e) {
         return e instanceof Error ? e.message : String(e);
       }
       if (b && b.count > 0) {
+        readAt = realtimeMs(); // once a batch, not on every empty look at the ring
         busyUntil = performance.now() + SPIN_MS;
         pl.processBatch(b);
         // The detection lines go out before the main thread writes the ban lines.

@@ -5,6 +5,7 @@
  * are started by trusted absolute path with a fixed environment (helpers.ts).
  */
 import { HELPER_ENV, trustedArgv } from "./helpers.ts";
+import { errorText } from "../report/stdio.ts";
 
 /** Result of a command run to completion. */
 export interface CommandResult {
@@ -14,13 +15,10 @@ export interface CommandResult {
   stderr: string;
 }
 
+export { errorText };
+
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** Text of an unknown thrown value. */
-export function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 /** Runs argv to completion (optionally feeding stdin); never throws. */
 export async function runCommand(argv: string[], stdin?: string): Promise<CommandResult> {

@@ -283,7 +283,7 @@ export class EventLog {
       scanType?: string;
       outbound?: boolean;
       rule?: string;
-      /** The source as text when it is an IPv6 prefix (CIDR), not one address. */
+      /** The source as text when the caller has it (a CIDR for an IPv6 prefix): not formatted again. */
       source?: string;
     } = {},
   ): void {

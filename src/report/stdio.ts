@@ -8,6 +8,11 @@ import { EventLog, journalStreams, Severity, stderrLine, writeAll } from "./log.
 import { LineOutput, nonBlockingStdio } from "./output.ts";
 import { offlineProgress } from "./progress.ts";
 
+/** The message of a thrown value, for one line of text. */
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 const encoder = new TextEncoder();
 
 /** Where stdout and stderr go: the journal gets severity prefixes and no timestamps. */

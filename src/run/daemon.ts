@@ -23,12 +23,10 @@ import { preflight } from "../preflight.ts";
 import { allowEverythingWarnings, reloadLive } from "../reload.ts";
 import type { EventLog } from "../report/log.ts";
 import { type Reporting, startReporting } from "../report/reporting.ts";
-import { openRunLog, stdoutWrite, warn } from "../report/stdio.ts";
+import { errorText, openRunLog, stdoutWrite, warn } from "../report/stdio.ts";
 import { offlineSummary } from "../report/summary.ts";
 import { VERSION } from "../version.ts";
 import { runLive } from "./live.ts";
-
-const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** What the reports read while the run goes on (set as the parts start). */
 interface RunState {

@@ -20,11 +20,9 @@ import type { EventLog } from "../report/log.ts";
 import type { Reporting } from "../report/reporting.ts";
 import { startupLines } from "../report/startup.ts";
 import { StatusRecorder, takeSnapshot } from "../report/status.ts";
-import { notice, warn } from "../report/stdio.ts";
+import { errorText, notice, warn } from "../report/stdio.ts";
 import { type StopSignals, stopSignals } from "../signals.ts";
 import { VERSION } from "../version.ts";
-
-const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** What the live run needs from the set-up. */
 export interface LiveRun {
