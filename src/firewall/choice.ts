@@ -29,7 +29,7 @@ import { IptablesFirewall } from "./iptables.ts";
  * Why ipset cannot hold the default backend's bans (null: it can). With a
  * commandPrefix the helper check is left to the set-up run through it.
  */
-export function ipsetMissing(prefix: readonly string[]): string | null {
+function ipsetMissing(prefix: readonly string[]): string | null {
   if (prefix.length > 0) return null;
   const r = helperPath("ipset");
   if ("path" in r) return null;
@@ -64,11 +64,6 @@ export class IptablesChoiceFirewall implements Firewall {
       return (this.#inner = rules);
     })();
     return this.#picking;
-  }
-
-  /** "sets" or "rules" once chosen; null before. */
-  get form(): "sets" | "rules" | null {
-    return this.#inner === null ? null : this.#inner instanceof IpsetFirewall ? "sets" : "rules";
   }
 
   async init(): Promise<Ban[]> {
