@@ -114,6 +114,27 @@ export interface KernelState {
 }
 
 /**
+ * What a backend's speed bump needs from the daemon's settings
+ * (src/firewall/bump.ts); sent again whenever any of it changes.
+ */
+export interface BumpConfig {
+  /** A scan is MORE than this many distinct closed ports … */
+  ports: number;
+  /** … within this many seconds. */
+  windowSeconds: number;
+  /** The captured interface (probes arriving elsewhere are not seen by the detector); null = all. */
+  device: string | null;
+  /** Sources never held back, as non-overlapping CIDR text (allow-list, this host, lockout guard, never-banned blocks). */
+  exempt4: string[];
+  exempt6: string[];
+  /** Ports the daemon does not count (listening sockets); empty with --count-open-ports. */
+  openPorts: number[];
+}
+
+/** A backend's speed bump: on (and what it does) or off (and why). */
+export type BumpState = { on: true; what: string } | { on: false; why: string };
+
+/**
  * Name of a firewall backend. "iptables" (the default) holds its bans in
  * ipset sets when ipset is usable and one rule per ban otherwise;
  * "iptables-rules" always one rule per ban; "ipset" always the sets.
@@ -171,4 +192,10 @@ export interface Firewall {
   close(): Promise<void>;
   /** The hooks bans drop traffic on from the next init() (a reload runs init again). */
   setHooks?(hooks: readonly string[]): void;
+  /**
+   * Installs or updates the speed bump (src/firewall/bump.ts) after init();
+   * absent on backends without one. Never fails start-up: a kernel without
+   * the matches needed gives "off" and why.
+   */
+  setBump?(c: BumpConfig): Promise<BumpState>;
 }

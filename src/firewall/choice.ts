@@ -19,7 +19,15 @@
  * the kernel), and kept for the life of this object: a reload must not move
  * bans between forms under the capture thread's fast path.
  */
-import type { Ban, BanResult, FastBan, Firewall, KernelState } from "../types.ts";
+import type {
+  Ban,
+  BanResult,
+  BumpConfig,
+  BumpState,
+  FastBan,
+  Firewall,
+  KernelState,
+} from "../types.ts";
 import type { FirewallOptions } from "./base.ts";
 import { helperPath } from "./helpers.ts";
 import { IpsetFirewall } from "./ipset.ts";
@@ -116,6 +124,13 @@ export class IptablesChoiceFirewall implements Firewall {
 
   async close(): Promise<void> {
     await this.#inner?.close();
+  }
+
+  /** The ipset form's bump; the per-rule form has none (it needs ipset's sets). */
+  async setBump(c: BumpConfig): Promise<BumpState> {
+    const inner = await this.#pick();
+    if (inner instanceof IpsetFirewall) return await inner.setBump(c);
+    return { on: false, why: `one rule per ban: ${this.#fallback}` };
   }
 
   setHooks(hooks: readonly string[]): void {

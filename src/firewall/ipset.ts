@@ -27,6 +27,15 @@ import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "
 import { IPT_CHAIN, IPT_SYNC_CHAIN, parseIptablesRules } from "./iptables.ts";
 import { KernelGeneration } from "./generation.ts";
 import { errorText, firstLine, runCommand } from "./runner.ts";
+import type { BumpConfig, BumpState } from "./bump.ts";
+import { bumpListsKey, bumpRulesKey, bumpWhat } from "./bump.ts";
+import {
+  BUMP_IPSETS,
+  iptBumpLines,
+  iptBumpPresent,
+  iptBumpRemoval,
+  ipsetBumpLists,
+} from "./bump_ipt.ts";
 
 /** The set of single addresses of each family (hash:ip). */
 export const IPSET_NAMES: Record<Family, string> = { 4: "scanblocker4", 6: "scanblocker6" };
@@ -134,6 +143,11 @@ export class IpsetFirewall extends BaseFirewall {
   #rulesNft = false;
   #netlink: NftSocket | null = null;
   #netlinkTried = false;
+  /** The speed bump's settings (null: not asked for), its state and what is installed. */
+  #bump: BumpConfig | null = null;
+  #bumpState: BumpState | null = null;
+  #bumpRules = "";
+  #bumpLists = "";
 
   /** `kind`: "ipset" when named so, "iptables" as the default backend's form (metrics, messages). */
   constructor(opts: FirewallOptions, readonly kind: "ipset" | "iptables" = "ipset") {
@@ -231,7 +245,71 @@ export class IpsetFirewall extends BaseFirewall {
         }`;
       }
     }
+    this.#bumpRules = this.#bumpLists = "";
+    if (this.#bump) await this.#installBump(this.#bump);
     return legacy;
+  }
+
+  /**
+   * The speed bump (bump.ts, bump_ipt.ts): installed with the chain (again
+   * after every set-up), rebuilt when the threshold, window or interface
+   * change, its exempt lists refilled when they change.
+   */
+  async setBump(c: BumpConfig): Promise<BumpState> {
+    this.#bump = c;
+    if (!this.#ready) {
+      const r = await this.#setup();
+      if (typeof r === "string") return { on: false, why: "the chain could not be set up" };
+    } else if (bumpRulesKey(c) !== this.#bumpRules) await this.#installBump(c);
+    else if (bumpListsKey(c) !== this.#bumpLists) {
+      const r = await runCommand([...this.prefix, "ipset", "restore"], ipsetBumpLists(c));
+      if (r.code === 0) this.#bumpLists = bumpListsKey(c);
+      else this.report(`ipset restore (speed bump exempt lists) failed: ${firstLine(r.stderr)}`);
+    }
+    return this.#bumpState ?? { on: false, why: "not installed" };
+  }
+
+  /** Sets, chain and jump of the bump; a refusal leaves it off (and removed), never the bans. */
+  async #installBump(c: BumpConfig): Promise<void> {
+    const off = async (why: string) => {
+      this.#bumpState = { on: false, why };
+      this.#bumpRules = "";
+      await this.#removeBump();
+    };
+    for (const set of BUMP_IPSETS) {
+      const r = await runCommand([...this.prefix, "ipset", "-exist", "create", set.name, ...set.args]);
+      if (r.code !== 0) return await off(`ipset create ${set.name}: ${firstLine(r.stderr)}`);
+    }
+    const lists = await runCommand([...this.prefix, "ipset", "restore"], ipsetBumpLists(c));
+    if (lists.code !== 0) return await off(`ipset restore: ${firstLine(lists.stderr)}`);
+    for (const family of [4, 6] as const) {
+      const tool = this.#tool(family);
+      const t = await runCommand([...this.prefix, tool, "-w", "-S"]);
+      if (t.code !== 0) return await off(`${tool} -S: ${firstLine(t.stderr)}`);
+      const lines = iptBumpLines(family, c, t.stdout);
+      const w = await runCommand(
+        [...this.prefix, `${tool}-restore`, "--noflush"],
+        `*filter\n${lines.join("\n")}\nCOMMIT\n`,
+      );
+      if (w.code !== 0) return await off(`${tool} refused it: ${firstLine(w.stderr)}`);
+    }
+    this.#bumpRules = bumpRulesKey(c);
+    this.#bumpLists = bumpListsKey(c);
+    this.#bumpState = { on: true, what: bumpWhat(c) };
+  }
+
+  /** Takes the bump's chain and jumps out of both families (its sets stay until flush). */
+  async #removeBump(): Promise<void> {
+    for (const family of [4, 6] as const) {
+      const tool = this.#tool(family);
+      const t = await runCommand([...this.prefix, tool, "-w", "-S"]);
+      const lines = t.code === 0 ? iptBumpRemoval(t.stdout) : [];
+      if (lines.length === 0) continue;
+      await runCommand(
+        [...this.prefix, `${tool}-restore`, "--noflush"],
+        `*filter\n${lines.join("\n")}\nCOMMIT\n`,
+      );
+    }
   }
 
   /** Reads both sets of every family; the bans, or the names of the sets missing. */
@@ -288,6 +366,7 @@ export class IpsetFirewall extends BaseFirewall {
             missing.push(`${tool} ${HOOK_CHAIN[hook]} jump`);
           }
         }
+        if (this.#bumpState?.on && !iptBumpPresent(t.stdout)) missing.push(`${tool} speed bump`);
       }
       if (!rulesUnchanged && missing.length === 0) this.#rules.took(gen);
       else if (missing.length > 0) this.#rules.forget();
@@ -444,6 +523,7 @@ export class IpsetFirewall extends BaseFirewall {
           for (let i = 0; i < found.forwardJumps; i++) lines.push(`-D FORWARD -j ${IPT_CHAIN}`);
           if (found.hasChain) lines.push(`-F ${IPT_CHAIN}`, `-X ${IPT_CHAIN}`);
           if (found.hasSync) lines.push(`-F ${IPT_SYNC_CHAIN}`, `-X ${IPT_SYNC_CHAIN}`);
+          lines.push(...iptBumpRemoval(r.stdout));
           if (lines.length > 0) {
             const w = await runCommand(
               [...this.prefix, `${tool}-restore`, "--noflush"],
@@ -453,7 +533,7 @@ export class IpsetFirewall extends BaseFirewall {
           }
         } else this.report(`${tool} -S failed: ${firstLine(r.stderr)}`);
       }
-      for (const set of SETS) {
+      for (const set of [...SETS, ...BUMP_IPSETS]) {
         const d = await runCommand([...this.prefix, "ipset", "destroy", set.name]);
         if (d.code !== 0 && !/does not exist/.test(d.stderr)) {
           this.report(`ipset destroy ${set.name} failed: ${firstLine(d.stderr)}`);

@@ -31,6 +31,9 @@ import { NftContext } from "../../ffi/libnftables.ts";
 import { NftSocket, type SetElement } from "../../ffi/nfnetlink.ts";
 import { parseAddress } from "../address.ts";
 import { KernelGeneration } from "./generation.ts";
+import type { BumpConfig, BumpState } from "./bump.ts";
+import { bumpListsKey, bumpRulesKey, bumpWhat } from "./bump.ts";
+import { NFT_BUMP_CHAIN, nftBumpLists, nftBumpRules, nftBumpSetup } from "./bump_nft.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
@@ -136,9 +139,15 @@ export function parseNftBans(json: string, now = Date.now()): Ban[] {
  * What of the installed chains is missing in `nft -j list table` output: one
  * entry per wanted hook whose base chain is gone, on another hook or
  * priority, or no longer holds exactly the two rules dropping the sets'
- * members; "sets" when a set is gone. Empty when all is in place.
+ * members; "sets" when a set is gone; with the speed bump on (`bumpRules`
+ * rules expected in its chain), "bump" when its chain or the input chain's
+ * jump to it is gone. Empty when all is in place.
  */
-export function nftMissing(json: string, hooks: readonly FirewallHook[]): string[] {
+export function nftMissing(
+  json: string,
+  hooks: readonly FirewallHook[],
+  bumpRules = 0,
+): string[] {
   let items: unknown[] = [];
   try {
     const doc = JSON.parse(json) as { nftables?: unknown };
@@ -165,15 +174,20 @@ export function nftMissing(json: string, hooks: readonly FirewallHook[]): string
   }
   const missing: string[] = [];
   if (!BAN_SET_NAMES.every((n) => sets.has(n))) missing.push("sets");
+  const jumpsToBump = (t: string) => t.includes(`"target":"${NFT_BUMP_CHAIN}"`);
   for (const hook of hooks) {
     const c = chains.get(hook);
-    const r = rules.get(hook) ?? [];
+    const r = (rules.get(hook) ?? []).filter((t) => !jumpsToBump(t));
     const dropping = (set: string) =>
       r.some((t) => t.includes(`"@${set}"`) && t.includes('"drop"'));
     if (!c || c.hook !== hook || c.prio !== -10) missing.push(`${hook} chain`);
     else if (r.length !== BAN_SET_NAMES.length || !BAN_SET_NAMES.every(dropping)) {
       missing.push(`${hook} rules`);
     }
+  }
+  if (bumpRules > 0) {
+    const jumped = (rules.get("input") ?? []).some(jumpsToBump);
+    if (!jumped || (rules.get(NFT_BUMP_CHAIN) ?? []).length !== bumpRules) missing.push("bump");
   }
   return missing;
 }
@@ -202,6 +216,11 @@ export class NftablesFirewall extends BaseFirewall {
   #netlinkTried = false;
   /** Skips re-reading a kernel where nothing was committed since the last read. */
   readonly #generation = new KernelGeneration();
+  /** The speed bump's settings (null: not asked for), its state and what is installed. */
+  #bump: BumpConfig | null = null;
+  #bumpState: BumpState | null = null;
+  #bumpRules = "";
+  #bumpLists = "";
 
   constructor(opts: FirewallOptions) {
     super(opts);
@@ -270,6 +289,9 @@ export class NftablesFirewall extends BaseFirewall {
           this.#ready = null;
           return false;
         }
+        // The set-up flushed the input chain, jump to the bump included.
+        this.#bumpRules = this.#bumpLists = "";
+        if (this.#bump) await this.#installBump(this.#bump);
         return true;
       })();
     }
@@ -324,7 +346,8 @@ export class NftablesFirewall extends BaseFirewall {
         this.report(`nft -j list table ${NFT_TABLE} failed: ${firstLine(r.stderr)}`);
         return null;
       }
-      const missing = gone ? ["table"] : nftMissing(r.stdout, this.hooks);
+      const bumpRules = this.#bumpState?.on && this.#bump ? nftBumpRules(this.#bump).length : 0;
+      const missing = gone ? ["table"] : nftMissing(r.stdout, this.hooks, bumpRules);
       if (missing.length > 0) {
         this.#ready = null;
         if (!(await this.#setup())) return null;
@@ -345,6 +368,38 @@ export class NftablesFirewall extends BaseFirewall {
   override fastPath(banTimeSeconds: number, room: number): FastBan | null {
     if (this.path !== "netlink") return null;
     return { table: NFT_TABLE.split(" ")[1], banTimeMs: banTimeSeconds * 1000, room };
+  }
+
+  /**
+   * The speed bump (bump.ts): installed with the table (again after every
+   * set-up: a repair or a reload), rebuilt when the threshold, window or
+   * interface change, its exempt lists refilled when they change.
+   */
+  async setBump(c: BumpConfig): Promise<BumpState> {
+    this.#bump = c;
+    const rulesChanged = bumpRulesKey(c) !== this.#bumpRules;
+    if (rulesChanged || !this.#ready) {
+      // A fresh set-up: the input chain's old jump must not stay beside the new one.
+      this.#ready = null;
+      if (!(await this.#setup())) return { on: false, why: "the table could not be set up" };
+    } else if (bumpListsKey(c) !== this.#bumpLists) {
+      const r = await this.#command(["-f", "-"], nftBumpLists(NFT_TABLE, c));
+      if (r.code === 0) this.#bumpLists = bumpListsKey(c);
+      else this.report(`nft (speed bump exempt lists) failed: ${firstLine(r.stderr)}`);
+    }
+    return this.#bumpState ?? { on: false, why: "not installed" };
+  }
+
+  /** One transaction after the table's set-up; a refusal leaves the bump off, never the bans. */
+  async #installBump(c: BumpConfig): Promise<void> {
+    const r = await this.#command(["-f", "-"], nftBumpSetup(NFT_TABLE, c));
+    if (r.code !== 0) {
+      this.#bumpState = { on: false, why: `nftables refused it: ${firstLine(r.stderr)}` };
+      return;
+    }
+    this.#bumpRules = bumpRulesKey(c);
+    this.#bumpLists = bumpListsKey(c);
+    this.#bumpState = { on: true, what: bumpWhat(c) };
   }
 
   override describePath(): string {

@@ -16,6 +16,8 @@ export interface StartupFacts {
   restored: number;
   /** How bans reach the kernel, e.g. "netlink"; empty for no firewall. */
   firewallPath: string;
+  /** The speed bump: "on (…)" or "off (why)" (src/firewall/bump.ts). */
+  bump: string;
   /** The capture thread's scheduling, e.g. "SCHED_FIFO 10" or "off (…)". */
   realtime: string;
   /** The firewall helpers by the absolute paths they were resolved to (src/firewall/helpers.ts). */
@@ -30,6 +32,7 @@ export function startupLines(cfg: Config, f: StartupFacts): string[] {
     }, ${f.restored} bans restored)`,
     `localIPs: ${cfg.local ? "" : "(all interfaces) "}${f.allow.localText.join(" ")}`,
   ];
+  lines.push(`speed bump: ${f.bump}`);
   if (cfg.allow.length > 0) {
     lines.push(
       `allow-list: ${

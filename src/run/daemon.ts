@@ -26,6 +26,7 @@ import { type Reporting, startReporting } from "../report/reporting.ts";
 import { errorText, openRunLog, stdoutWrite, warn } from "../report/stdio.ts";
 import { offlineSummary } from "../report/summary.ts";
 import { VERSION } from "../version.ts";
+import { BumpSync } from "./bump.ts";
 import { runLive } from "./live.ts";
 
 /** What the reports read while the run goes on (set as the parts start). */
@@ -97,6 +98,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
       reports,
       restored,
       firewallPath: fw.describePath(),
+      bump: new BumpSync(fw, cfg, device, allow, () => openPorts?.list() ?? [], warn),
       joined: (f) => (s.fleet = f),
       // SIGHUP: the settings, the lockout guard and (when they changed) the hooks, read again.
       reload: async () => {

@@ -6,6 +6,7 @@
  */
 import type { AllowList } from "../allowlist.ts";
 import type { Bans } from "../bans/bans.ts";
+import type { BumpSync } from "./bump.ts";
 import type { GuardWatch } from "../bans/guard.ts";
 import { HostWatch } from "../capture/host.ts";
 import type { LiveCapture } from "../capture/live.ts";
@@ -35,6 +36,8 @@ export interface LiveRun {
   reports: Reporting;
   restored: number;
   firewallPath: string;
+  /** The firewall's speed bump, kept in step with the settings. */
+  bump: BumpSync;
   /** Hands the fleet link (if any) back to the set-up, for /healthz and the end. */
   joined: (fleet: RunningFleet | null) => void;
   /** SIGHUP: re-read the settings and apply what can change while running. */
@@ -77,6 +80,7 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
   o.guard?.attach(c);
   const host = new HostWatch(c, o.allow, o.openPorts, cfg.local !== null, warn);
   const server = o.reports.server;
+  const bump = await o.bump.sync();
   const lines = startupLines(cfg, {
     device: o.device,
     allow: o.allow,
@@ -85,6 +89,7 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
     metricsUrl: server ? `http://${server.address}/metrics` : null,
     restored: o.restored,
     firewallPath: o.firewallPath,
+    bump,
     realtime: c.realtime,
     helpers: resolvedHelpers(),
   });
@@ -98,6 +103,7 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
     host.tick();
     o.guard?.tick();
     b.tick();
+    o.bump.tick();
     o.reports.tick();
   });
   await control?.close();
