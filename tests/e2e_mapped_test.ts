@@ -42,11 +42,22 @@ async function spoofedFrames(lab: Lab, sources: string[]): Promise<Uint8Array> {
   return pcapBytes(frames);
 }
 
-/** Everything the firewall of the target holds, as text. */
+/**
+ * Every ban the firewall of the target holds, as text: the ban sets and
+ * chains (not the speed bump's exempt sets, which list these addresses as
+ * never held back).
+ */
 async function firewallText(lab: Lab, firewall: string): Promise<string> {
+  const sets = ["scanblocker4", "scanblocker4net", "scanblocker6", "scanblocker6net"];
   const cmds = firewall === "nftables"
-    ? [["nft", "list", "table", "inet", "scanblocker"]]
-    : [["iptables", "-S", "SCANBLOCKER"], ["ip6tables", "-S", "SCANBLOCKER"], ["ipset", "save"]];
+    ? ["banned4", "banned6", "nets4", "nets6"].map((
+      s,
+    ) => ["nft", "list", "set", "inet", "scanblocker", s])
+    : [
+      ["iptables", "-S", "SCANBLOCKER"],
+      ["ip6tables", "-S", "SCANBLOCKER"],
+      ...sets.map((s) => ["ipset", "save", s]),
+    ];
   let out = "";
   for (const c of cmds) out += (await lab.exec(lab.target, c)).stdout;
   return out;

@@ -267,7 +267,15 @@ Deno.test({
       await scanFrom(lab.scanner4);
       await d.waitFor(new RegExp(`IP ${esc(lab.scanner4)} banned\\.`), 15000);
       assert.doesNotMatch(d.stdout(), new RegExp(`(Port scan detected|IP) ${esc(second)}\\b`));
-      const rules = await lab.exec(lab.target, ["nft", "list", "ruleset"]);
+      // The ban set (the speed bump's exempt set lists the guarded resolver, as it should).
+      const rules = await lab.exec(lab.target, [
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "scanblocker",
+        "banned4",
+      ]);
       assert.doesNotMatch(rules.stdout, new RegExp(`\\b${esc(second)}\\b`));
     } finally {
       if (d) await d.stop();

@@ -173,7 +173,15 @@ async function scanAndBan(
         `no ban of ${lab.scanner4} in the set:\n${set.stdout}`,
       );
     } else {
-      const rules = await lab.exec(lab.target, ["nft", "list", "ruleset"]);
+      // The ban set (the speed bump's sets hold the scanner too, banned or not).
+      const rules = await lab.exec(lab.target, [
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "scanblocker",
+        "banned4",
+      ]);
       assert.equal(rules.code, 0, rules.stderr);
       assert.match(
         rules.stdout,

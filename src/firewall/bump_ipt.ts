@@ -66,14 +66,18 @@ export function iptBumpRemoval(listing: string): string[] {
   const lines = listing.split("\n").map((l) => l.trim());
   const out = lines.filter((l) => l.startsWith("-A INPUT ") && l.endsWith(`-j ${IPT_BUMP_CHAIN}`))
     .map((l) => `-D ${l.slice(3)}`);
-  if (lines.includes(`-N ${IPT_BUMP_CHAIN}`)) out.push(`-F ${IPT_BUMP_CHAIN}`, `-X ${IPT_BUMP_CHAIN}`);
+  if (lines.includes(`-N ${IPT_BUMP_CHAIN}`)) {
+    out.push(`-F ${IPT_BUMP_CHAIN}`, `-X ${IPT_BUMP_CHAIN}`);
+  }
   return out;
 }
 
 /** True when `iptables -S` output shows the chain and one jump to it. */
 export function iptBumpPresent(listing: string): boolean {
   const lines = listing.split("\n").map((l) => l.trim());
-  const jumps = lines.filter((l) => l.startsWith("-A INPUT ") && l.endsWith(`-j ${IPT_BUMP_CHAIN}`));
+  const jumps = lines.filter((l) =>
+    l.startsWith("-A INPUT ") && l.endsWith(`-j ${IPT_BUMP_CHAIN}`)
+  );
   return lines.includes(`-N ${IPT_BUMP_CHAIN}`) && jumps.length === 1;
 }
 
@@ -83,11 +87,13 @@ export function iptBumpPresent(listing: string): boolean {
  */
 export function ipsetBumpLists(c: BumpConfig): string {
   let t = "";
-  for (const [set, items] of [
-    ["scanblocker-open", c.openPorts.map(String)],
-    ["scanblocker4allow", c.exempt4],
-    ["scanblocker6allow", c.exempt6],
-  ] as const) {
+  for (
+    const [set, items] of [
+      ["scanblocker-open", c.openPorts.map(String)],
+      ["scanblocker4allow", c.exempt4],
+      ["scanblocker6allow", c.exempt6],
+    ] as const
+  ) {
     const tmp = `${set}-new`;
     t += `create ${tmp} ${BUMP_IPSETS.find((s) => s.name === set)!.args.join(" ")} -exist\n`;
     t += `flush ${tmp}\n`;

@@ -1,6 +1,11 @@
 /**
- * The speed bump in nftables (see bump.ts): sets and a chain `bump` in the
- * backend's own table, jumped to from its input chain after the ban drops.
+ * The speed bump in nftables (see bump.ts): sets and a base chain `bump` in
+ * the backend's own table, on the input hook just after the chain holding
+ * the ban drops (priority filter - 9 against its - 10: a banned source is
+ * dropped there first). A chain of its own rather than a jump from the input
+ * chain: a subcommand (`scanblocker unban`) sets up the table without
+ * knowing the bump's settings and rewrites the input chain; it never
+ * touches this one.
  * Checked on kernel 6.18 in namespaces: `socket transparent` ends the rule
  * when no socket is found (so the two rules together skip exactly the
  * packets a local socket takes, also after a `redirect`), and
@@ -9,8 +14,9 @@
  */
 import { BUMP_SET_SIZE, type BumpConfig, bumpRate } from "./bump.ts";
 
-/** The chain and sets of the bump, in the backend's table. */
+/** The bump's base chain in the backend's table, and its priority. */
 export const NFT_BUMP_CHAIN = "bump";
+export const NFT_BUMP_PRIORITY = -9;
 
 /** Rules of the `bump` chain (also the count reconcile expects). */
 export function nftBumpRules(c: BumpConfig): string[] {
@@ -21,6 +27,10 @@ export function nftBumpRules(c: BumpConfig): string[] {
   const seen = `timeout ${c.windowSeconds + 1}s`;
   const rate = `timeout ${c.windowSeconds}s`;
   const rules = [
+    // New connections only (a SYN without ACK), on the interface the daemon watches.
+    "meta l4proto != tcp return",
+    "tcp flags & (syn | ack) != syn return",
+    ...(c.device ? [`iifname != ${JSON.stringify(c.device)} return`] : []),
     // A local socket takes it (listener, also after DNAT/redirect): a connection.
     "socket transparent 0 return",
     "socket transparent 1 return",
@@ -39,16 +49,10 @@ export function nftBumpRules(c: BumpConfig): string[] {
   return rules;
 }
 
-/** The input chain's jump to the bump: SYNs (not SYN-ACKs) on the captured interface. */
-export function nftBumpJump(c: BumpConfig): string {
-  const iif = c.device ? `iifname ${JSON.stringify(c.device)} ` : "";
-  return `${iif}tcp flags & (syn | ack) == syn jump ${NFT_BUMP_CHAIN}`;
-}
-
 /**
- * The bump's set-up transaction, appended to after the table's own set-up
- * (which flushed the input chain): sets (the dynamic ones emptied, since
- * their elements carry the old limit), chain, rules, exempt lists, jump.
+ * The bump's set-up transaction, after the table's own: sets (the dynamic
+ * ones emptied, since their elements carry the old limit), chain, rules,
+ * exempt lists.
  */
 export function nftBumpSetup(table: string, c: BumpConfig): string {
   let t = `add set ${table} sb_exempt4 { type ipv4_addr; flags interval; }
@@ -63,19 +67,29 @@ flush set ${table} sb_seen${f}
 flush set ${table} sb_rate${f}
 `;
   }
-  t += `add chain ${table} ${NFT_BUMP_CHAIN}\nflush chain ${table} ${NFT_BUMP_CHAIN}\n`;
+  t +=
+    `add chain ${table} ${NFT_BUMP_CHAIN} { type filter hook input priority filter - ${-NFT_BUMP_PRIORITY}; policy accept; }
+flush chain ${table} ${NFT_BUMP_CHAIN}
+`;
   for (const r of nftBumpRules(c)) t += `add rule ${table} ${NFT_BUMP_CHAIN} ${r}\n`;
-  return t + nftBumpLists(table, c) + `add rule ${table} input ${nftBumpJump(c)}\n`;
+  return t + nftBumpLists(table, c);
 }
 
 /** Refills the exempt sources and open ports (one transaction: never an empty moment). */
+/** Takes the bump's chain away (a bump turned off, or refused after a change). */
+export function nftBumpRemoval(table: string): string {
+  return `add chain ${table} ${NFT_BUMP_CHAIN}\ndelete chain ${table} ${NFT_BUMP_CHAIN}\n`;
+}
+
 export function nftBumpLists(table: string, c: BumpConfig): string {
   let t = "";
-  for (const [set, items] of [
-    ["sb_exempt4", c.exempt4],
-    ["sb_exempt6", c.exempt6],
-    ["sb_open", c.openPorts.map(String)],
-  ] as const) {
+  for (
+    const [set, items] of [
+      ["sb_exempt4", c.exempt4],
+      ["sb_exempt6", c.exempt6],
+      ["sb_open", c.openPorts.map(String)],
+    ] as const
+  ) {
     t += `flush set ${table} ${set}\n`;
     if (items.length > 0) t += `add element ${table} ${set} { ${items.join(", ")} }\n`;
   }

@@ -31,10 +31,10 @@ import type { BumpConfig, BumpState } from "./bump.ts";
 import { bumpListsKey, bumpRulesKey, bumpWhat } from "./bump.ts";
 import {
   BUMP_IPSETS,
+  ipsetBumpLists,
   iptBumpLines,
   iptBumpPresent,
   iptBumpRemoval,
-  ipsetBumpLists,
 } from "./bump_ipt.ts";
 
 /** The set of single addresses of each family (hash:ip). */
@@ -277,7 +277,14 @@ export class IpsetFirewall extends BaseFirewall {
       await this.#removeBump();
     };
     for (const set of BUMP_IPSETS) {
-      const r = await runCommand([...this.prefix, "ipset", "-exist", "create", set.name, ...set.args]);
+      const r = await runCommand([
+        ...this.prefix,
+        "ipset",
+        "-exist",
+        "create",
+        set.name,
+        ...set.args,
+      ]);
       if (r.code !== 0) return await off(`ipset create ${set.name}: ${firstLine(r.stderr)}`);
     }
     const lists = await runCommand([...this.prefix, "ipset", "restore"], ipsetBumpLists(c));

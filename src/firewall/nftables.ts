@@ -33,7 +33,14 @@ import { parseAddress } from "../address.ts";
 import { KernelGeneration } from "./generation.ts";
 import type { BumpConfig, BumpState } from "./bump.ts";
 import { bumpListsKey, bumpRulesKey, bumpWhat } from "./bump.ts";
-import { NFT_BUMP_CHAIN, nftBumpLists, nftBumpRules, nftBumpSetup } from "./bump_nft.ts";
+import {
+  NFT_BUMP_CHAIN,
+  NFT_BUMP_PRIORITY,
+  nftBumpLists,
+  nftBumpRemoval,
+  nftBumpRules,
+  nftBumpSetup,
+} from "./bump_nft.ts";
 
 /** Table name, family included. */
 export const NFT_TABLE = "inet scanblocker";
@@ -140,8 +147,8 @@ export function parseNftBans(json: string, now = Date.now()): Ban[] {
  * entry per wanted hook whose base chain is gone, on another hook or
  * priority, or no longer holds exactly the two rules dropping the sets'
  * members; "sets" when a set is gone; with the speed bump on (`bumpRules`
- * rules expected in its chain), "bump" when its chain or the input chain's
- * jump to it is gone. Empty when all is in place.
+ * rules expected in its chain), "bump" when its chain is gone, moved or
+ * holds other rules. Empty when all is in place.
  */
 export function nftMissing(
   json: string,
@@ -174,10 +181,9 @@ export function nftMissing(
   }
   const missing: string[] = [];
   if (!BAN_SET_NAMES.every((n) => sets.has(n))) missing.push("sets");
-  const jumpsToBump = (t: string) => t.includes(`"target":"${NFT_BUMP_CHAIN}"`);
   for (const hook of hooks) {
     const c = chains.get(hook);
-    const r = (rules.get(hook) ?? []).filter((t) => !jumpsToBump(t));
+    const r = rules.get(hook) ?? [];
     const dropping = (set: string) =>
       r.some((t) => t.includes(`"@${set}"`) && t.includes('"drop"'));
     if (!c || c.hook !== hook || c.prio !== -10) missing.push(`${hook} chain`);
@@ -186,8 +192,11 @@ export function nftMissing(
     }
   }
   if (bumpRules > 0) {
-    const jumped = (rules.get("input") ?? []).some(jumpsToBump);
-    if (!jumped || (rules.get(NFT_BUMP_CHAIN) ?? []).length !== bumpRules) missing.push("bump");
+    const c = chains.get(NFT_BUMP_CHAIN);
+    const n = (rules.get(NFT_BUMP_CHAIN) ?? []).length;
+    if (!c || c.hook !== "input" || c.prio !== NFT_BUMP_PRIORITY || n !== bumpRules) {
+      missing.push("bump");
+    }
   }
   return missing;
 }
@@ -289,8 +298,7 @@ export class NftablesFirewall extends BaseFirewall {
           this.#ready = null;
           return false;
         }
-        // The set-up flushed the input chain, jump to the bump included.
-        this.#bumpRules = this.#bumpLists = "";
+        // The table may have been re-created (a repair): the bump with it.
         if (this.#bump) await this.#installBump(this.#bump);
         return true;
       })();
@@ -371,18 +379,16 @@ export class NftablesFirewall extends BaseFirewall {
   }
 
   /**
-   * The speed bump (bump.ts): installed with the table (again after every
-   * set-up: a repair or a reload), rebuilt when the threshold, window or
-   * interface change, its exempt lists refilled when they change.
+   * The speed bump (bump.ts, bump_nft.ts): installed with the table (again
+   * after every set-up: a repair or a reload), rebuilt when the threshold,
+   * window or interface change, its exempt lists refilled when they change.
    */
   async setBump(c: BumpConfig): Promise<BumpState> {
     this.#bump = c;
-    const rulesChanged = bumpRulesKey(c) !== this.#bumpRules;
-    if (rulesChanged || !this.#ready) {
-      // A fresh set-up: the input chain's old jump must not stay beside the new one.
-      this.#ready = null;
+    if (!this.#ready) {
       if (!(await this.#setup())) return { on: false, why: "the table could not be set up" };
-    } else if (bumpListsKey(c) !== this.#bumpLists) {
+    } else if (bumpRulesKey(c) !== this.#bumpRules) await this.#installBump(c);
+    else if (bumpListsKey(c) !== this.#bumpLists) {
       const r = await this.#command(["-f", "-"], nftBumpLists(NFT_TABLE, c));
       if (r.code === 0) this.#bumpLists = bumpListsKey(c);
       else this.report(`nft (speed bump exempt lists) failed: ${firstLine(r.stderr)}`);
@@ -395,6 +401,9 @@ export class NftablesFirewall extends BaseFirewall {
     const r = await this.#command(["-f", "-"], nftBumpSetup(NFT_TABLE, c));
     if (r.code !== 0) {
       this.#bumpState = { on: false, why: `nftables refused it: ${firstLine(r.stderr)}` };
+      this.#bumpRules = "";
+      // An older bump (other settings) must not go on holding back.
+      await this.#command(["-f", "-"], nftBumpRemoval(NFT_TABLE));
       return;
     }
     this.#bumpRules = bumpRulesKey(c);

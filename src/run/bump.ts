@@ -44,7 +44,9 @@ export class BumpSync {
       device: this.device === "any" ? null : this.device,
       exempt4: mergeBlocks(blocks, 4),
       exempt6: mergeBlocks(blocks, 6),
-      openPorts: this.cfg.countOpenPorts ? [] : [...new Set(this.openPorts())].sort((x, y) => x - y),
+      openPorts: this.cfg.countOpenPorts
+        ? []
+        : [...new Set(this.openPorts())].sort((x, y) => x - y),
     };
   }
 

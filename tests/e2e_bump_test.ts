@@ -1,0 +1,233 @@
+/**
+ * The speed bump (src/firewall/bump.ts), live in namespaces with the real
+ * daemon, real nft/iptables and real nmap: a full-speed scan learns at most
+ * a handful of ports; an allow-listed scanner (also one allowed by a
+ * SIGHUP) still gets every RST; clients of a listening port and of a
+ * redirected range are never held back; `--firewall none` installs
+ * nothing; the start-up line says on or off.
+ */
+import assert from "node:assert/strict";
+import { scannerAddresses } from "../bench/ban_latency_bench.ts";
+import { type Daemon, startDaemon } from "./daemon.ts";
+import { canUseNetns, createLab, esc, type Lab, must, run } from "./netns.ts";
+
+const root = await canUseNetns();
+const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs the daemon (default settings but for the metrics server) in a fresh lab. */
+async function withDaemon(
+  args: string[],
+  fn: (lab: Lab, d: Daemon) => Promise<void>,
+): Promise<void> {
+  const lab = await createLab("bump");
+  const d = startDaemon(lab.target, ["-i", lab.targetIf, "--metrics-addr", "off", ...args]);
+  try {
+    await d.waitFor(/Listening on: /, 20000);
+    await fn(lab, d);
+  } finally {
+    await d.stop();
+    await lab.destroy();
+  }
+}
+
+/**
+ * Distinct ports of the target that answered `src` (SYN-ACK or RST) during
+ * one nmap run with `args` (-p given: every port in it), counted on the
+ * scanner's side by tcpdump, as bench/ban_latency_bench.ts does.
+ */
+async function answered(lab: Lab, src: string, args: string[]): Promise<number> {
+  const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
+  const filter = `tcp and src host ${lab.target4} and dst host ${src} and ` +
+    "(tcp[13] & 0x12 == 0x12 or tcp[13] & 0x04 != 0)";
+  const dump = new Deno.Command("ip", {
+    args: ["netns", "exec", lab.scanner, "tcpdump", "-i", lab.scannerIf, "-n", "-s", "128"]
+      .concat(["-B", "65536", "--immediate-mode", "-U", "-w", pcap, filter]),
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await sleep(700);
+  await lab.exec(
+    lab.scanner,
+    ["timeout", "8", "nmap", "-n", "-Pn", "-sS", "--max-retries", "0"]
+      .concat(["-S", src, "-e", lab.scannerIf, ...args, lab.target4]),
+  );
+  await sleep(300);
+  dump.kill("SIGINT");
+  await dump.status;
+  const r = await run(["tcpdump", "-nn", "-r", pcap]);
+  await Deno.remove(pcap);
+  const ports = new Set<string>();
+  for (const line of r.stdout.split("\n")) {
+    const m = / IP [\d.]+\.(\d+) > /.exec(line);
+    if (m) ports.add(m[1]);
+  }
+  return ports.size;
+}
+
+/** Exempts `addr` in the backend's bump from outside, so its scan measures the daemon alone. */
+async function bypassBump(lab: Lab, backend: string, addr: string): Promise<void> {
+  if (backend === "nftables") {
+    await must([
+      "ip",
+      "netns",
+      "exec",
+      lab.target,
+      "nft",
+      "add",
+      "element",
+      "inet",
+      "scanblocker",
+      "sb_exempt4",
+      `{ ${addr} }`,
+    ]);
+  } else {
+    await must(["ip", "netns", "exec", lab.target, "ipset", "add", "scanblocker4allow", addr]);
+  }
+}
+
+for (const backend of ["nftables", "iptables"]) {
+  Deno.test({
+    name:
+      `${backend} (default settings): nmap at --min-rate 20000 learns at most 10 ports; the same scan past the bump learns more`,
+    ...opts,
+    fn: () =>
+      withDaemon(["--firewall", backend], async (lab, d) => {
+        assert.match(d.stderr(), /speed bump: on \(SYNs to more than 3 closed ports within 60 s/);
+        const [a, b, c, control] = await scannerAddresses(lab, 4);
+        const fast = ["-T4", "--top-ports", "1000", "--min-rate", "20000"];
+        const counts = [
+          await answered(lab, a, fast),
+          await answered(lab, b, fast),
+          await answered(lab, c, ["-T4", "--top-ports", "1000"]),
+        ];
+        for (const x of [a, b, c]) {
+          await d.waitFor(new RegExp(`IP ${esc(x)} banned\\.`), 5000);
+        }
+        // The control: the bump told to leave this source alone; the daemon still bans it.
+        await bypassBump(lab, backend, control);
+        const without = await answered(lab, control, fast);
+        await d.waitFor(new RegExp(`IP ${esc(control)} banned\\.`), 5000);
+        console.log(
+          `${backend}: ports answered with the bump ${counts.join(", ")}; past it ${without}`,
+        );
+        for (const n of counts) assert.ok(n <= 10, `${n} ports answered: ${counts}`);
+        assert.ok(without > Math.max(...counts), `past the bump ${without}, with ${counts}`);
+      }),
+  });
+
+  Deno.test({
+    name:
+      `${backend}: an allow-listed scanner, and one allowed by SIGHUP, still gets every closed port's RST`,
+    ...opts,
+    fn: async () => {
+      const envFile = await Deno.makeTempFile({ prefix: "sb-bump-env-" });
+      try {
+        await withDaemon(["--firewall", backend, "--env-file", envFile], async (lab, d) => {
+          const [a, b] = await scannerAddresses(lab, 2);
+          await Deno.writeTextFile(envFile, `SB_ALLOW=${a}/32\n`);
+          await run(["kill", "-HUP", String(d.pid)]);
+          await d.waitFor(/SIGHUP: reloaded: allow/);
+          await sleep(2500); // the tick sends the new exempt list
+          const p = ["-p", "1-40"];
+          const allowed = await answered(lab, a, p);
+          assert.equal(allowed, 40, `allow-listed source: ${allowed} of 40 ports answered`);
+          assert.doesNotMatch(d.stdout(), new RegExp(`IP ${esc(a)} banned`));
+          // Not allowed: held back and banned.
+          const other = await answered(lab, b, p);
+          assert.ok(other <= 10, `${other} ports answered to a source not allowed`);
+        });
+      } finally {
+        await Deno.remove(envFile);
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `${backend}: clients of a listening port and of ports 8080-8083 redirected to it are never held back`,
+    ...opts,
+    fn: async () => {
+      let server: Deno.ChildProcess | null = null;
+      await withDaemon(["--firewall", backend, "--log-format", "json"], async (lab, d) => {
+        server = new Deno.Command("ip", {
+          args: [
+            "netns",
+            "exec",
+            lab.target,
+            Deno.execPath(),
+            "eval",
+            `Deno.serve({ port: 80, hostname: "0.0.0.0", onListen() {} }, () => new Response("ok"));` +
+            ` setTimeout(() => Deno.exit(0), 120000);`,
+          ],
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        const nft = (rule: string) =>
+          must(["ip", "netns", "exec", lab.target, "nft", ...rule.split(" ")]);
+        await nft("add table ip sbnat");
+        await nft("add chain ip sbnat pre { type nat hook prerouting priority -100 ; }");
+        await nft("add rule ip sbnat pre tcp dport 8080-8083 redirect to :80");
+        await sleep(3000); // the listener is up, and the open-port list sent to the bump
+        // Three closed ports first (the most a source may try), then the services.
+        for (const p of [7001, 7002, 7003]) {
+          await lab.exec(lab.scanner, [
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            `http://${lab.target4}:${p}/`,
+          ]);
+        }
+        const urls: string[] = [];
+        for (let i = 0; i < 20; i++) {
+          for (const p of [80, 8080, 8081, 8082, 8083]) urls.push(`http://${lab.target4}:${p}/`);
+        }
+        const r = await lab.exec(lab.scanner, [
+          "timeout",
+          "60",
+          "curl",
+          "-s",
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code}\\n",
+          "--max-time",
+          "3",
+          "-H",
+          "Connection: close",
+          ...urls,
+        ]);
+        const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
+        assert.equal(codes.filter((c) => c === "200").length, 100, r.stdout + r.stderr);
+        assert.doesNotMatch(d.stdout(), /"scan_detected"/);
+      });
+      if (server) {
+        try {
+          (server as Deno.ChildProcess).kill("SIGKILL");
+        } catch { /* ended */ }
+        await (server as Deno.ChildProcess).status;
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "--firewall none installs no bump and says so; iptables-rules says off",
+  ...opts,
+  fn: async () => {
+    await withDaemon(["--firewall", "none"], async (lab, d) => {
+      assert.match(d.stderr(), /speed bump: off \(none with --firewall none\)/);
+      const t = await lab.exec(lab.target, ["nft", "list", "ruleset"]);
+      assert.equal(t.stdout.trim(), "", t.stdout);
+      const s = await lab.exec(lab.target, ["iptables", "-S"]);
+      assert.doesNotMatch(s.stdout, /BUMP/);
+      const [a] = await scannerAddresses(lab, 1);
+      assert.equal(await answered(lab, a, ["-p", "1-40"]), 40);
+    });
+    await withDaemon(["--firewall", "iptables-rules"], (_lab, d) => {
+      assert.match(d.stderr(), /speed bump: off \(none with --firewall iptables-rules\)/);
+      return Promise.resolve();
+    });
+  },
+});
