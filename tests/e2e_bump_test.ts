@@ -169,7 +169,31 @@ for (const backend of ["nftables", "iptables"]) {
         await nft("add chain ip sbnat pre { type nat hook prerouting priority -100 ; }");
         await nft("add rule ip sbnat pre tcp dport 8080-8083 redirect to :80");
         await sleep(3000); // the listener is up, and the open-port list sent to the bump
-        // Three closed ports first (the most a source may try), then the services.
+        const fetchAll = async (ports: number[]) => {
+          const urls: string[] = [];
+          for (let i = 0; i < 10; i++) {
+            for (const p of ports) urls.push(`http://${lab.target4}:${p}/`);
+          }
+          const r = await lab.exec(lab.scanner, [
+            "timeout",
+            "60",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            "--max-time",
+            "3",
+            "-H",
+            "Connection: close",
+            ...urls,
+          ]);
+          const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
+          assert.equal(codes.filter((c) => c === "200").length, urls.length, r.stdout + r.stderr);
+        };
+        await fetchAll([80, 8080, 8081, 8082, 8083]);
+        // Three closed ports: the most a source may try; its bucket is now empty.
         for (const p of [7001, 7002, 7003]) {
           await lab.exec(lab.scanner, [
             "curl",
@@ -179,28 +203,13 @@ for (const backend of ["nftables", "iptables"]) {
             `http://${lab.target4}:${p}/`,
           ]);
         }
-        const urls: string[] = [];
-        for (let i = 0; i < 20; i++) {
-          for (const p of [80, 8080, 8081, 8082, 8083]) urls.push(`http://${lab.target4}:${p}/`);
-        }
-        const r = await lab.exec(lab.scanner, [
-          "timeout",
-          "60",
-          "curl",
-          "-s",
-          "-o",
-          "/dev/null",
-          "-w",
-          "%{http_code}\\n",
-          "--max-time",
-          "3",
-          "-H",
-          "Connection: close",
-          ...urls,
-        ]);
-        const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
-        assert.equal(codes.filter((c) => c === "200").length, 100, r.stdout + r.stderr);
+        // The listening port still answers every time (the daemon never counts it).
+        await fetchAll([80]);
         assert.doesNotMatch(d.stdout(), /"scan_detected"/);
+        // A redirected port still answers (a SYN-ACK: the bump let it through); the
+        // daemon counts its SYN before the SYN-ACK takes it back, so this fourth
+        // port is a scan of its own rule (tests/accepted_live_test.ts), not the bump's.
+        assert.equal(await answered(lab, lab.scanner4, ["-p", "8081"]), 1);
       });
       if (server) {
         try {
