@@ -32,6 +32,7 @@ import {
 } from "../../ffi/nfnetlink.ts";
 import { expiryDigits } from "./fastpath.ts";
 import { KernelGeneration } from "./generation.ts";
+import { iptBumpRemoval } from "./bump_ipt.ts";
 import { BaseFirewall, type FirewallHook, type FirewallOptions, type Op } from "./base.ts";
 import { type Deferred, deferred, errorText, firstLine, Helper, runCommand } from "./runner.ts";
 
@@ -252,6 +253,8 @@ export class IptablesFirewall extends BaseFirewall {
     const lines: string[] = [];
     if (!found.hasChain) lines.push(`-N ${IPT_CHAIN}`);
     if (!found.hasSync) lines.push(`-N ${IPT_SYNC_CHAIN}`);
+    // The ipset form's speed bump, left by an earlier run: this form has none to keep current.
+    lines.push(...iptBumpRemoval(r.stdout));
     for (const hook of this.managedHooks) {
       const chain = HOOK_CHAIN[hook];
       const have = hook === "input" ? found.jumps : found.forwardJumps;
@@ -606,6 +609,7 @@ export class IptablesFirewall extends BaseFirewall {
         for (let i = 0; i < found.forwardJumps; i++) lines.push(`-D FORWARD -j ${IPT_CHAIN}`);
         if (found.hasChain) lines.push(`-F ${IPT_CHAIN}`, `-X ${IPT_CHAIN}`);
         if (found.hasSync) lines.push(`-F ${IPT_SYNC_CHAIN}`, `-X ${IPT_SYNC_CHAIN}`);
+        lines.push(...iptBumpRemoval(r.stdout));
         if (lines.length === 0) continue;
         const w = await runCommand(
           [...this.prefix, `${tool}-restore`, "--noflush"],
