@@ -24,6 +24,8 @@ async function withDaemon(
   const d = startDaemon(lab.target, ["-i", lab.targetIf, "--metrics-addr", "off", ...args]);
   try {
     await d.waitFor(/Listening on: /, 20000);
+    // The start-up lines come in pieces: the bump's may follow "Listening on" a moment later.
+    await d.waitFor(/speed bump: [^\n]*\n/, 5000);
     await fn(lab, d);
   } finally {
     await d.stop();
@@ -125,10 +127,20 @@ for (const backend of ["nftables", "iptables"]) {
       try {
         await withDaemon(["--firewall", backend, "--env-file", envFile], async (lab, d) => {
           const [a, b] = await scannerAddresses(lab, 2);
-          await Deno.writeTextFile(envFile, `SB_ALLOW=${a}/32\n`);
+          await Deno.writeTextFile(envFile, `SB_ALLOW=${a}/32\nSB_PORTS=5\n`);
           await run(["kill", "-HUP", String(d.pid)]);
-          await d.waitFor(/SIGHUP: reloaded: allow/);
-          await sleep(2500); // the tick sends the new exempt list
+          await d.waitFor(/SIGHUP: reloaded: allow .*ports 3→5/);
+          await sleep(2500); // the tick sends the new exempt list and threshold
+          // The rules follow the new threshold (nft leaves out a burst of 5: its default).
+          const rules = backend === "nftables"
+            ? await lab.exec(lab.target, ["nft", "list", "chain", "inet", "scanblocker", "bump"])
+            : await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-BUMP"]);
+          assert.match(
+            rules.stdout,
+            backend === "nftables"
+              ? /limit rate over 5\/minute(?: burst 5 packets)? \}/
+              : /--hashlimit-burst 5 /,
+          );
           const p = ["-p", "1-40"];
           const allowed = await answered(lab, a, p);
           assert.equal(allowed, 40, `allow-listed source: ${allowed} of 40 ports answered`);
