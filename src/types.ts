@@ -193,9 +193,10 @@ export interface Firewall {
   /** The hooks bans drop traffic on from the next init() (a reload runs init again). */
   setHooks?(hooks: readonly string[]): void;
   /**
-   * Installs or updates the speed bump (src/firewall/bump.ts) after init();
-   * absent on backends without one. Never fails start-up: a kernel without
-   * the matches needed gives "off" and why.
+   * Installs or updates the speed bump (src/firewall/bump.ts) after init(),
+   * or (null) takes away one an earlier run left; absent on backends without
+   * one. Never fails start-up: a kernel without the matches needed gives
+   * "off" and why.
    */
-  setBump?(c: BumpConfig): Promise<BumpState>;
+  setBump?(c: BumpConfig | null): Promise<BumpState>;
 }

@@ -127,7 +127,7 @@ export class IptablesChoiceFirewall implements Firewall {
   }
 
   /** The ipset form's bump; the per-rule form has none (it needs ipset's sets). */
-  async setBump(c: BumpConfig): Promise<BumpState> {
+  async setBump(c: BumpConfig | null): Promise<BumpState> {
     const inner = await this.#pick();
     if (inner instanceof IpsetFirewall) return await inner.setBump(c);
     return { on: false, why: `one rule per ban: ${this.#fallback}` };

@@ -255,8 +255,15 @@ export class IpsetFirewall extends BaseFirewall {
    * after every set-up), rebuilt when the threshold, window or interface
    * change, its exempt lists refilled when they change.
    */
-  async setBump(c: BumpConfig): Promise<BumpState> {
+  async setBump(c: BumpConfig | null): Promise<BumpState> {
     this.#bump = c;
+    if (c === null) {
+      // Off (say --detector psd): a bump an earlier run left must not hold back on its own.
+      this.#bumpState = null;
+      this.#bumpRules = this.#bumpLists = "";
+      await this.#removeBump();
+      return { on: false, why: "not asked for" };
+    }
     if (!this.#ready) {
       const r = await this.#setup();
       if (typeof r === "string") return { on: false, why: "the chain could not be set up" };

@@ -383,8 +383,15 @@ export class NftablesFirewall extends BaseFirewall {
    * after every set-up: a repair or a reload), rebuilt when the threshold,
    * window or interface change, its exempt lists refilled when they change.
    */
-  async setBump(c: BumpConfig): Promise<BumpState> {
+  async setBump(c: BumpConfig | null): Promise<BumpState> {
     this.#bump = c;
+    if (c === null) {
+      // Off (say --detector psd): a bump an earlier run left must not hold back on its own.
+      this.#bumpState = null;
+      this.#bumpRules = this.#bumpLists = "";
+      if (await this.#setup()) await this.#command(["-f", "-"], nftBumpRemoval(NFT_TABLE));
+      return { on: false, why: "not asked for" };
+    }
     if (!this.#ready) {
       if (!(await this.#setup())) return { on: false, why: "the table could not be set up" };
     } else if (bumpRulesKey(c) !== this.#bumpRules) await this.#installBump(c);

@@ -53,7 +53,14 @@ export class BumpSync {
   /** Sends the bump's settings when they changed; the start-up line's text. */
   async sync(): Promise<string> {
     const c = this.config();
-    if (typeof c === "string") return `off (${c})`;
+    if (typeof c === "string") {
+      // Once: take away a bump an earlier run (other settings) left in the firewall.
+      if (this.#sent !== "off" && this.fw.setBump) {
+        this.#sent = "off";
+        await this.fw.setBump(null);
+      }
+      return `off (${c})`;
+    }
     const key = JSON.stringify(c);
     if (key === this.#sent || this.#busy || !this.fw.setBump) return describeBump(this.#state);
     this.#busy = true;
