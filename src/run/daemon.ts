@@ -6,7 +6,7 @@
  * fleet stopped, last log lines and summary, firewall and server closed).
  */
 import { realtimeMs } from "../../ffi/libc.ts";
-import { Pcap } from "../../ffi/pcap.ts";
+import { type CaptureFile, openCaptureFile } from "../capture/pcapfile.ts";
 import type { AllowList } from "../allowlist.ts";
 import { Bans } from "../bans/bans.ts";
 import { protectedAddresses } from "../bans/guard.ts";
@@ -51,7 +51,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   const everyDestinationLocal = (!live && cfg.local === null) || cfg.hooks.includes("forward");
 
   // Capture first: without it there is nothing to do.
-  let pcap: Pcap | null = null;
+  let pcap: CaptureFile | null = null;
   const s: RunState = {
     capture: null,
     engine: null,
@@ -61,7 +61,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   };
   try {
     if (live) s.capture = await openLive(cfg, device, allow, openPorts, everyDestinationLocal);
-    else pcap = Pcap.openOffline(cfg.read!, DEFAULT_FILTER);
+    else pcap = openCaptureFile(cfg.read!, DEFAULT_FILTER);
   } catch (e) {
     warn(errorText(e));
     return live ? 1 : 2;
