@@ -11,14 +11,14 @@ import type { AllowList } from "../allowlist.ts";
 import { Bans } from "../bans/bans.ts";
 import { protectedAddresses } from "../bans/guard.ts";
 import { DEFAULT_FILTER } from "../capture/capture.ts";
-import { LiveCapture } from "../capture/live.ts";
+import type { LiveCapture } from "../capture/live.ts";
 import { analyseFile } from "../capture/offline.ts";
 import { type Config, DEFAULT_METRICS_ADDR, readEnv } from "../config.ts";
 import { Slot } from "../detect/counters.ts";
 import { type Engine, engineSettings, publishCounters } from "../detect/engine.ts";
-import { createFirewall } from "../firewall/firewall.ts";
+import { loadFirewall } from "../firewall/load.ts";
 import type { RunningFleet } from "../fleet/wire.ts";
-import { OpenPorts } from "../openports.ts";
+import type { OpenPorts } from "../openports.ts";
 import { preflight } from "../preflight.ts";
 import { allowEverythingWarnings, reloadLive } from "../reload.ts";
 import type { EventLog } from "../report/log.ts";
@@ -26,7 +26,6 @@ import { type Reporting, startReporting } from "../report/reporting.ts";
 import { errorText, openRunLog, stdoutWrite, warn } from "../report/stdio.ts";
 import { offlineSummary } from "../report/summary.ts";
 import { VERSION } from "../version.ts";
-import { runLive } from "./live.ts";
 
 /** What the reports read while the run goes on (set as the parts start). */
 interface RunState {
@@ -46,7 +45,10 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   if ("exit" in pre) return pre.exit;
   const device = pre.device;
   // Listening sockets describe this machine, not the host of a capture file.
-  const openPorts = live && !cfg.countOpenPorts ? new OpenPorts() : null;
+  // Live-only code is loaded only for a live run: an offline run starts ~20 ms sooner.
+  const openPorts = live && !cfg.countOpenPorts
+    ? new (await import("../openports.ts")).OpenPorts()
+    : null;
   openPorts?.refresh();
   const everyDestinationLocal = (!live && cfg.local === null) || cfg.hooks.includes("forward");
 
@@ -78,7 +80,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
     await s.capture?.stop();
     return 2; // the address given cannot be listened on: configuration
   }
-  const fw = firewallOf(cfg, allow, s);
+  const fw = await firewallOf(cfg, allow, s);
   const metrics = reports.metrics;
   const b = s.bans = new Bans({ ...cfg, fw, live, log, metrics, warn, now: realtimeMs });
   const restored = await b.start();
@@ -87,6 +89,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   if (s.capture) {
     const c = s.capture;
     const onBans = () => b.reconcile();
+    const { runLive } = await import("./live.ts");
     code = await runLive(cfg, c, b, {
       device,
       allow,
@@ -126,7 +129,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
 
 /** The backend of `--firewall`, reporting to the bans owner once there is one. */
 function firewallOf(cfg: Config, allow: AllowList, s: RunState) {
-  return createFirewall(cfg.firewall, {
+  return loadFirewall(cfg.firewall, {
     isProtected: (text) => allow.isProtectedText(text),
     onError: (m) => s.bans?.failure(m),
     // A full table: the oldest ban made room (src/firewall/base.ts).
@@ -137,14 +140,15 @@ function firewallOf(cfg: Config, allow: AllowList, s: RunState) {
 }
 
 /** Opens the live capture thread with the detection settings and what is protected. */
-function openLive(
+async function openLive(
   cfg: Config,
   device: string,
   allow: AllowList,
   openPorts: OpenPorts | null,
   everyDestinationLocal: boolean,
 ): Promise<LiveCapture> {
-  return LiveCapture.open({
+  const { LiveCapture } = await import("../capture/live.ts");
+  return await LiveCapture.open({
     device,
     snaplen: cfg.snaplen,
     bufferSize: cfg.bufferSize,
