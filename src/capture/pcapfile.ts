@@ -96,6 +96,11 @@ export class PcapFile {
     const snap = header.getUint32(16, !swapped);
     this.#snap = snap === 0 || snap > MAX_SNAPLEN ? MAX_SNAPLEN : snap;
     this.#prog = filter ? compileBpf(compileFilter(this.linktype, this.#snap, filter)) : null;
+    // Once on the empty block, so that the code after the loop has run before
+    // V8 compiles the loop on the stack (OSR) in the first real call: compiled
+    // without that code's type feedback, it was thrown away and compiled again
+    // 40-100 times a run (--trace-deopt); with this, once.
+    this.#records();
   }
 
   /** The file read in JavaScript, or null when libpcap should read it. */
@@ -208,8 +213,7 @@ export class PcapFile {
     }
     this.#at = at;
     if (this.#eof) this.#truncated();
-    // One Batch object, refilled: a literal per call here sent V8 into a
-    // cycle of optimising and deoptimising this loop (40-100 times a run).
+    // One Batch object, refilled, rather than a literal per call.
     const b = this.#batch;
     b.start = start;
     b.end = out;
