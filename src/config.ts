@@ -4,7 +4,7 @@
  * ConfigError whose message names the option, the value and the accepted form
  * (main prints it and exits 2).
  */
-import { parseArgs } from "node:util";
+import { type ArgOption, parseArgs } from "./args.ts";
 import { type Address, type Cidr, parseAddress, parseCidr, parseTarget } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
@@ -556,10 +556,7 @@ export function parseConfig(
   env: Record<string, string | undefined>,
   envFile?: string,
 ): Config {
-  const options: Record<
-    string,
-    { type: "string" | "boolean"; short?: string; multiple?: boolean }
-  > = {};
+  const options: Record<string, ArgOption> = {};
   for (const o of OPTIONS) {
     options[o.long] = {
       type: o.boolean ? "boolean" : "string",
@@ -579,7 +576,7 @@ export function parseConfig(
   }
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs(args, options);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     throw new ConfigError(`${msg.split("\n")[0]} (see --help)`);
