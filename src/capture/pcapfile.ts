@@ -36,10 +36,12 @@ const RECORD = 16;
 const MAX_SNAPLEN = 262144;
 /** DLT_RAW, what libpcap reports for LINKTYPE_RAW files (and compiles filters for). */
 const DLT_RAW = 12;
-/** Read block; holds many records and always one of the longest. */
-const BLOCK_BYTES = 4 << 20;
-/** Unread bytes below which the block is refilled: more than the longest record. */
-const REFILL_BELOW = 2 * (RECORD + MAX_SNAPLEN);
+/**
+ * Read block: holds one of the longest records, and is small enough that
+ * the pipeline finds the records it just read still in the core's cache
+ * (with 4 MiB blocks the same file took ~20 % longer).
+ */
+const BLOCK_BYTES = 512 << 10;
 /**
  * Records a batch: small enough that the pipeline finds a batch's bytes in
  * the cache (batches of a whole 4 MiB block took 0.3 s more on the
@@ -152,11 +154,15 @@ export class PcapFile {
   }
 
   /**
-   * When less than the longest record is left unread: moves the unread tail
-   * to the front and reads the file until the block is full.
+   * When the next record is not whole in the block: moves what there is of
+   * it to the front and reads the file until the block is full.
    */
   #refill(): void {
-    if (this.#eof || this.#have - this.#at >= REFILL_BELOW) return;
+    if (this.#eof) return;
+    const left = this.#have - this.#at;
+    if (left >= RECORD && RECORD + this.#view.getUint32(this.#at + 8, !this.#swapped) <= left) {
+      return;
+    }
     if (this.#at > 0) {
       this.#buf.copyWithin(0, this.#at, this.#have);
       this.#base += this.#at;
