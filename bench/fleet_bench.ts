@@ -5,11 +5,17 @@
  *  - fan-out: A's ban element in A's kernel → the element in B's kernel, both
  *    seen by `nft monitor` in this process (one clock), over 20 scanners, at
  *    the default interval and at 100 ms, RUNS times each (every latency
- *    printed). The scanners' phases against B's polling are spread evenly
- *    over the interval (one per twentieth of it, in random order, at a random
- *    point inside it): with 20 phases drawn at random the p50 alone moves by
- *    about ±11 ms at 100 ms (a median of 20 uniform draws), which hid what
- *    the daemons do. tcpdump on the LAPI's bridge splits each latency into
+ *    printed). The scanners come one after another: each starts a random
+ *    0.5 to 1.5 intervals (plus SB_BENCH_GAP seconds, default 0) after the
+ *    previous nmap ended, never looking at B, so where each ban falls against
+ *    B's pulls is independent of them (uniform: the 20-scanner p50 of a fixed
+ *    grid moves by about ±110 ms at 1 s by chance). Before, each scanner
+ *    started a chosen fraction of the interval after B got the previous one:
+ *    tied to B's pulls, which a B that changes its pace after a ban would see.
+ *    The mean spacing is the same as then (about one interval plus nmap's
+ *    time). SB_BENCH_GAP=11 spaces them beyond B's campaign hold (10 s at
+ *    1 s): every ban is then the first of its campaign. tcpdump on the LAPI's
+ *    bridge splits each latency into
  *    A (ban → POST on the wire), the LAPI's write (POST → its answer), the
  *    wait for B's next pull, the LAPI's read (B's GET → answer) and B
  *    (answer → element in its kernel);
@@ -35,6 +41,8 @@ import { type Lapi, startLapi } from "../tests/lapi.ts";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // At most 5: every fan-out run takes 20 scanner addresses of the /24.
 const RUNS = Math.max(1, Math.min(5, Number(Deno.env.get("SB_BENCH_RUNS") ?? 3)));
+/** Seconds added to the spacing of the fan-out's scanners (see the module comment). */
+const GAP_S = Math.max(0, Number(Deno.env.get("SB_BENCH_GAP") ?? 0));
 const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
 const median = (xs: number[]) => quantile(xs, 0.5);
 
@@ -194,17 +202,19 @@ async function fanOut(
   const lat: number[] = [];
   const parts: number[][] = [];
   const loadAtStart = load();
-  // One phase per twentieth of the interval, in random order (see the module comment).
-  const slots = [...Array(20).keys()].sort(() => Math.random() - 0.5);
+  const srcs: string[] = [];
+  const nmapMs: number[] = [];
   try {
     await A.waitFor(/Listening on: e0/, 30_000);
     await B.waitFor(/Listening on: e0/, 30_000);
     await sleep(1500);
     for (let i = 0; i < 20; i++) {
       const src = star.gw4.replace(/\.254$/, `.${firstHost + i}`);
+      srcs.push(src);
       await star.addAddress("s", src);
-      // The last scanner's element on B came right after one of B's pulls.
-      await sleep((slots[i] + Math.random()) / 20 * poll * 1000);
+      // Independent of B (see the module comment).
+      await sleep((0.5 + Math.random()) * poll * 1000 + GAP_S * 1000);
+      const t0 = performance.now();
       await star.exec(s.ns, [
         "timeout",
         "10",
@@ -222,17 +232,20 @@ async function fanOut(
         "5000-5009",
         a.v4,
       ]);
-      const until = performance.now() + poll * 1000 + 10_000;
-      while (performance.now() < until && !monB.seen.has(src)) await sleep(5);
+      nmapMs.push(performance.now() - t0);
+    }
+    const until = performance.now() + poll * 1000 + 10_000;
+    while (performance.now() < until && srcs.some((x) => !monB.seen.has(x))) await sleep(5);
+    await sleep(50); // tcpdump's lines
+    for (const src of srcs) {
       const ta = monA.seen.get(src), tb = monB.seen.get(src);
       if (ta !== undefined && tb !== undefined) {
         lat.push(tb - ta);
-        await sleep(20); // tcpdump's lines
         const split = tap.split(ta, tb, a.v4, b.v4);
         if (split) parts.push(split);
-      } else {console.log(
-          `  scanner ${src}: ${ta === undefined ? "not banned on A" : "never on B"}`,
-        );}
+      } else {
+        console.log(`  scanner ${src}: ${ta === undefined ? "not banned on A" : "never on B"}`);
+      }
     }
   } finally {
     await tap.stop();
@@ -249,7 +262,8 @@ async function fanOut(
         quantile(lat, 0.99).toFixed(0)
       } ms ` +
       `(goal p50 ≤ ${(pollMs / 2 + 20).toFixed(0)} ms, p99 ≤ ${(pollMs + 50).toFixed(0)} ms)\n` +
-      `  every scanner, ms: ${lat.map((x) => x.toFixed(0)).join(" ")}\n` +
+      `  every scanner in order, ms: ${lat.map((x) => x.toFixed(0)).join(" ")} ` +
+      `(nmap ${median(nmapMs).toFixed(0)} ms each, median; gap ${GAP_S} s more)\n` +
       `  medians over the ${parts.length} the capture splits: A ${stage(0)}, LAPI write ${
         stage(1)
       }, ` +
