@@ -28,7 +28,8 @@
  *    `nft -j`), from /proc/PID/stat.
  * Prints figures; never passes or fails on time.
  *
- *   deno run -A bench/fleet_bench.ts [fanout|startup|cpu|cpu-held]   (SB_BENCH_RUNS=3)
+ *   deno run -A bench/fleet_bench.ts [fanout|startup|cpu|cpu-held]
+ *     (SB_BENCH_RUNS=3, SB_BENCH_POLLS=0.1,1, SB_BENCH_GAP=0)
  *
  * cpu-held (only when named): the idle CPU again while B's set holds the
  * 10,000 elements of the startup case.
@@ -243,6 +244,14 @@ async function fanOut(
         lat.push(tb - ta);
         const split = tap.split(ta, tb, a.v4, b.v4);
         if (split) parts.push(split);
+        // Where an outlier's time went.
+        if (tb - ta > poll * 1000 + 20) {
+          console.log(
+            `  slow: ${src} ${(tb - ta).toFixed(0)} ms, split ${
+              split ? split.map((x) => x.toFixed(1)).join(" / ") : "not in the capture"
+            }`,
+          );
+        }
       } else {
         console.log(`  scanner ${src}: ${ta === undefined ? "not banned on A" : "never on B"}`);
       }
@@ -487,8 +496,12 @@ if (import.meta.main) {
     const which = Deno.args;
     const want = (x: string) => which.length === 0 || which.includes(x);
     if (want("fanout")) {
-      await fanOutRuns(star, lapi, files, 0.1, 20);
-      await fanOutRuns(star, lapi, files, DEFAULT_LAPI_POLL_SECONDS, 20 + 20 * RUNS);
+      // SB_BENCH_POLLS=1 (a comma list) runs only those intervals.
+      const polls = (Deno.env.get("SB_BENCH_POLLS") ?? `0.1,${DEFAULT_LAPI_POLL_SECONDS}`)
+        .split(",").map(Number);
+      for (const [i, poll] of polls.entries()) {
+        await fanOutRuns(star, lapi, files, poll, 20 + 20 * RUNS * i);
+      }
     }
     if (want("startup")) await startupBatch(star, lapi, files);
     if (want("cpu")) {

@@ -17,12 +17,19 @@
  * A decision stamped before a pull began but committed after that pull's
  * query is in no delta, ever: only a `startup=true` pull brings it.
  *
- * Bounded: PUSHES decisions (default 1500), 120 s at most, loopback only.
- * Prints the misses with their created_at against the pulls around them.
+ * Bounded: PUSHES decisions (default 1500), 120 s at most (plus 70 s with
+ * SB_RACE_FLEET), loopback only. Prints the misses with their created_at
+ * against the pulls around them.
  *
- *   deno run -A bench/lapi_cursor_race.ts   (SB_RACE_PUSHES, SB_RACE_PULL_MS, SB_RACE_WRITERS)
+ * With SB_RACE_FLEET=1 the program's own puller (src/fleet/fleet.ts, at
+ * --lapi-poll PULL_MS, full pulls every minute) pulls too, with a key of its
+ * own: every active decision must reach it, the skipped ones with its next
+ * full pull; prints when the last one did.
+ *
+ *   deno run -A bench/lapi_cursor_race.ts   (SB_RACE_PUSHES, SB_RACE_PULL_MS, SB_RACE_WRITERS, SB_RACE_FLEET)
  */
 import { alertFor } from "../src/fleet/alert.ts";
+import { Fleet } from "../src/fleet/fleet.ts";
 import { LapiClient } from "../src/fleet/lapi.ts";
 import { startLapi } from "../tests/lapi.ts";
 
@@ -64,6 +71,27 @@ if (import.meta.main) {
       return { t0, t1: Date.now(), body };
     };
     await pull(true); // the key's cursor starts now
+    const held = new Map<string, number>(); // the program's puller: target → when applied
+    const fleetLines: string[] = [];
+    const fleet = Deno.env.get("SB_RACE_FLEET")
+      ? new Fleet({
+        url: lapi.url,
+        machine: "race-fleet",
+        password: null,
+        apiKey: await lapi.addBouncer("race-fleet"),
+        version: "0.1.0",
+        pollMs: Math.max(50, PULL_MS),
+        origins: null,
+        warn: (l) => fleetLines.push(l),
+      }, {
+        apply: (adds) => {
+          for (const a of adds) if (!held.has(a.target)) held.set(a.target, performance.now());
+          return Promise.resolve();
+        },
+        isProtected: () => false,
+      })
+      : null;
+    fleet?.start();
     const seen = new Set<number>();
     const pulls: { t0: number; t1: number; n: number }[] = [];
     let pushing = true;
@@ -110,6 +138,20 @@ if (import.meta.main) {
     const full = await pull(true);
     const active = ids(full.body, "new");
     const missed = active.filter((d) => !seen.has(d.id));
+    if (fleet) {
+      // Every active decision must reach the program's puller (full pulls every minute).
+      const tEnd = performance.now();
+      const want = () => active.filter((d) => !held.has(d.value)).length;
+      while (want() > 0 && performance.now() - tEnd < 70_000) await sleep(100);
+      await fleet.stop(100);
+      const last = Math.max(...active.map((d) => held.get(d.value) ?? Infinity));
+      console.log(
+        `the program's puller (--lapi-poll ${Math.max(50, PULL_MS)} ms, own key): ` +
+          `${active.length - want()} of ${active.length} active decisions held, the last ` +
+          `${((last - tEnd) / 1000).toFixed(1)} s after the pushes ended; its lines: ` +
+          fleetLines.slice(1).join(" | "),
+      );
+    }
     console.log(
       `${Math.min(next, PUSHES)} decisions pushed by ${WRITERS} watcher(s) in ${pushMs} ms ` +
         `while one key pulled deltas every ${PULL_MS} ms (${pulls.length} pulls, ` +
