@@ -7,7 +7,8 @@
  *  - at rest: one pull per period, a full one every fullPullMs, nothing more;
  *  - a delta that brings a decision (a campaign) shortens the period to a
  *    quarter for the hold time; then the grid comes back, with one full pull;
- *  - a ban this host makes also starts a campaign: the next pull moves up.
+ *  - a ban this host makes also starts a campaign: the next pull moves up,
+ *    but not while the LAPI fails (the retries keep their back-off).
  */
 import assert from "node:assert/strict";
 import { Fleet, type FleetAdd } from "../src/fleet/fleet.ts";
@@ -19,7 +20,7 @@ interface Pull {
   startup: boolean;
 }
 
-/** A stand-in LAPI; `answer` writes each stream answer (the JSON body). */
+/** A stand-in LAPI; `answer` writes each stream answer (the JSON body, or a Response). */
 function standIn(answer: (startup: boolean, at: number) => unknown) {
   const pulls: Pull[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
@@ -27,7 +28,8 @@ function standIn(answer: (startup: boolean, at: number) => unknown) {
     if (u.pathname === "/v1/decisions/stream") {
       const p = { at: performance.now(), startup: u.searchParams.get("startup") === "true" };
       pulls.push(p);
-      return Response.json(answer(p.startup, p.at));
+      const a = answer(p.startup, p.at);
+      return a instanceof Response ? a : Response.json(a);
     }
     if (u.pathname === "/v1/watchers/login") {
       return Response.json({ token: "t", expire: new Date(Date.now() + 3_600_000).toISOString() });
@@ -221,3 +223,34 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[s.length >> 1] ?? NaN;
 }
+
+Deno.test({
+  name: "fleet: while pulls fail, local bans do not hasten the retries",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const s = standIn(() => new Response("busy", { status: 503 }));
+    const { f } = fleet(s.url, 1000, 600_000);
+    try {
+      f.start();
+      while (s.pulls.length < 1) await sleep(5);
+      const at = performance.now();
+      for (let i = 0; i < 6; i++) {
+        f.push({
+          target: `203.0.113.${i}`,
+          seconds: 60,
+          ports: 4,
+          windowSeconds: 60,
+          at: Date.now(),
+        });
+        await sleep(250);
+      }
+      // The back-off after a failure is one poll (1 s): at most two tries in 1.5 s.
+      const tries = s.pulls.filter((p) => p.at > at).length;
+      assert.ok(tries <= 2, `${tries} pulls in 1.5 s while failing`);
+    } finally {
+      await f.stop(100);
+      await s.server.shutdown();
+    }
+  },
+});

@@ -393,7 +393,8 @@ export class Fleet {
     const pace = this.#pace;
     if (!pace || this.#stopped) return;
     pace.campaign(at);
-    if (this.#pullDue === Infinity) return; // a pull is running; it schedules the next
+    // A pull is running (it schedules the next), or pulls are failing (their back-off stands).
+    if (this.#pullDue === Infinity || this.#pullDelay) return;
     const due = pace.next(performance.now());
     if (due < this.#pullDue - 1) this.#schedulePull(due);
   }
