@@ -263,6 +263,12 @@ async function fanOut(
     await A.stop();
     await B.stop();
   }
+  // The daemons' fleet lines beyond the start-up one (LAPI down/back, decisions a full pull found).
+  for (const [name, d] of [["A", A], ["B", B]] as const) {
+    for (const l of d.stderr().split("\n")) {
+      if (/fleet: /.test(l) && !/fleet: LAPI \S+ as /.test(l)) console.log(`  ${name}: ${l}`);
+    }
+  }
   const pollMs = poll * 1000;
   const stage = (k: number) => median(parts.map((p) => p[k])).toFixed(1);
   console.log(
