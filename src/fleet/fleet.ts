@@ -366,10 +366,10 @@ export class Fleet {
   }
 
   /**
-   * The next pull at `due` (performance.now() time). Pulls keep a steady grid
-   * of --lapi-poll from the first: neither a pull's own time nor a late
-   * timer (a few ms on a busy host) shifts the later ones, so the fan-out
-   * waits half a period on average. A pull that ran past the next grid
+   * The next pull at `due` (performance.now() time), where PullPace puts it:
+   * on a steady grid of --lapi-poll from the first (a quarter of it during a
+   * campaign), so neither a pull's own time nor a late timer (a few ms on a
+   * busy host) shifts the later ones. A pull that ran past the next grid
    * point is followed by the first point after it (no catch-up burst);
    * after a failure the retry delay counts from the failure.
    */

@@ -21,18 +21,18 @@
  * that request began, while a decision's `created_at` is stamped just before
  * its INSERT, which may commit after the delta's query (it waits for
  * SQLite's write lock, which every bouncer's `last_pull` update takes). Such
- * a decision is in no delta, ever; `bench/lapi_cursor_race.ts` loses about
- * one in 150 that way at 20 ms pulls. Only a `startup=true` pull, which lists
+ * a decision is in no delta, ever; `bench/lapi_cursor_race.ts` loses 2 to 12
+ * of 1,500 that way at 20 ms pulls. Only a `startup=true` pull, which lists
  * every active decision, brings it; the answer is reconciled with what this
  * host holds (missing ones applied, ones the LAPI no longer has removed). So
- * a full pull is made at least every minute (any decision arrives within
- * about a minute, whatever the LAPI does), and once when a campaign ends
+ * a full pull is made at least every minute (a skipped decision arrives
+ * within that period, whatever the LAPI does), and once when a campaign ends
  * (when decisions were being written, hence when one could be missed). A
  * second bouncer key with its own cursor would close the gap without the
  * cost, but asks every operator for two keys per host. A full pull costs the
- * LAPI a query of the whole active set (about 170 ms for 10,000 decisions on
- * this 2-core VM): the period grows so that full pulls take at most 1 % of
- * the time.
+ * LAPI a query of the whole active set (170 to 270 ms for 10,000 decisions
+ * on this 2-core VM; with none, the same as a delta): the period grows so
+ * that full pulls take at most 1 % of the time.
  */
 
 /** Pull period while a campaign is under way: --lapi-poll divided by this. */
