@@ -12,6 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { Fleet, type FleetAdd } from "../src/fleet/fleet.ts";
+import { PullPace } from "../src/fleet/pace.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -253,4 +254,23 @@ Deno.test({
       await s.server.shutdown();
     }
   },
+});
+
+Deno.test("pace: the campaign period, hold and full-pull period for a few intervals", () => {
+  const at = (pollMs: number) => new PullPace({ pollMs }, 0);
+  assert.deepEqual(
+    [100, 1000, 10_000].map((p) => [at(p).burstMs, at(p).holdMs, at(p).fullEveryMs]),
+    [[50, 10_000, 60_000], [250, 10_000, 60_000], [2500, 30_000, 600_000]],
+  );
+  // A full pull that took long stretches the period: at most 1 % of the time.
+  const p = at(1000);
+  assert.ok(p.wantFull(0));
+  p.fullDone(0, 2000);
+  assert.ok(!p.wantFull(2000 + 199_000) && p.wantFull(2000 + 200_000));
+  // The grid: on it at rest, a quarter of it in a campaign, back on it after.
+  assert.equal(p.next(1500), 2000);
+  p.campaign(1600);
+  assert.deepEqual([p.next(1700), p.next(1850)], [1850, 2100]);
+  assert.equal(p.next(11_500), 12_000);
+  assert.ok(p.wantFull(12_000), "a full pull owed at the end of the campaign");
 });

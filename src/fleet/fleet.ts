@@ -61,7 +61,7 @@ export interface FleetOptions extends Omit<LapiOptions, "userAgent"> {
   version: string;
   /** Pull interval, ms. */
   pollMs: number;
-  /** A full (startup=true) pull at least this often, ms; 60 s by default (tests shorten it). */
+  /** A full (startup=true) pull this often, ms; max(60 s, 60 polls) by default (tests shorten it). */
   fullPullMs?: number;
   /** Origins whose decisions are applied; null = all. */
   origins: string[] | null;

@@ -25,8 +25,9 @@
  * of 1,500 that way at 20 ms pulls. Only a `startup=true` pull, which lists
  * every active decision, brings it; the answer is reconciled with what this
  * host holds (missing ones applied, ones the LAPI no longer has removed). So
- * a full pull is made at least every minute (a skipped decision arrives
- * within that period, whatever the LAPI does), and once when a campaign ends
+ * a full pull is made every minute, or every 60 periods above 1 s (a skipped
+ * decision arrives within that time, whatever the LAPI does; one request in
+ * 60 is a full one), and once when a campaign ends
  * (when decisions were being written, hence when one could be missed). A
  * second bouncer key with its own cursor would close the gap without the
  * cost, but asks every operator for two keys per host. A full pull costs the
@@ -42,8 +43,12 @@ const BURST_MIN_MS = 50;
 /** A campaign ends this long after its last sign, ms, or after HOLD_POLLS periods if longer. */
 const HOLD_MIN_MS = 10_000;
 const HOLD_POLLS = 3;
-/** A full pull at least this often, ms. */
+/**
+ * A full pull at least this often, ms, or every FULL_EVERY_POLLS periods when
+ * that is longer (a fleet of hundreds polls slower; its full pulls too).
+ */
 export const FULL_EVERY_MS = 60_000;
+const FULL_EVERY_POLLS = 60;
 /** Full pulls take at most 1/FULL_COST_SHARE of the time. */
 const FULL_COST_SHARE = 100;
 
@@ -67,7 +72,7 @@ export class PullPace {
     this.pollMs = o.pollMs;
     this.burstMs = Math.max(BURST_MIN_MS, o.pollMs / BURST_DIVISOR);
     this.holdMs = Math.max(HOLD_MIN_MS, HOLD_POLLS * o.pollMs);
-    this.fullEveryMs = o.fullEveryMs ?? FULL_EVERY_MS;
+    this.fullEveryMs = o.fullEveryMs ?? Math.max(FULL_EVERY_MS, FULL_EVERY_POLLS * o.pollMs);
     this.#gridAt = now;
   }
 
