@@ -25,15 +25,16 @@
  * of 1,500 that way at 20 ms pulls. Only a `startup=true` pull, which lists
  * every active decision, brings it; the answer is reconciled with what this
  * host holds (missing ones applied, ones the LAPI no longer has removed). So
- * a full pull is made every minute, or every 60 periods above 1 s (a skipped
- * decision arrives within that time, whatever the LAPI does; one request in
- * 60 is a full one), and once when a campaign ends
- * (when decisions were being written, hence when one could be missed). A
+ * a full pull is made every minute, or every 60 periods above 1 s (one
+ * request in 60 at the default 1 s), and once when a campaign ends (when
+ * decisions were being written, hence when one could be missed): a skipped
+ * decision arrives within that time, whatever the LAPI does. A
  * second bouncer key with its own cursor would close the gap without the
  * cost, but asks every operator for two keys per host. A full pull costs the
  * LAPI a query of the whole active set (170 to 270 ms for 10,000 decisions
- * on this 2-core VM; with none, the same as a delta): the period grows so
- * that full pulls take at most 1 % of the time.
+ * on this 2-core VM; with none, the same as a delta; 1.4.6 adds every
+ * expired decision still in its database): the period grows so that full
+ * pulls take at most 1 % of the time.
  */
 
 /** Pull period while a campaign is under way: --lapi-poll divided by this. */
