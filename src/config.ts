@@ -355,7 +355,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: "SB_LAPI_POLL",
     arg: "SECONDS",
     def: String(DEFAULT_LAPI_POLL_SECONDS),
-    help: "how often the fleet's decisions are pulled (0.05 to 3600)",
+    help:
+      "how often the fleet's decisions are pulled (0.05 to 3600; a quarter of it while bans are coming in)",
   },
   {
     long: "lapi-origins",
