@@ -6,7 +6,6 @@
  * src/run/, its signals src/signals.ts. Exit codes: 0 normal end, 2 bad usage or
  * configuration, 1 any other fatal error.
  */
-import { runBansCommand } from "./src/bans/commands.ts";
 import { helpersNeedRaw, raiseAmbientCapabilities } from "./src/capabilities.ts";
 import {
   type Config,
@@ -17,7 +16,6 @@ import {
   usage,
 } from "./src/config.ts";
 import { commandRefusal } from "./src/privilege.ts";
-import { statusCommand } from "./src/report/control.ts";
 import { errorText, stdoutWrite, warn } from "./src/report/stdio.ts";
 import { daemon } from "./src/run/daemon.ts";
 import { quietSignals } from "./src/signals.ts";
@@ -59,6 +57,8 @@ export async function main(argv: string[]): Promise<number> {
       stdoutWrite(formatSettings(cfg));
       return 0;
     case "status": {
+      // The subcommands' code is loaded when one runs (the daemon starts sooner).
+      const { statusCommand } = await import("./src/report/control.ts");
       const r = await statusCommand(cfg.controlSocket, cfg.json);
       stdoutWrite(r.stdout);
       if (r.stderr) warn(r.stderr);
@@ -67,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
     case "bans":
     case "unban":
     case "flush": {
+      const { runBansCommand } = await import("./src/bans/commands.ts");
       const out = await runBansCommand({ ...cfg, command: cfg.command });
       for (const line of out.stderr) warn(line);
       stdoutWrite(out.stdout);

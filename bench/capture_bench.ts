@@ -86,7 +86,7 @@ function ourReaders(): { name: string; cmd: (f: string) => string[] }[] {
     : [];
   return [
     {
-      name: "read + decode (bench/read_file.ts: libpcap batches + decodePacket)",
+      name: "read + decode (bench/read_file.ts: the program's reader + decodePacket)",
       cmd: (f) => [deno, "run", "-A", `${ROOT}bench/read_file.ts`, f],
     },
     {

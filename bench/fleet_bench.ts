@@ -5,11 +5,17 @@
  *  - fan-out: A's ban element in A's kernel → the element in B's kernel, both
  *    seen by `nft monitor` in this process (one clock), over 20 scanners, at
  *    the default interval and at 100 ms, RUNS times each (every latency
- *    printed). The scanners' phases against B's polling are spread evenly
- *    over the interval (one per twentieth of it, in random order, at a random
- *    point inside it): with 20 phases drawn at random the p50 alone moves by
- *    about ±11 ms at 100 ms (a median of 20 uniform draws), which hid what
- *    the daemons do. tcpdump on the LAPI's bridge splits each latency into
+ *    printed). The scanners come one after another: each starts a random
+ *    0.5 to 1.5 intervals (plus SB_BENCH_GAP seconds, default 0) after the
+ *    previous nmap ended, never looking at B, so where each ban falls against
+ *    B's pulls is independent of them (uniform: the 20-scanner p50 of a fixed
+ *    grid moves by about ±110 ms at 1 s by chance). Before, each scanner
+ *    started a chosen fraction of the interval after B got the previous one:
+ *    tied to B's pulls, which a B that changes its pace after a ban would see.
+ *    The mean spacing is the same as then (about one interval plus nmap's
+ *    time). SB_BENCH_GAP=11 spaces them beyond B's campaign hold (10 s at
+ *    1 s): every ban is then the first of its campaign. tcpdump on the LAPI's
+ *    bridge splits each latency into
  *    A (ban → POST on the wire), the LAPI's write (POST → its answer), the
  *    wait for B's next pull, the LAPI's read (B's GET → answer) and B
  *    (answer → element in its kernel);
@@ -22,7 +28,8 @@
  *    `nft -j`), from /proc/PID/stat.
  * Prints figures; never passes or fails on time.
  *
- *   deno run -A bench/fleet_bench.ts [fanout|startup|cpu|cpu-held]   (SB_BENCH_RUNS=3)
+ *   deno run -A bench/fleet_bench.ts [fanout|startup|cpu|cpu-held]
+ *     (SB_BENCH_RUNS=3, SB_BENCH_POLLS=0.1,1, SB_BENCH_GAP=0)
  *
  * cpu-held (only when named): the idle CPU again while B's set holds the
  * 10,000 elements of the startup case.
@@ -35,6 +42,8 @@ import { type Lapi, startLapi } from "../tests/lapi.ts";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // At most 5: every fan-out run takes 20 scanner addresses of the /24.
 const RUNS = Math.max(1, Math.min(5, Number(Deno.env.get("SB_BENCH_RUNS") ?? 3)));
+/** Seconds added to the spacing of the fan-out's scanners (see the module comment). */
+const GAP_S = Math.max(0, Number(Deno.env.get("SB_BENCH_GAP") ?? 0));
 const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
 const median = (xs: number[]) => quantile(xs, 0.5);
 
@@ -194,17 +203,19 @@ async function fanOut(
   const lat: number[] = [];
   const parts: number[][] = [];
   const loadAtStart = load();
-  // One phase per twentieth of the interval, in random order (see the module comment).
-  const slots = [...Array(20).keys()].sort(() => Math.random() - 0.5);
+  const srcs: string[] = [];
+  const nmapMs: number[] = [];
   try {
     await A.waitFor(/Listening on: e0/, 30_000);
     await B.waitFor(/Listening on: e0/, 30_000);
     await sleep(1500);
     for (let i = 0; i < 20; i++) {
       const src = star.gw4.replace(/\.254$/, `.${firstHost + i}`);
+      srcs.push(src);
       await star.addAddress("s", src);
-      // The last scanner's element on B came right after one of B's pulls.
-      await sleep((slots[i] + Math.random()) / 20 * poll * 1000);
+      // Independent of B (see the module comment).
+      await sleep((0.5 + Math.random()) * poll * 1000 + GAP_S * 1000);
+      const t0 = performance.now();
       await star.exec(s.ns, [
         "timeout",
         "10",
@@ -222,17 +233,28 @@ async function fanOut(
         "5000-5009",
         a.v4,
       ]);
-      const until = performance.now() + poll * 1000 + 10_000;
-      while (performance.now() < until && !monB.seen.has(src)) await sleep(5);
+      nmapMs.push(performance.now() - t0);
+    }
+    const until = performance.now() + poll * 1000 + 10_000;
+    while (performance.now() < until && srcs.some((x) => !monB.seen.has(x))) await sleep(5);
+    await sleep(50); // tcpdump's lines
+    for (const src of srcs) {
       const ta = monA.seen.get(src), tb = monB.seen.get(src);
       if (ta !== undefined && tb !== undefined) {
         lat.push(tb - ta);
-        await sleep(20); // tcpdump's lines
         const split = tap.split(ta, tb, a.v4, b.v4);
         if (split) parts.push(split);
-      } else {console.log(
-          `  scanner ${src}: ${ta === undefined ? "not banned on A" : "never on B"}`,
-        );}
+        // Where an outlier's time went.
+        if (tb - ta > poll * 1000 + 20) {
+          console.log(
+            `  slow: ${src} ${(tb - ta).toFixed(0)} ms, split ${
+              split ? split.map((x) => x.toFixed(1)).join(" / ") : "not in the capture"
+            }`,
+          );
+        }
+      } else {
+        console.log(`  scanner ${src}: ${ta === undefined ? "not banned on A" : "never on B"}`);
+      }
     }
   } finally {
     await tap.stop();
@@ -240,6 +262,12 @@ async function fanOut(
     await monB.stop();
     await A.stop();
     await B.stop();
+  }
+  // The daemons' fleet lines beyond the start-up one (LAPI down/back, decisions a full pull found).
+  for (const [name, d] of [["A", A], ["B", B]] as const) {
+    for (const l of d.stderr().split("\n")) {
+      if (/fleet: /.test(l) && !/fleet: LAPI \S+ as /.test(l)) console.log(`  ${name}: ${l}`);
+    }
   }
   const pollMs = poll * 1000;
   const stage = (k: number) => median(parts.map((p) => p[k])).toFixed(1);
@@ -249,7 +277,8 @@ async function fanOut(
         quantile(lat, 0.99).toFixed(0)
       } ms ` +
       `(goal p50 ≤ ${(pollMs / 2 + 20).toFixed(0)} ms, p99 ≤ ${(pollMs + 50).toFixed(0)} ms)\n` +
-      `  every scanner, ms: ${lat.map((x) => x.toFixed(0)).join(" ")}\n` +
+      `  every scanner in order, ms: ${lat.map((x) => x.toFixed(0)).join(" ")} ` +
+      `(nmap ${median(nmapMs).toFixed(0)} ms each, median; gap ${GAP_S} s more)\n` +
       `  medians over the ${parts.length} the capture splits: A ${stage(0)}, LAPI write ${
         stage(1)
       }, ` +
@@ -473,8 +502,12 @@ if (import.meta.main) {
     const which = Deno.args;
     const want = (x: string) => which.length === 0 || which.includes(x);
     if (want("fanout")) {
-      await fanOutRuns(star, lapi, files, 0.1, 20);
-      await fanOutRuns(star, lapi, files, DEFAULT_LAPI_POLL_SECONDS, 20 + 20 * RUNS);
+      // SB_BENCH_POLLS=1 (a comma list) runs only those intervals.
+      const polls = (Deno.env.get("SB_BENCH_POLLS") ?? `0.1,${DEFAULT_LAPI_POLL_SECONDS}`)
+        .split(",").map(Number);
+      for (const [i, poll] of polls.entries()) {
+        await fanOutRuns(star, lapi, files, poll, 20 + 20 * RUNS * i);
+      }
     }
     if (want("startup")) await startupBatch(star, lapi, files);
     if (want("cpu")) {

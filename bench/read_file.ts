@@ -1,16 +1,17 @@
 /**
- * Reads a capture file with the default filter and decodes every record:
+ * Reads a capture file with the default filter and decodes every record, as
+ * the program reads it (src/capture/pcapfile.ts, libpcap for what it leaves):
  * the reader half of the offline benchmark, timed as a whole process.
  * Usage: deno run -A bench/read_file.ts FILE  → prints "packets decoded".
  */
-import { Pcap } from "../ffi/pcap.ts";
 import { DEFAULT_FILTER, runCapture } from "../src/capture/capture.ts";
+import { openCaptureFile } from "../src/capture/pcapfile.ts";
 import { decodePacket } from "../src/detect/decode.ts";
 import { DecodeStatus, newProbeEvent } from "../src/types.ts";
 
 /** Reads `path` to the end; returns [records, decoded TCP segments]. */
 export async function readFile(path: string): Promise<[number, number]> {
-  const pcap = Pcap.openOffline(path, DEFAULT_FILTER);
+  const pcap = openCaptureFile(path, DEFAULT_FILTER);
   const ev = newProbeEvent();
   let records = 0;
   let decoded = 0;

@@ -95,13 +95,32 @@ export const libcSymbols = {
 type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
 let libc: Libc | null = null;
 
-/** Opens libc once; throws an Error listing every name tried. */
+/**
+ * Opens libc once (throws an Error listing every name tried); each function
+ * is bound on its first use. Binding all of them at once cost 10-40 ms of
+ * every start here (Deno makes a trampoline per symbol), and a run uses a
+ * few: an offline run, signal handling and the clock.
+ */
 export function loadLibc(): Libc {
-  libc ??= openLibrary({
+  if (libc) return libc;
+  const { name } = openLibrary({
     what: "libc",
     names: LIBC_NAMES,
     install: `the C library (glibc) is part of every Debian or Fedora system`,
-  }, libcSymbols).lib;
+  }, { getuid: libcSymbols.getuid });
+  const symbols = {} as Libc["symbols"];
+  for (const key of Object.keys(libcSymbols) as (keyof typeof libcSymbols)[]) {
+    Object.defineProperty(symbols, key, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const fn = Deno.dlopen(name, { [key]: libcSymbols[key] }).symbols[key];
+        Object.defineProperty(symbols, key, { value: fn, enumerable: true });
+        return fn;
+      },
+    });
+  }
+  libc = { symbols, close() {} } as Libc;
   return libc;
 }
 

@@ -131,6 +131,36 @@ function devicesHint(): string {
   }
 }
 
+/**
+ * Compiles `filter` for packets of link type `dlt` (a DLT_ value) with
+ * libpcap's optimizer, as pcap_setfilter would get it; returns the
+ * instructions (`struct bpf_insn[]`, 8 bytes each, host byte order) for an
+ * interpreter on this side (src/capture/bpf.ts).
+ */
+export function compileFilter(dlt: number, snaplen: number, filter: string): Uint8Array {
+  const s = loadPcap().lib.symbols;
+  const p = s.pcap_open_dead(dlt, snaplen);
+  if (!p) throw new Error(`cannot compile a filter for link type ${dlt}`);
+  try {
+    const prog = new Uint8Array(16); // struct bpf_program { u_int bf_len; struct bpf_insn *bf_insns; }
+    if (s.pcap_compile(p, prog, cstr(filter), 1, PCAP_NETMASK_UNKNOWN) < 0) {
+      throw new Error(`bad capture filter "${filter}": ${readCString(s.pcap_geterr(p))}`);
+    }
+    try {
+      const v = new DataView(prog.buffer);
+      const n = v.getUint32(0, true);
+      const insns = Deno.UnsafePointer.create(v.getBigUint64(8, true));
+      const out = new Uint8Array(n * 8);
+      if (insns) new Deno.UnsafePointerView(insns).copyInto(out);
+      return out;
+    } finally {
+      s.pcap_freecode(prog);
+    }
+  } finally {
+    s.pcap_close(p);
+  }
+}
+
 /** An open capture handle (live device or capture file). */
 export class Pcap {
   /** Link-layer type of the packets (pcap_datalink). */

@@ -21,6 +21,8 @@ export const pcapSymbols = {
   pcap_activate: { parameters: ["pointer"], result: "i32" },
   /** int pcap_setnonblock(pcap_t *p, int nonblock, char *errbuf); */
   pcap_setnonblock: { parameters: ["pointer", "i32", "buffer"], result: "i32" },
+  /** pcap_t *pcap_open_dead(int linktype, int snaplen); (compiles filters for capture files read in JavaScript) */
+  pcap_open_dead: { parameters: ["i32", "i32"], result: "pointer" },
   /** pcap_t *pcap_open_offline(const char *fname, char *errbuf); */
   pcap_open_offline: { parameters: ["buffer", "buffer"], result: "pointer" },
   /** int pcap_compile(pcap_t *p, struct bpf_program *fp, const char *str, int optimize, bpf_u_int32 netmask); */

@@ -4,7 +4,7 @@
  * ConfigError whose message names the option, the value and the accepted form
  * (main prints it and exits 2).
  */
-import { parseArgs } from "node:util";
+import { type ArgOption, parseArgs } from "./args.ts";
 import { type Address, type Cidr, parseAddress, parseCidr, parseTarget } from "./address.ts";
 import { DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN } from "./capture/capture.ts";
 import type { FirewallKind } from "./types.ts";
@@ -355,7 +355,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: "SB_LAPI_POLL",
     arg: "SECONDS",
     def: String(DEFAULT_LAPI_POLL_SECONDS),
-    help: "how often the fleet's decisions are pulled (0.05 to 3600)",
+    help:
+      "how often the fleet's decisions are pulled (0.05 to 3600; a quarter of it while bans are coming in)",
   },
   {
     long: "lapi-origins",
@@ -556,10 +557,7 @@ export function parseConfig(
   env: Record<string, string | undefined>,
   envFile?: string,
 ): Config {
-  const options: Record<
-    string,
-    { type: "string" | "boolean"; short?: string; multiple?: boolean }
-  > = {};
+  const options: Record<string, ArgOption> = {};
   for (const o of OPTIONS) {
     options[o.long] = {
       type: o.boolean ? "boolean" : "string",
@@ -579,7 +577,7 @@ export function parseConfig(
   }
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs(args, options);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     throw new ConfigError(`${msg.split("\n")[0]} (see --help)`);

@@ -3,7 +3,9 @@
  * request that gets no answer fails as "timed out" after the client's
  * timeout, and a request that was answered leaves no timer behind (each
  * pull used to leave a 10 s AbortSignal.timeout timer that woke the idle
- * daemon once more per pull).
+ * daemon once more per pull). A 500 "database is locked" (1.4.6 on SQLite,
+ * while another write holds the lock) is tried again at once, not reported
+ * as a LAPI that is down.
  */
 import assert from "node:assert/strict";
 import { LapiClient, LapiError } from "../src/fleet/lapi.ts";
@@ -91,6 +93,43 @@ Deno.test({
       c.close();
       listener.close();
       for (const conn of conns) conn.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "LAPI client: 500 'database is locked' is tried again within 150 ms, not reported down",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    let calls = 0, locked = 2, other = false;
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+      calls++;
+      if (other) return Response.json({ message: "unable to query" }, { status: 500 });
+      if (locked-- > 0) {
+        return Response.json({ message: "unable to update bouncer pull: database is locked" }, {
+          status: 500,
+        });
+      }
+      return Response.json({ new: null, deleted: null });
+    });
+    const c = client(`http://127.0.0.1:${server.addr.port}`);
+    try {
+      const t = performance.now();
+      const answer = await c.stream(false);
+      const ms = performance.now() - t;
+      assert.deepEqual(answer, { new: null, deleted: null });
+      assert.equal(calls, 3);
+      assert.ok(ms < 150, `${ms.toFixed(0)} ms`);
+      // Any other 500 is still an answer of a LAPI in trouble: down, not tried again here.
+      calls = 0;
+      other = true;
+      const e = await c.stream(false).catch((x) => x);
+      assert.ok(e instanceof LapiError && e.kind === "down" && e.status === 500, String(e));
+      assert.equal(calls, 1);
+    } finally {
+      c.close();
+      await server.shutdown();
     }
   },
 });

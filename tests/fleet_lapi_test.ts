@@ -495,3 +495,56 @@ Deno.test({
       await f.stop();
     }),
 });
+
+Deno.test({
+  name: "fleet/LAPI: a decision the stream's cursor skips arrives with the next full pull",
+  ...opts,
+  fn: () =>
+    withLapi(async (l) => {
+      const apiKey = await l.addBouncer("sb-b");
+      const lines: string[] = [];
+      const rec = new Recorder();
+      const f = new Fleet(fleetOptions(l, { apiKey, lines, pollMs: 100, fullPullMs: 1500 }), rec);
+      f.start();
+      await until("first pull", () => f.status().pull === "ok");
+      await l.cscliOk(["decisions", "add", "--ip", "198.51.100.40", "--duration", "1h"]);
+      await until("delta", () => rec.adds.some((a) => a.target === "198.51.100.40"));
+      // What the race leaves (bench/lapi_cursor_race.ts): a decision whose
+      // created_at is older than the key's last pull, committed after it. No
+      // delta ever lists it (created_at > last_pull).
+      const { DatabaseSync } = await import("node:sqlite");
+      const db = new DatabaseSync(`${l.dir}/data/crowdsec.db`);
+      const t0 = performance.now();
+      for (let i = 0;; i++) {
+        try {
+          db.exec(
+            `insert into decisions (created_at, updated_at, until, scenario, type, start_ip,
+               end_ip, start_suffix, end_suffix, ip_size, scope, value, origin, simulated,
+               alert_decisions)
+             select '2000-01-01 00:00:00.5+00:00', '2000-01-01 00:00:00.5+00:00', until,
+               scenario, type, start_ip + 1, end_ip + 1, start_suffix, end_suffix, ip_size,
+               scope, '198.51.100.41', origin, simulated, alert_decisions
+             from decisions where value = '198.51.100.40'`,
+          );
+          break;
+        } catch (e) {
+          if (i > 50 || !/locked|busy/i.test(String(e))) throw e;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      db.close();
+      // A later decision the deltas do bring (its id is higher).
+      await l.cscliOk(["decisions", "add", "--ip", "198.51.100.42", "--duration", "1h"]);
+      await until("the later one", () => rec.adds.some((a) => a.target === "198.51.100.42"));
+      await until("the skipped one", () => rec.adds.some((a) => a.target === "198.51.100.41"));
+      const ms = performance.now() - t0;
+      assert.ok(ms < 1500 + 1000, `after ${ms.toFixed(0)} ms (full pulls every 1.5 s)`);
+      assert.equal(
+        lines.filter((x) => /a full pull brought 1 decision\(s\) no delta pull had/.test(x)).length,
+        1,
+        lines.join("\n"),
+      );
+      assert.equal(rec.adds.filter((a) => a.target === "198.51.100.40").length, 1);
+      await f.stop();
+    }),
+});

@@ -11,7 +11,8 @@
  * forgotten and the next scan from that source is banned again.
  */
 import type { ScanReport } from "../detect/pipeline.ts";
-import { banExpiry, type FastResult } from "../firewall/fastpath.ts";
+import { banExpiry } from "../firewall/expiry.ts";
+import type { FastResult } from "../firewall/fastpath.ts";
 import type { BanResult, FastBan, Firewall } from "../types.ts";
 import { BanBook, type BookEntry } from "./book.ts";
 import { LineLimiter } from "../report/ratelimit.ts";

@@ -181,7 +181,7 @@ function eventLoopTurns(): { turn(): Promise<void>; close(): void } {
  * Rejects with the capture's Error (a damaged file after its good packets).
  */
 export async function runCapture(
-  pcap: Pcap,
+  pcap: Pick<Pcap, "live" | "dispatch" | "interrupt">,
   onBatch: (b: Batch) => void,
   signal: AbortSignal,
 ): Promise<void> {

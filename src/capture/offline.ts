@@ -4,7 +4,6 @@
  * bans owner. A damaged file is reported after everything read so far was
  * processed.
  */
-import type { Pcap } from "../../ffi/pcap.ts";
 import { addressKey, parseAddress } from "../address.ts";
 import type { AllowList } from "../allowlist.ts";
 import type { Bans } from "../bans/bans.ts";
@@ -12,6 +11,7 @@ import { createEngine, type Engine, type EngineSettings } from "../detect/engine
 import type { EventLog } from "../report/log.ts";
 import type { RunLog } from "../report/stdio.ts";
 import { runCapture } from "./capture.ts";
+import type { CaptureFile } from "./pcapfile.ts";
 
 /** Everything the run needs besides the file. */
 export interface OfflineRun {
@@ -27,7 +27,7 @@ export interface OfflineRun {
 
 /** Reads `pcap` to its end; resolves with the engine and the damaged file's message, if any. */
 export async function analyseFile(
-  pcap: Pcap,
+  pcap: CaptureFile,
   o: OfflineRun,
 ): Promise<{ engine: Engine; error: string | null }> {
   const engine = createEngine(o.settings, {

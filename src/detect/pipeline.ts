@@ -109,6 +109,9 @@ export function probeType(flags: number): number {
   return T_NONE;
 }
 
+/** A slot's prefix bucket when the read-ahead did not key it, or found it protected. */
+const PFX_UNKNOWN = -1, PFX_PROTECTED = -2;
+
 /** Packets decoded ahead per chunk of a batch (see Pipeline.processBatch). */
 const CHUNK = 64;
 
@@ -184,7 +187,7 @@ export class Pipeline {
     const view = b.view, end = b.end, o = this.#o, ev = this.#ev, adm = this.#adm;
     const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, flags = this.#flags;
     const sport = this.#sport, dport = this.#dport, times = this.#ms, keyAt = this.#keyAt;
-    const ruled = this.#ruled;
+    const ruled = this.#ruled, pfxAt = this.#pfxAt;
     let off = b.start;
     let more = true;
     while (more) {
@@ -217,6 +220,7 @@ export class Pipeline {
         sport[n] = ev.sport;
         dport[n] = ev.dport;
         keyAt[n] = -1;
+        pfxAt[n] = PFX_UNKNOWN;
         ruled[n] = 0;
         if (probeType(ev.flags) !== T_NONE && this.#toRules(ev)) {
           ruled[n] = 1;
@@ -231,6 +235,8 @@ export class Pipeline {
         this.#preBucket = keyAt[k];
         this.#toThisHost = ruled[k] === 1;
         this.#prePrint = this.#printAt[k];
+        this.#prePfx = pfxAt[k];
+        this.#prePfxPrint = this.#pfxPrintAt[k];
         const type = probeType(f);
         if (type !== T_NONE) this.#probe(type, family, srcs[k], sport[k], dsts[k], dport[k], ms);
         else if ((f & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK)) {
@@ -260,9 +266,17 @@ export class Pipeline {
   readonly #ruled = new Uint8Array(CHUNK);
   /** The current packet's #ruled: #probe need not ask the allow-list again. */
   #toThisHost = false;
-  /** The current packet's #keyAt/#printAt, for the address lookup of #rules. */
+  /**
+   * Per slot: the admission bucket and fingerprint of its IPv6 source's
+   * prefix, or PFX_PROTECTED / PFX_UNKNOWN (not read ahead, or IPv4).
+   */
+  readonly #pfxAt = new Int32Array(CHUNK);
+  readonly #pfxPrintAt = new Int32Array(CHUNK);
+  /** The current packet's #keyAt/#printAt and #pfxAt/#pfxPrintAt, taken by #verdict. */
   #preBucket = -1;
   #prePrint = 0;
+  #prePfx = PFX_UNKNOWN;
+  #prePfxPrint = 0;
 
   /**
    * Whether a just decoded probe goes on to the rules (not this host's own,
@@ -289,9 +303,14 @@ export class Pipeline {
       const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
       const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
       const p = this.#p6;
-      if (p < 128 && (this.#prefixOf(b), !this.#prefixProtected())) {
-        adm.key(p, 4, w0 & mask(p), w1 & mask(p - 32), w2 & mask(p - 64), w3 & mask(p - 96));
-        out[at++] = adm.keyBucket;
+      if (p < 128) {
+        // The prefix's protection and bucket, worked out once for #verdict too.
+        if (this.#prefixOf(b), this.#prefixProtected()) this.#pfxAt[slot] = PFX_PROTECTED;
+        else {
+          adm.key(p, 4, w0 & mask(p), w1 & mask(p - 32), w2 & mask(p - 64), w3 & mask(p - 96));
+          this.#pfxAt[slot] = out[at++] = adm.keyBucket;
+          this.#pfxPrintAt[slot] = adm.keyPrint;
+        }
       }
       adm.key(128, 4, w0, w1, w2, w3);
     }
@@ -366,15 +385,21 @@ export class Pipeline {
    * rules' tables, so a one-packet-per-source flood never touches them, and
    * the source's key (a string for IPv6) is only made for admitted sources.
    */
-  #rules(family: Family, b: Uint8Array, len: number, target: number, ms: number): Verdict {
+  #rules(
+    family: Family,
+    b: Uint8Array,
+    len: number,
+    target: number,
+    ms: number,
+    pre: number,
+    print: number,
+  ): Verdict {
     const o = this.#o, adm = this.#adm;
     const slowRule = o.slow;
     let key: number | string;
     if (adm !== null) {
-      const pre = this.#preBucket;
-      this.#preBucket = -1;
-      const a = pre >= 0 && len === (family === 4 ? 32 : 128)
-        ? adm.seeKey(pre, this.#prePrint, target, ms) // keyed when the chunk was read ahead
+      const a = pre >= 0
+        ? adm.seeKey(pre, print, target, ms) // keyed when the chunk was read ahead
         : family === 4
         ? adm.see(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target, ms)
         : adm.see(
@@ -414,11 +439,11 @@ export class Pipeline {
 
   /** Masks an IPv6 address to the configured prefix, into #prefixBytes. */
   #prefixOf(src: Uint8Array): Uint8Array {
-    const len = this.#p6, pb = this.#prefixBytes;
-    for (let i = 0; i < 16; i++) {
-      const bits = len - i * 8;
-      pb[i] = bits >= 8 ? src[i] : bits <= 0 ? 0 : src[i] & (0xff << (8 - bits));
-    }
+    const len = this.#p6, pb = this.#prefixBytes, whole = len >> 3;
+    let i = 0;
+    for (; i < whole; i++) pb[i] = src[i];
+    if (len & 7) pb[i] = src[i++] & (0xff << (8 - (len & 7)));
+    for (; i < 16; i++) pb[i] = 0;
     return pb;
   }
 
@@ -474,6 +499,10 @@ export class Pipeline {
     ms: number,
   ): Verdict {
     const o = this.#o;
+    // What the read-ahead worked out for this packet (nothing when it was not read ahead).
+    const pre = this.#preBucket, print = this.#prePrint, pfx = this.#prePfx;
+    this.#preBucket = -1;
+    this.#prePfx = PFX_UNKNOWN;
     if (o.allow.isAllowed(family, src)) return Verdict.Counted; // loopback or --allow: logged, never counted
     // A SYN to a port this host serves is a client, not a probe.
     if (type === T_SYN && o.openPorts !== null && o.openPorts.has(dport)) {
@@ -482,14 +511,14 @@ export class Pipeline {
     }
     const target = (addressHash(family, dst) << 16) | dport;
     const full = family === 4 ? 32 : 128;
-    let v = this.#rules(family, src, full, target, ms);
+    let v = this.#rules(family, src, full, target, ms, pre, print);
     let prefix = full;
     const p6 = this.#p6;
     if (family === 6 && p6 < 128) {
       const pb = this.#prefixOf(src);
-      if (!this.#prefixProtected()) {
+      if (pfx === PFX_UNKNOWN ? !this.#prefixProtected() : pfx !== PFX_PROTECTED) {
         if (v === Verdict.Counted || v === Verdict.Repeat) {
-          const pv = this.#rules(6, pb, p6, target, ms);
+          const pv = this.#rules(6, pb, p6, target, ms, pfx, this.#prePfxPrint);
           if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
             v = pv;
             prefix = p6;

@@ -7,9 +7,17 @@
 import { neverBanned, parseAddress, parseTarget } from "../address.ts";
 import type { Ban, BanResult, FastBan, Firewall, FirewallKind, KernelState } from "../types.ts";
 import { errorText } from "./runner.ts";
-import { banExpiry } from "./fastpath.ts";
+import { banExpiry } from "./expiry.ts";
 
 export { banExpiry };
+
+/** Default cap on bans held at once. */
+export const DEFAULT_MAX_BANS = 65536;
+
+/** The options with their defaults filled in (a cap of 0 or less: the default). */
+export function withDefaults(opts: FirewallOptions): FirewallOptions {
+  return { ...opts, maxBans: opts.maxBans > 0 ? opts.maxBans : DEFAULT_MAX_BANS };
+}
 
 /** Options of every backend (see createFirewall). */
 export interface FirewallOptions {

@@ -6,7 +6,7 @@
  * tick, and reports failures through `onError` instead of throwing.
  */
 import type { Ban, Firewall, FirewallKind } from "../types.ts";
-import type { FirewallOptions } from "./base.ts";
+import { DEFAULT_MAX_BANS, type FirewallOptions, withDefaults } from "./base.ts";
 import { IPT_CHAIN, IptablesFirewall } from "./iptables.ts";
 import { NFT_TABLE, NftablesFirewall } from "./nftables.ts";
 import { IpsetFirewall, setMatchRule } from "./ipset.ts";
@@ -17,15 +17,11 @@ import { firstLine, runCommand } from "./runner.ts";
 export type { FirewallHook, FirewallOptions } from "./base.ts";
 export { normalizeHooks } from "./base.ts";
 
-/** Default cap on bans held at once. */
-export const DEFAULT_MAX_BANS = 65536;
+export { DEFAULT_MAX_BANS };
 
 /** Creates the backend named by `kind`; nothing runs until the first call. */
 export function createFirewall(kind: FirewallKind, opts: FirewallOptions): Firewall {
-  const o: FirewallOptions = {
-    ...opts,
-    maxBans: opts.maxBans > 0 ? opts.maxBans : DEFAULT_MAX_BANS,
-  };
+  const o = withDefaults(opts);
   switch (kind) {
     case "iptables":
       return new IptablesChoiceFirewall(o);

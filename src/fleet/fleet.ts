@@ -9,11 +9,14 @@
  * (oldest dropped and counted) and goes out in order once the LAPI answers;
  * a pull after a failure asks for the whole active set again (startup=true);
  * one stderr line per change of state (unreachable, back, credentials
- * refused), never one per retry.
+ * refused), never one per retry. When and how it pulls (the fixed grid, the
+ * shorter one during a campaign, the full pulls that catch what the LAPI's
+ * stream cursor skips): src/fleet/pace.ts.
  */
 import { alertFor, type FleetBan, ORIGIN } from "./alert.ts";
 import { type Decision, parseStream } from "./decisions.ts";
 import { LapiClient, LapiError, type LapiOptions } from "./lapi.ts";
+import { PullPace } from "./pace.ts";
 
 export type { FleetBan } from "./alert.ts";
 
@@ -58,6 +61,8 @@ export interface FleetOptions extends Omit<LapiOptions, "userAgent"> {
   version: string;
   /** Pull interval, ms. */
   pollMs: number;
+  /** A full (startup=true) pull this often, ms; max(60 s, 60 polls) by default (tests shorten it). */
+  fullPullMs?: number;
   /** Origins whose decisions are applied; null = all. */
   origins: string[] | null;
   /** Alerts waiting at most; beyond it the oldest is dropped. */
@@ -104,7 +109,12 @@ export class Fleet {
   /** A send is queued for the end of the current task (push()). */
   #pushSoon = false;
   #pullTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the timer's pull is due (performance.now()). */
+  #pullDue = Infinity;
   #pullDelay = 0;
+  #pace: PullPace | null = null;
+  /** The highest decision id any pull brought (to tell a decision the deltas missed). */
+  #maxId = -1;
   #pulling: Promise<void> | null = null;
   #needStartup = true;
   #lastPull: number | null = null;
@@ -145,7 +155,11 @@ export class Fleet {
         : null,
     ].filter(Boolean);
     this.#o.warn(`fleet: LAPI ${this.#o.url} as ${parts.join(" and ")}`);
-    if (this.#o.apiKey !== null) this.#schedulePull(performance.now());
+    if (this.#o.apiKey !== null) {
+      const now = performance.now();
+      this.#pace = new PullPace({ pollMs: this.#o.pollMs, fullEveryMs: this.#o.fullPullMs }, now);
+      this.#schedulePull(now);
+    }
     this.#kickPush(0);
   }
 
@@ -154,7 +168,9 @@ export class Fleet {
    * path). When the queue is full the oldest waiting alert is dropped.
    */
   push(ban: FleetBan): void {
-    if (this.#stopped || this.#o.password === null) return;
+    if (this.#stopped) return;
+    this.#campaign(performance.now());
+    if (this.#o.password === null) return;
     if (this.#own.size >= OWN_MAX) {
       const now = Date.now();
       for (const [t, end] of this.#own) if (end <= now) this.#own.delete(t);
@@ -350,36 +366,65 @@ export class Fleet {
   }
 
   /**
-   * The next pull at `due` (performance.now() time). Pulls keep a steady grid
-   * of --lapi-poll from the first: neither a pull's own time nor a late
-   * timer (a few ms on a busy host) shifts the later ones, so the fan-out
-   * waits half a period on average. A pull that ran past the next grid
+   * The next pull at `due` (performance.now() time), where PullPace puts it:
+   * on a steady grid of --lapi-poll from the first (a quarter of it during a
+   * campaign), so neither a pull's own time nor a late timer (a few ms on a
+   * busy host) shifts the later ones. A pull that ran past the next grid
    * point is followed by the first point after it (no catch-up burst);
    * after a failure the retry delay counts from the failure.
    */
   #schedulePull(due: number): void {
     if (this.#stopped) return;
+    clearTimeout(this.#pullTimer);
+    this.#pullDue = due;
     this.#pullTimer = setTimeout(async () => {
+      this.#pullDue = Infinity;
       await this.#pull();
-      const now = performance.now(), poll = this.#o.pollMs;
-      if (this.#pullDelay) this.#schedulePull(now + this.#pullDelay);
-      else this.#schedulePull(due + poll * (Math.floor(Math.max(0, now - due) / poll) + 1));
+      const now = performance.now(), pace = this.#pace!;
+      this.#schedulePull(this.#pullDelay ? pace.retry(now, this.#pullDelay) : pace.next(now));
     }, Math.max(0, due - performance.now()));
+  }
+
+  /**
+   * A sign of a campaign (a delta brought news, or this host banned): pull on
+   * the shorter grid for a while; the timer moves up when it was set later.
+   */
+  #campaign(at: number): void {
+    const pace = this.#pace;
+    if (!pace || this.#stopped) return;
+    pace.campaign(at);
+    // A pull is running (it schedules the next), or pulls are failing (their back-off stands).
+    if (this.#pullDue === Infinity || this.#pullDelay) return;
+    const due = pace.next(performance.now());
+    if (due < this.#pullDue - 1) this.#schedulePull(due);
   }
 
   /** One pull and the batch it gives; failures only change state. */
   #pull(): Promise<void> {
     if (this.#pulling) return this.#pulling;
     const p = (async () => {
-      const startup = this.#needStartup;
+      const t0 = performance.now();
+      const first = this.#needStartup;
+      const startup = first || (this.#pace?.wantFull(t0) ?? false);
       try {
         const answer = parseStream(await this.#lapi.stream(startup));
         this.#needStartup = false;
         this.#lastPull = Date.now();
         this.#pullDelay = 0;
+        if (startup) this.#pace?.fullDone(t0, performance.now());
         this.#reached(true);
         this.#auth("pull", true);
-        await this.#applyAnswer(answer.added, answer.deleted, startup);
+        const maxId = this.#maxId;
+        const taken = await this.#applyAnswer(answer.added, answer.deleted, startup);
+        if (!startup && taken.length > 0) this.#campaign(t0);
+        // A periodic full pull bringing what an earlier delta should have: the cursor race.
+        const missed = first ? 0 : taken.filter((d) => d.id < maxId).length;
+        if (startup && missed > 0) {
+          this.#o.warn(
+            `fleet: a full pull brought ${missed} decision(s) no delta pull had (the LAPI's ` +
+              `stream cursor skips a decision written while a pull runs); applied now`,
+          );
+        }
       } catch (e) {
         // Whatever was missed meanwhile comes with the whole set next time.
         this.#needStartup = true;
@@ -405,10 +450,15 @@ export class Fleet {
   /**
    * Turns one stream answer into one batch for FleetBans. With `startup` the
    * answer is the whole active set: what was applied and is not in it any
-   * more is removed.
+   * more is removed. Returns the decisions taken (applied in the kernel).
    */
-  async #applyAnswer(added: Decision[], deleted: Decision[], startup: boolean): Promise<void> {
+  async #applyAnswer(
+    added: Decision[],
+    deleted: Decision[],
+    startup: boolean,
+  ): Promise<Decision[]> {
     const now = Date.now();
+    for (const d of added) if (d.id > this.#maxId) this.#maxId = d.id;
     for (const [t, end] of this.#own) if (end <= now) this.#own.delete(t);
     const adds = new Map<string, { add: FleetAdd; origin: string }>();
     const removes = new Map<string, string>();
@@ -442,7 +492,7 @@ export class Fleet {
         adds.delete(d.target);
       }
     }
-    const accepted: { target: string; origin: string }[] = [];
+    const accepted: Decision[] = [];
     for (const d of added) if (this.#take(d, now, adds, count)) accepted.push(d);
     for (const origin of removes.values()) if (origin) count("removed", origin);
 
@@ -469,6 +519,7 @@ export class Fleet {
       const [action, origin] = k.split("\u0000");
       if (n > 0) this.#o.sink?.decision(action as DecisionAction, origin, n);
     }
+    return accepted.filter((d) => !failed.has(d.target));
   }
 
   /** Files one new decision: refused, this host's own, or taken (true; added to the batch when it bans longer). */

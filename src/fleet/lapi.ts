@@ -176,7 +176,7 @@ export class LapiClient {
     body: unknown,
     headers: Record<string, string>,
   ): Promise<unknown> {
-    const { res, text } = await this.#exchange(this.#base + path, {
+    const init = {
       method,
       headers: {
         "user-agent": this.#o.userAgent,
@@ -185,7 +185,16 @@ export class LapiClient {
       },
       body: body !== undefined ? JSON.stringify(body) : undefined,
       ...(this.#client ? { client: this.#client } : {}),
-    });
+    };
+    let { res, text } = await this.#exchange(this.#base + path, init);
+    // 1.4.6 on SQLite answers 500 "database is locked" when another write (a
+    // bouncer's last_pull, a push) holds the lock: it is up; try again soon
+    // rather than report it down and wait a retry delay (each pull writes, so
+    // faster pulls make it more common).
+    for (let i = 0; res.status === 500 && /database is locked/i.test(text) && i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 20 << i));
+      ({ res, text } = await this.#exchange(this.#base + path, init));
+    }
     if (res.ok) {
       try {
         return text.trim() === "" ? null : JSON.parse(text);

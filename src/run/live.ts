@@ -6,7 +6,6 @@
  */
 import type { AllowList } from "../allowlist.ts";
 import type { Bans } from "../bans/bans.ts";
-import type { BumpSync } from "./bump.ts";
 import type { GuardWatch } from "../bans/guard.ts";
 import { HostWatch } from "../capture/host.ts";
 import type { LiveCapture } from "../capture/live.ts";
@@ -23,7 +22,9 @@ import { startupLines } from "../report/startup.ts";
 import { StatusRecorder, takeSnapshot } from "../report/status.ts";
 import { errorText, notice, warn } from "../report/stdio.ts";
 import { type StopSignals, stopSignals } from "../signals.ts";
+import type { Firewall } from "../types.ts";
 import { VERSION } from "../version.ts";
+import { BumpSync } from "./bump.ts";
 
 /** What the live run needs from the set-up. */
 export interface LiveRun {
@@ -36,8 +37,8 @@ export interface LiveRun {
   reports: Reporting;
   restored: number;
   firewallPath: string;
-  /** The firewall's speed bump, kept in step with the settings. */
-  bump: BumpSync;
+  /** The firewall, whose speed bump the run keeps in step with the settings. */
+  fw: Firewall;
   /** Hands the fleet link (if any) back to the set-up, for /healthz and the end. */
   joined: (fleet: RunningFleet | null) => void;
   /** SIGHUP: re-read the settings and apply what can change while running. */
@@ -80,7 +81,8 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
   o.guard?.attach(c);
   const host = new HostWatch(c, o.allow, o.openPorts, cfg.local !== null, warn);
   const server = o.reports.server;
-  const bump = await o.bump.sync();
+  const sync = new BumpSync(o.fw, cfg, o.device, o.allow, () => o.openPorts?.list() ?? [], warn);
+  const bump = await sync.sync();
   const lines = startupLines(cfg, {
     device: o.device,
     allow: o.allow,
@@ -103,7 +105,7 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
     host.tick();
     o.guard?.tick();
     b.tick();
-    o.bump.tick();
+    sync.tick();
     o.reports.tick();
   });
   await control?.close();
