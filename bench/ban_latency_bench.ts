@@ -156,12 +156,19 @@ function spread(xs: number[]): string {
   return `median ${median(xs)}, worst ${Math.max(...xs)} (${xs.join(", ")})`;
 }
 
-/** The daemon's arguments for a backend: its defaults, or the JSON log that carries latencies. */
+/**
+ * The daemon's arguments for a backend: its defaults, or the JSON log that
+ * carries latencies; SB_BENCH_DAEMON_ARGS (words) is added to both, e.g.
+ * "--realtime 0" for a deployment without CAP_SYS_NICE (the printed
+ * settings then name it).
+ */
 function daemonArgs(lab: Lab, backend: string, settings: "default" | "json"): string[] {
-  const args = ["-i", lab.targetIf, "--firewall", backend];
+  const args = ["-i", lab.targetIf, "--firewall", backend, ...EXTRA_ARGS];
   if (settings === "default") return args;
   return [...args, "--metrics-addr", "off", "--log-format", "json", "--log-rate", "1"];
 }
+
+const EXTRA_ARGS = (Deno.env.get("SB_BENCH_DAEMON_ARGS") ?? "").split(/\s+/).filter((w) => w);
 
 /** Runs the measurements for one backend and settings and returns printable lines. */
 async function benchBackend(
@@ -172,8 +179,10 @@ async function benchBackend(
   const out: string[] = [];
   const name = `${backend} (${
     settings === "default"
-      ? "default settings"
-      : "--log-format json --log-rate 1 --metrics-addr off"
+      ? `default settings${EXTRA_ARGS.length ? ` + ${EXTRA_ARGS.join(" ")}` : ""}`
+      : `--log-format json --log-rate 1 --metrics-addr off${
+        EXTRA_ARGS.length ? ` ${EXTRA_ARGS.join(" ")}` : ""
+      }`
   })`;
   const d = startDaemon(lab.target, daemonArgs(lab, backend, settings));
   try {
