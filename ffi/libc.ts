@@ -4,7 +4,7 @@
  * every other permission boundary; FFI is granted anyway (libpcap), so reading
  * those kernel files goes through libc instead.
  */
-import { openLibrary } from "./loader.ts";
+import { bindLazily, openLibrary } from "./loader.ts";
 
 const LIBC_NAMES = ["libc.so.6", "libc.so"];
 
@@ -97,9 +97,7 @@ let libc: Libc | null = null;
 
 /**
  * Opens libc once (throws an Error listing every name tried); each function
- * is bound on its first use. Binding all of them at once cost 10-40 ms of
- * every start here (Deno makes a trampoline per symbol), and a run uses a
- * few: an offline run, signal handling and the clock.
+ * is bound on its first use (see bindLazily): a run uses a few of them.
  */
 export function loadLibc(): Libc {
   if (libc) return libc;
@@ -108,19 +106,7 @@ export function loadLibc(): Libc {
     names: LIBC_NAMES,
     install: `the C library (glibc) is part of every Debian or Fedora system`,
   }, { getuid: libcSymbols.getuid });
-  const symbols = {} as Libc["symbols"];
-  for (const key of Object.keys(libcSymbols) as (keyof typeof libcSymbols)[]) {
-    Object.defineProperty(symbols, key, {
-      configurable: true,
-      enumerable: true,
-      get() {
-        const fn = Deno.dlopen(name, { [key]: libcSymbols[key] }).symbols[key];
-        Object.defineProperty(symbols, key, { value: fn, enumerable: true });
-        return fn;
-      },
-    });
-  }
-  libc = { symbols, close() {} } as Libc;
+  libc = bindLazily(name, libcSymbols);
   return libc;
 }
 

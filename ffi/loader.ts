@@ -51,3 +51,28 @@ export function openLibrary<const S extends Deno.ForeignLibraryInterface>(
     `cannot load ${spec.what}; tried: ${tried.join("; ")}${hint}. Install it: ${spec.install}`,
   );
 }
+
+/**
+ * The symbols of the library `name` (as openLibrary found it), each bound on
+ * its first use: Deno makes a trampoline per symbol at dlopen, and binding a
+ * whole table took 10-40 ms of every start here (libc's 38 functions), while
+ * a run uses a few of them.
+ */
+export function bindLazily<const S extends Deno.ForeignLibraryInterface>(
+  name: string,
+  symbols: S,
+): Deno.DynamicLibrary<S> {
+  const bound = {} as Deno.DynamicLibrary<S>["symbols"];
+  for (const key of Object.keys(symbols) as (keyof S & string)[]) {
+    Object.defineProperty(bound, key, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const fn = Deno.dlopen(name, { [key]: symbols[key] } as S).symbols[key];
+        Object.defineProperty(bound, key, { value: fn, enumerable: true });
+        return fn;
+      },
+    });
+  }
+  return { symbols: bound, close() {} } as Deno.DynamicLibrary<S>;
+}

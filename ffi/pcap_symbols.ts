@@ -3,7 +3,7 @@
  * loader that finds the library. Only `ffi/pcap.ts` uses this file.
  */
 import { trustedPathVariable } from "./libc.ts";
-import { openLibrary } from "./loader.ts";
+import { bindLazily, openLibrary } from "./loader.ts";
 
 /** libpcap symbols (libpcap >= 1.5 for pcap_set_immediate_mode). */
 export const pcapSymbols = {
@@ -78,11 +78,14 @@ let loaded: LoadedPcap | null = null;
  * the error lists every name tried and the packages that provide it.
  */
 export function loadPcap(): LoadedPcap {
-  loaded ??= openLibrary({
+  if (loaded) return loaded;
+  const { name } = openLibrary({
     what: "libpcap",
     names: LIBPCAP_NAMES,
     override: { variable: "SB_LIBPCAP", value: trustedPathVariable("SB_LIBPCAP") },
     install: `Debian/Ubuntu "apt-get install libpcap0.8", Fedora/RHEL "dnf install libpcap"`,
-  }, pcapSymbols);
+  }, { pcap_lib_version: pcapSymbols.pcap_lib_version });
+  // Each function bound on first use (an offline run uses five of them).
+  loaded = { lib: bindLazily(name, pcapSymbols), name };
   return loaded;
 }

@@ -1,6 +1,6 @@
 /** The one library loader of ffi/: override alone, candidates in order, an error naming every try. */
 import assert from "node:assert/strict";
-import { openLibrary } from "../ffi/loader.ts";
+import { bindLazily, openLibrary } from "../ffi/loader.ts";
 
 const symbols = { getpid: { parameters: [], result: "i32" } } as const;
 
@@ -55,4 +55,18 @@ Deno.test("loader: an override is tried alone and named in the error", () => {
   }, symbols);
   assert.equal(ok.name, "libc.so.6");
   ok.lib.close();
+});
+
+Deno.test("loader: bindLazily binds each symbol on first use, and only that one", () => {
+  // Bound eagerly, the missing symbol would fail the whole table at once.
+  const lib = bindLazily(
+    "libc.so.6",
+    {
+      getpid: { parameters: [], result: "i32" },
+      no_such_function_in_libc: { parameters: [], result: "i32" },
+    } as const,
+  );
+  assert.equal(lib.symbols.getpid(), Deno.pid);
+  assert.equal(typeof Object.getOwnPropertyDescriptor(lib.symbols, "getpid")!.value, "function");
+  assert.throws(() => lib.symbols.no_such_function_in_libc());
 });
