@@ -89,7 +89,8 @@ export async function createLab(tag = "lab"): Promise<Lab> {
   // Subnet bytes derived from the id so parallel labs do not share addresses.
   const x = 100 + (Deno.pid % 100), y = (counter * 7 + Math.floor(Math.random() * 250)) % 250;
   const scanner4 = `10.${x}.${y}.1`, target4 = `10.${x}.${y}.2`;
-  const p6 = `fd${(x % 256).toString(16).padStart(2, "0")}:${y.toString(16)}::`;
+  // The second group is never 0: "fd94:0::1" is not how tools print fd94::1 (a test failed on it).
+  const p6 = `fd${(x % 256).toString(16).padStart(2, "0")}:${(y + 1).toString(16)}::`;
   const scanner6 = `${p6}1`, target6 = `${p6}2`;
   const vs = `sbs${id}`.slice(0, 15), vt = `sbt${id}`.slice(0, 15);
   const lab: Lab = {
