@@ -142,10 +142,7 @@ export function compileFilter(dlt: number, snaplen: number, filter: string): Uin
   const p = s.pcap_open_dead(dlt, snaplen);
   if (!p) throw new Error(`cannot compile a filter for link type ${dlt}`);
   try {
-    const prog = new Uint8Array(16); // struct bpf_program { u_int bf_len; struct bpf_insn *bf_insns; }
-    if (s.pcap_compile(p, prog, cstr(filter), 1, PCAP_NETMASK_UNKNOWN) < 0) {
-      throw new Error(`bad capture filter "${filter}": ${readCString(s.pcap_geterr(p))}`);
-    }
+    const prog = compileOn(s, p, filter);
     try {
       const v = new DataView(prog.buffer);
       const n = v.getUint32(0, true);
@@ -159,6 +156,19 @@ export function compileFilter(dlt: number, snaplen: number, filter: string): Uin
   } finally {
     s.pcap_close(p);
   }
+}
+
+/** pcap_compile with the optimizer into a new `struct bpf_program` (free it with pcap_freecode). */
+function compileOn(
+  s: LoadedPcap["lib"]["symbols"],
+  p: Deno.PointerObject,
+  filter: string,
+): Uint8Array<ArrayBuffer> {
+  const prog = new Uint8Array(16); // struct bpf_program { u_int bf_len; struct bpf_insn *bf_insns; }
+  if (s.pcap_compile(p, prog, cstr(filter), 1, PCAP_NETMASK_UNKNOWN) < 0) {
+    throw new Error(`bad capture filter "${filter}": ${readCString(s.pcap_geterr(p))}`);
+  }
+  return prog;
 }
 
 /** An open capture handle (live device or capture file). */
@@ -298,10 +308,7 @@ export class Pcap {
   #setFilter(filter: string): void {
     const s = this.#pcap.lib.symbols;
     const p = this.#p!;
-    const prog = new Uint8Array(16); // struct bpf_program { u_int bf_len; struct bpf_insn *bf_insns; }
-    if (s.pcap_compile(p, prog, cstr(filter), 1, PCAP_NETMASK_UNKNOWN) < 0) {
-      throw new Error(`bad capture filter "${filter}": ${readCString(s.pcap_geterr(p))}`);
-    }
+    const prog = compileOn(s, p, filter);
     const rc = s.pcap_setfilter(p, prog);
     s.pcap_freecode(prog);
     if (rc < 0) {

@@ -63,7 +63,8 @@ export class PcapFile {
   readonly source: string;
 
   #file: Deno.FsFile;
-  #swapped: boolean;
+  /** The file's byte order is this host's (little-endian): records need no rewriting for it. */
+  readonly #le: boolean;
   #nano: boolean;
   #snap: number;
   #prog: BpfFilter | null;
@@ -90,7 +91,7 @@ export class PcapFile {
   ) {
     this.#file = file;
     this.source = source;
-    this.#swapped = swapped;
+    this.#le = !swapped;
     this.#nano = nano;
     const link = header.getUint32(20, !swapped);
     this.linktype = link === LINKTYPE.RAW ? DLT_RAW : link;
@@ -115,10 +116,7 @@ export class PcapFile {
     }
     try {
       const h = new Uint8Array(FILE_HEADER);
-      if (!file.statSync().isFile || readFully(file, h) !== FILE_HEADER) {
-        file.close();
-        return null;
-      }
+      if (!file.statSync().isFile || readFully(file, h) !== FILE_HEADER) return close(file);
       const v = new DataView(h.buffer);
       const kind = MAGICS.get(v.getUint32(0, true));
       if (!kind) return close(file);
@@ -159,7 +157,7 @@ export class PcapFile {
   #refill(): void {
     if (this.#eof) return;
     const left = this.#have - this.#at;
-    if (left >= RECORD && RECORD + this.#view.getUint32(this.#at + 8, !this.#swapped) <= left) {
+    if (left >= RECORD && RECORD + this.#view.getUint32(this.#at + 8, this.#le) <= left) {
       return;
     }
     if (this.#at > 0) {
@@ -186,8 +184,8 @@ export class PcapFile {
    * dropped, or its header needs rewriting).
    */
   #records(): Batch {
-    const v = this.#view, buf = this.#buf, le = !this.#swapped, prog = this.#prog;
-    const rewrite = this.#swapped || this.#nano;
+    const v = this.#view, buf = this.#buf, le = this.#le, prog = this.#prog;
+    const rewrite = !le || this.#nano;
     const start = this.#at;
     let at = start, out = start, count = 0;
     while (count < MAX_BATCH && at + RECORD <= this.#have) {
@@ -228,7 +226,7 @@ export class PcapFile {
 
   /** At the end of the file: a record cut short is the file's damage. */
   #truncated(): void {
-    const v = this.#view, le = !this.#swapped, at = this.#at, left = this.#have - at;
+    const v = this.#view, le = this.#le, at = this.#at, left = this.#have - at;
     if (left <= 0 || (left >= RECORD && RECORD + v.getUint32(at + 8, le) <= left)) return;
     this.#damaged(
       left < RECORD

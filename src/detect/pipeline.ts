@@ -500,7 +500,8 @@ export class Pipeline {
   ): Verdict {
     const o = this.#o;
     // What the read-ahead worked out for this packet (nothing when it was not read ahead).
-    const pre = this.#preBucket, print = this.#prePrint, pfx = this.#prePfx;
+    const pre = this.#preBucket, print = this.#prePrint;
+    const pfx = this.#prePfx, pfxPrint = this.#prePfxPrint;
     this.#preBucket = -1;
     this.#prePfx = PFX_UNKNOWN;
     if (o.allow.isAllowed(family, src)) return Verdict.Counted; // loopback or --allow: logged, never counted
@@ -518,7 +519,7 @@ export class Pipeline {
       const pb = this.#prefixOf(src);
       if (pfx === PFX_UNKNOWN ? !this.#prefixProtected() : pfx !== PFX_PROTECTED) {
         if (v === Verdict.Counted || v === Verdict.Repeat) {
-          const pv = this.#rules(6, pb, p6, target, ms, pfx, this.#prePfxPrint);
+          const pv = this.#rules(6, pb, p6, target, ms, pfx, pfxPrint);
           if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
             v = pv;
             prefix = p6;
