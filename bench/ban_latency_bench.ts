@@ -31,55 +31,36 @@ function quantile(xs: number[], q: number): number {
   return s.length ? s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))] : NaN;
 }
 
-/** Distinct ports of `target` that answered `scanner` (SYN-ACK or RST) during one nmap run. */
+/**
+ * Distinct ports of the target that answered `src` (SYN-ACK or RST) while
+ * `send` ran: nmap with these arguments (at most `timeoutS` seconds), or a
+ * function that sends the traffic itself; counted on the scanner's side by
+ * tcpdump. The bench's scans pass `-T4 --top-ports 1000`; tests import it.
+ */
 export async function portsAnswered(
   lab: Lab,
-  scanner: string,
-  nmapExtra: string[],
+  src: string,
+  send: string[] | (() => Promise<unknown>),
+  timeoutS = 8,
 ): Promise<number> {
   const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
+  const filter = `tcp and src host ${lab.target4} and dst host ${src} and ` +
+    "(tcp[13] & 0x12 == 0x12 or tcp[13] & 0x04 != 0)";
   const dump = new Deno.Command("ip", {
-    args: [
-      "netns",
-      "exec",
-      lab.scanner,
-      "tcpdump",
-      "-i",
-      lab.scannerIf,
-      "-n",
-      "-s",
-      "128",
-      "-B",
-      "65536",
-      "--immediate-mode",
-      "-U",
-      "-w",
-      pcap,
-      `tcp and src host ${lab.target4} and dst host ${scanner} and (tcp[13] & 0x12 == 0x12 or tcp[13] & 0x04 != 0)`,
-    ],
+    args: ["netns", "exec", lab.scanner, "tcpdump", "-i", lab.scannerIf, "-n", "-s", "128"]
+      .concat(["-B", "65536", "--immediate-mode", "-U", "-w", pcap, filter]),
     stdout: "null",
     stderr: "null",
   }).spawn();
   await sleep(700);
-  await lab.exec(lab.scanner, [
-    "timeout",
-    "6",
-    "nmap",
-    "-n",
-    "-Pn",
-    "-sS",
-    "-T4",
-    "--top-ports",
-    "1000",
-    "--max-retries",
-    "0",
-    "-S",
-    scanner,
-    "-e",
-    lab.scannerIf,
-    ...nmapExtra,
-    lab.target4,
-  ]);
+  if (typeof send === "function") await send();
+  else {
+    await lab.exec(
+      lab.scanner,
+      ["timeout", String(timeoutS), "nmap", "-n", "-Pn", "-sS", "--max-retries", "0"]
+        .concat(["-S", src, "-e", lab.scannerIf, ...send, lab.target4]),
+    );
+  }
   await sleep(300);
   dump.kill("SIGINT");
   await dump.status;
@@ -91,6 +72,11 @@ export async function portsAnswered(
     if (m) ports.add(m[1]);
   }
   return ports.size;
+}
+
+/** One full-speed scan of the bench: nmap -T4 --top-ports 1000 (and `extra`). */
+function scanAnswered(lab: Lab, src: string, extra: string[]): Promise<number> {
+  return portsAnswered(lab, src, ["-T4", "--top-ports", "1000", ...extra], 6);
 }
 
 /** Full-speed scans per backend and settings; every one is printed, with median and worst. */
@@ -139,8 +125,8 @@ async function benchKernel(): Promise<string[]> {
     const n = FULL_RUNS.default;
     const addrs = await scannerAddresses(lab, n + 1);
     const full: number[] = [];
-    for (const a of addrs.slice(0, n)) full.push(await portsAnswered(lab, a, []));
-    const slow = await portsAnswered(lab, addrs[n], ["--scan-delay", "1ms"]);
+    for (const a of addrs.slice(0, n)) full.push(await scanAnswered(lab, a, []));
+    const slow = await scanAnswered(lab, addrs[n], ["--scan-delay", "1ms"]);
     return [
       `in-kernel nftables reference: ports answered to nmap -T4 --top-ports 1000: ${
         spread(full)
@@ -192,8 +178,8 @@ async function benchBackend(
     const n = FULL_RUNS[settings];
     const addrs = await scannerAddresses(lab, n + 21);
     const full: number[] = [];
-    for (const a of addrs.slice(0, n)) full.push(await portsAnswered(lab, a, []));
-    const slow = await portsAnswered(lab, addrs[n], ["--scan-delay", "1ms"]);
+    for (const a of addrs.slice(0, n)) full.push(await scanAnswered(lab, a, []));
+    const slow = await scanAnswered(lab, addrs[n], ["--scan-delay", "1ms"]);
     if (settings === "default") {
       out.push(
         `${name}: ports answered to nmap -T4 --top-ports 1000: ${

@@ -7,7 +7,7 @@
  * nothing; the start-up line says on or off.
  */
 import assert from "node:assert/strict";
-import { scannerAddresses } from "../bench/ban_latency_bench.ts";
+import { portsAnswered as answered, scannerAddresses } from "../bench/ban_latency_bench.ts";
 import { type Daemon, startDaemon } from "./daemon.ts";
 import { canUseNetns, createLab, esc, type Lab, must, run } from "./netns.ts";
 import { pcapBytes } from "./pcap_files.ts";
@@ -32,47 +32,6 @@ async function withDaemon(
     await d.stop();
     await lab.destroy();
   }
-}
-
-/**
- * Distinct ports of the target that answered `src` (SYN-ACK or RST) during
- * one nmap run with `args` (-p given: every port in it), counted on the
- * scanner's side by tcpdump, as bench/ban_latency_bench.ts does.
- */
-async function answered(
-  lab: Lab,
-  src: string,
-  args: string[] | (() => Promise<unknown>),
-): Promise<number> {
-  const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
-  const filter = `tcp and src host ${lab.target4} and dst host ${src} and ` +
-    "(tcp[13] & 0x12 == 0x12 or tcp[13] & 0x04 != 0)";
-  const dump = new Deno.Command("ip", {
-    args: ["netns", "exec", lab.scanner, "tcpdump", "-i", lab.scannerIf, "-n", "-s", "128"]
-      .concat(["-B", "65536", "--immediate-mode", "-U", "-w", pcap, filter]),
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await sleep(700);
-  if (typeof args === "function") await args();
-  else {
-    await lab.exec(
-      lab.scanner,
-      ["timeout", "8", "nmap", "-n", "-Pn", "-sS", "--max-retries", "0"]
-        .concat(["-S", src, "-e", lab.scannerIf, ...args, lab.target4]),
-    );
-  }
-  await sleep(300);
-  dump.kill("SIGINT");
-  await dump.status;
-  const r = await run(["tcpdump", "-nn", "-r", pcap]);
-  await Deno.remove(pcap);
-  const ports = new Set<string>();
-  for (const line of r.stdout.split("\n")) {
-    const m = / IP [\d.]+\.(\d+) > /.exec(line);
-    if (m) ports.add(m[1]);
-  }
-  return ports.size;
 }
 
 /** The one's-complement sum of 16-bit words (RFC 1071), folded. */
