@@ -414,11 +414,11 @@ export class Fleet {
         if (startup) this.#pace?.fullDone(t0, performance.now());
         this.#reached(true);
         this.#auth("pull", true);
-        const maxId = this.#maxId;
         const taken = await this.#applyAnswer(answer.added, answer.deleted, startup);
         if (!startup && taken.length > 0) this.#campaign(t0);
         // A periodic full pull bringing what an earlier delta should have: the cursor race.
-        const missed = first ? 0 : taken.filter((d) => d.id < maxId).length;
+        const missed = first ? 0 : taken.filter((d) => d.id < this.#maxId).length;
+        for (const d of answer.added) if (d.id > this.#maxId) this.#maxId = d.id;
         if (startup && missed > 0) {
           this.#o.warn(
             `fleet: a full pull brought ${missed} decision(s) no delta pull had (the LAPI's ` +
@@ -458,7 +458,6 @@ export class Fleet {
     startup: boolean,
   ): Promise<Decision[]> {
     const now = Date.now();
-    for (const d of added) if (d.id > this.#maxId) this.#maxId = d.id;
     for (const [t, end] of this.#own) if (end <= now) this.#own.delete(t);
     const adds = new Map<string, { add: FleetAdd; origin: string }>();
     const removes = new Map<string, string>();
@@ -506,20 +505,23 @@ export class Fleet {
         failed = new Set(adds.keys());
       }
     }
-    for (const { target, origin } of accepted) {
-      if (!failed.has(target)) count("applied", origin);
-      else {
+    const taken: Decision[] = [];
+    for (const d of accepted) {
+      if (!failed.has(d.target)) {
+        count("applied", d.origin);
+        taken.push(d);
+      } else {
         // Not in the kernel: forget it, so a later startup pull tries again.
-        this.#applied.delete(target);
-        this.#originOf.delete(target);
-        count("failed", origin);
+        this.#applied.delete(d.target);
+        this.#originOf.delete(d.target);
+        count("failed", d.origin);
       }
     }
     for (const [k, n] of counts) {
       const [action, origin] = k.split("\u0000");
       if (n > 0) this.#o.sink?.decision(action as DecisionAction, origin, n);
     }
-    return accepted.filter((d) => !failed.has(d.target));
+    return taken;
   }
 
   /** Files one new decision: refused, this host's own, or taken (true; added to the batch when it bans longer). */

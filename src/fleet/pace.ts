@@ -48,14 +48,14 @@ const HOLD_POLLS = 3;
  * A full pull at least this often, ms, or every FULL_EVERY_POLLS periods when
  * that is longer (a fleet of hundreds polls slower; its full pulls too).
  */
-export const FULL_EVERY_MS = 60_000;
+const FULL_EVERY_MS = 60_000;
 const FULL_EVERY_POLLS = 60;
 /** Full pulls take at most 1/FULL_COST_SHARE of the time. */
 const FULL_COST_SHARE = 100;
 
 /** The schedule of one host's pulls (times are performance.now() ms). */
 export class PullPace {
-  readonly pollMs: number;
+  readonly #pollMs: number;
   readonly burstMs: number;
   readonly holdMs: number;
   readonly fullEveryMs: number;
@@ -70,7 +70,7 @@ export class PullPace {
   #owed = false;
 
   constructor(o: { pollMs: number; fullEveryMs?: number }, now: number) {
-    this.pollMs = o.pollMs;
+    this.#pollMs = o.pollMs;
     this.burstMs = Math.max(BURST_MIN_MS, o.pollMs / BURST_DIVISOR);
     this.holdMs = Math.max(HOLD_MIN_MS, HOLD_POLLS * o.pollMs);
     this.fullEveryMs = o.fullEveryMs ?? Math.max(FULL_EVERY_MS, FULL_EVERY_POLLS * o.pollMs);
@@ -78,7 +78,7 @@ export class PullPace {
   }
 
   /** True while a campaign is under way. */
-  inCampaign(now: number): boolean {
+  #inCampaign(now: number): boolean {
     return now < this.#burstUntil;
   }
 
@@ -88,7 +88,7 @@ export class PullPace {
    * prolonged.
    */
   campaign(at: number): void {
-    if (!this.inCampaign(at)) this.#burstAt = at;
+    if (!this.#inCampaign(at)) this.#burstAt = at;
     this.#burstUntil = Math.max(this.#burstUntil, at + this.holdMs);
     this.#owed = true;
   }
@@ -98,13 +98,13 @@ export class PullPace {
    * the campaign lasts, else of the fixed grid (the same phase as before it).
    */
   next(now: number): number {
-    if (this.inCampaign(now)) {
+    if (this.#inCampaign(now)) {
       const k = Math.floor((now - this.#burstAt) / this.burstMs) + 1;
       const due = this.#burstAt + k * this.burstMs;
       if (due < this.#burstUntil) return due;
     }
     return this.#gridAt +
-      (Math.floor(Math.max(0, now - this.#gridAt) / this.pollMs) + 1) * this.pollMs;
+      (Math.floor(Math.max(0, now - this.#gridAt) / this.#pollMs) + 1) * this.#pollMs;
   }
 
   /** After a failed pull: the retry at now + delay; the fixed grid goes on from there. */
@@ -115,12 +115,12 @@ export class PullPace {
 
   /** True when the pull starting at `now` should be a full one (startup=true). */
   wantFull(now: number): boolean {
-    return now >= this.#fullDue || (this.#owed && !this.inCampaign(now));
+    return now >= this.#fullDue || (this.#owed && !this.#inCampaign(now));
   }
 
   /** A full pull began at `startedAt` and was answered at `now`. */
   fullDone(startedAt: number, now: number): void {
-    if (!this.inCampaign(now)) this.#owed = false;
+    if (!this.#inCampaign(now)) this.#owed = false;
     this.#fullDue = now + Math.max(this.fullEveryMs, FULL_COST_SHARE * (now - startedAt));
   }
 }
