@@ -34,7 +34,7 @@
  * contradiction; so some span of W held more than N distinct closed ports,
  * which is exactly what the daemon's sliding window flags.
  */
-import { type Cidr, formatAddress, parseCidr } from "../address.ts";
+import { type Cidr, cidrContains, formatAddress, parseCidr } from "../address.ts";
 import type { BumpConfig, BumpState, Family } from "../types.ts";
 
 export type { BumpConfig, BumpState };
@@ -77,7 +77,8 @@ export function mergeBlocks(cidrs: readonly Cidr[], family: Family): string[] {
   });
   const kept = mine.filter((c, i) =>
     !mine.some((o, j) =>
-      j !== i && o.prefix <= c.prefix && covers(o, c) && (o.prefix < c.prefix || j < i)
+      j !== i && o.prefix <= c.prefix && cidrContains(o, family, c.bytes) &&
+      (o.prefix < c.prefix || j < i)
     )
   );
   const text = kept.map((c) => `${formatAddress(family, masked(c))}/${c.prefix}`);
@@ -92,12 +93,6 @@ function masked(c: Cidr): Uint8Array {
     b[i] &= (0xff << (8 - bits)) & 0xff;
   }
   return b;
-}
-
-/** True when block `o` holds block `c` (`o.prefix <= c.prefix`). */
-function covers(o: Cidr, c: Cidr): boolean {
-  const a = masked({ ...o }), b = masked({ ...c, prefix: o.prefix });
-  return a.every((x, i) => x === b[i]);
 }
 
 /**

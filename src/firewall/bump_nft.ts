@@ -75,12 +75,12 @@ flush chain ${table} ${NFT_BUMP_CHAIN}
   return t + nftBumpLists(table, c);
 }
 
-/** Refills the exempt sources and open ports (one transaction: never an empty moment). */
 /** Takes the bump's chain away (a bump turned off, or refused after a change). */
 export function nftBumpRemoval(table: string): string {
   return `add chain ${table} ${NFT_BUMP_CHAIN}\ndelete chain ${table} ${NFT_BUMP_CHAIN}\n`;
 }
 
+/** Refills the exempt sources and open ports (one transaction: never an empty moment). */
 export function nftBumpLists(table: string, c: BumpConfig): string {
   let t = "";
   for (

@@ -13,6 +13,7 @@ import type { AllowList } from "../allowlist.ts";
 import type { Config } from "../config.ts";
 import { describeBump, mergeBlocks, neverBannedBlocks } from "../firewall/bump.ts";
 import type { BumpConfig, BumpState, Firewall } from "../types.ts";
+import { errorText } from "../report/stdio.ts";
 
 /** See the module comment. */
 export class BumpSync {
@@ -78,6 +79,6 @@ export class BumpSync {
 
   /** Once a second: sends what changed, in the background. */
   tick(): void {
-    this.sync().catch((e) => this.warn(`speed bump: ${e instanceof Error ? e.message : e}`));
+    this.sync().catch((e) => this.warn(`speed bump: ${errorText(e)}`));
   }
 }
