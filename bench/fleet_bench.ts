@@ -40,7 +40,7 @@ import { createStar, type Star, type StarHost } from "../tests/fleet_lab.ts";
 import { type Lapi, startLapi } from "../tests/lapi.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-// At most 5: every fan-out run takes 20 scanner addresses of the /24.
+// At most 5 a poll interval: every fan-out run takes 20 scanner addresses of the /24.
 const RUNS = Math.max(1, Math.min(5, Number(Deno.env.get("SB_BENCH_RUNS") ?? 3)));
 /** Seconds added to the spacing of the fan-out's scanners (see the module comment). */
 const GAP_S = Math.max(0, Number(Deno.env.get("SB_BENCH_GAP") ?? 0));
@@ -505,6 +505,12 @@ if (import.meta.main) {
       // SB_BENCH_POLLS=1 (a comma list) runs only those intervals.
       const polls = (Deno.env.get("SB_BENCH_POLLS") ?? `0.1,${DEFAULT_LAPI_POLL_SECONDS}`)
         .split(",").map(Number);
+      // Every run takes 20 scanner addresses of the /24, from .20 up to .239.
+      if (polls.length * RUNS > 11) {
+        throw new Error(
+          `SB_BENCH_POLLS × SB_BENCH_RUNS: at most 11 fan-out runs (${polls.length} × ${RUNS})`,
+        );
+      }
       for (const [i, poll] of polls.entries()) {
         await fanOutRuns(star, lapi, files, poll, 20 + 20 * RUNS * i);
       }
