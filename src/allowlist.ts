@@ -91,6 +91,24 @@ export class AllowList {
     return false;
   }
 
+  /** isLocal for an address given as words (ProbeEvent.srcW/dstW): the per-packet form. */
+  isLocalWords(family: Family, w: Int32Array): boolean {
+    if (family === 4) {
+      const l = this.#local4, k = w[0];
+      if (l.length > 16) return this.#local.has(k);
+      for (let i = 0; i < l.length; i++) if (l[i] === k) return true;
+      return false;
+    }
+    const l = this.#local6;
+    if (l.length === 0) return false;
+    const w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+    if (l.length > 64) return this.#local.has(wordsKey(w0, w1, w2, w3));
+    for (let i = 0; i < l.length; i += 4) {
+      if (l[i + 3] === w3 && l[i + 2] === w2 && l[i + 1] === w1 && l[i] === w0) return true;
+    }
+    return false;
+  }
+
   #guard: Cidr[] = [];
 
   /**
@@ -177,6 +195,20 @@ export class AllowList {
 }
 
 /** An IPv6 address's bytes as four 32-bit words. */
+/** addressKey of an IPv6 address given as four words. */
+function wordsKey(w0: number, w1: number, w2: number, w3: number): string {
+  return String.fromCharCode(
+    w0 >>> 16,
+    w0 & 0xffff,
+    w1 >>> 16,
+    w1 & 0xffff,
+    w2 >>> 16,
+    w2 & 0xffff,
+    w3 >>> 16,
+    w3 & 0xffff,
+  );
+}
+
 function words(b: Uint8Array): number[] {
   const w: number[] = [];
   for (let i = 0; i < 16; i += 4) {

@@ -24,6 +24,13 @@ export interface ProbeEvent {
   src: Uint8Array;
   /** Destination address bytes, same layout as `src`. */
   dst: Uint8Array;
+  /**
+   * The same addresses as 32-bit words, most significant byte first (as
+   * `(b[0] << 24) | ...`, signed): 1 used for IPv4, 4 for IPv6. The per-packet
+   * tests compare and hash words, not bytes.
+   */
+  srcW: Int32Array;
+  dstW: Int32Array;
   /** TCP source port. */
   sport: number;
   /** TCP destination port. */
@@ -53,6 +60,8 @@ export function newProbeEvent(): ProbeEvent {
     family: 4,
     src: new Uint8Array(16),
     dst: new Uint8Array(16),
+    srcW: new Int32Array(4),
+    dstW: new Int32Array(4),
     sport: 0,
     dport: 0,
     flags: 0,

@@ -121,6 +121,12 @@ function slots(): Uint8Array[] {
   return Array.from({ length: CHUNK }, (_, i) => new Uint8Array(buf, 16 * i, 16));
 }
 
+/** CHUNK address buffers of 4 words over one ArrayBuffer. */
+function wordSlots(): Int32Array[] {
+  const buf = new ArrayBuffer(16 * CHUNK);
+  return Array.from({ length: CHUNK }, (_, i) => new Int32Array(buf, 16 * i, 4));
+}
+
 /** The mask of a 32-bit word holding `bits` leading prefix bits (<= 0: none, >= 32: all). */
 function mask(bits: number): number {
   return bits >= 32 ? -1 : bits <= 0 ? 0 : -1 << (32 - bits);
@@ -163,10 +169,19 @@ export class Pipeline {
   constructor(opts: PipelineOptions) {
     this.#o = opts;
     this.#adm = opts.admission ?? null;
-    this.#p6 = opts.ipv6Prefix ?? 64;
+    const p = this.#p6 = opts.ipv6Prefix ?? 64;
+    this.#m0 = mask(p);
+    this.#m1 = mask(p - 32);
+    this.#m2 = mask(p - 64);
+    this.#m3 = mask(p - 96);
   }
   readonly #adm: Admission | null;
   readonly #p6: number;
+  /** The IPv6 prefix's mask, word by word. */
+  readonly #m0: number;
+  readonly #m1: number;
+  readonly #m2: number;
+  readonly #m3: number;
 
   /** Whether every destination counts as this host (a reload changed --hook). */
   setEveryDestinationLocal(on: boolean): void {
@@ -187,7 +202,7 @@ export class Pipeline {
     const view = b.view, end = b.end, o = this.#o, ev = this.#ev, adm = this.#adm;
     const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, flags = this.#flags;
     const sport = this.#sport, dport = this.#dport, times = this.#ms, keyAt = this.#keyAt;
-    const ruled = this.#ruled, pfxAt = this.#pfxAt;
+    const ruled = this.#ruled, pfxAt = this.#pfxAt, srcW = this.#srcW, dstW = this.#dstW;
     let off = b.start;
     let more = true;
     while (more) {
@@ -209,6 +224,8 @@ export class Pipeline {
         this.packets++;
         ev.src = srcs[n];
         ev.dst = dsts[n];
+        ev.srcW = srcW[n];
+        ev.dstW = dstW[n];
         const st = decodePacket(o.linktype, view, data, caplen, ev);
         if (st !== DecodeStatus.Ok) {
           if (st === DecodeStatus.Malformed) this.decodeErrors++;
@@ -249,6 +266,8 @@ export class Pipeline {
   /** One chunk's decoded packets (see processBatch). */
   readonly #srcs = slots();
   readonly #dsts = slots();
+  readonly #srcW = wordSlots();
+  readonly #dstW = wordSlots();
   readonly #fam = new Uint8Array(CHUNK);
   readonly #flags = new Int32Array(CHUNK);
   readonly #sport = new Int32Array(CHUNK);
@@ -285,8 +304,8 @@ export class Pipeline {
    */
   #toRules(ev: ProbeEvent): boolean {
     const allow = this.#o.allow;
-    if (allow.isLocal(ev.family, ev.src)) return false;
-    return this.#o.everyDestinationLocal || allow.isLocal(ev.family, ev.dst);
+    if (allow.isLocalWords(ev.family, ev.srcW)) return false;
+    return this.#o.everyDestinationLocal || allow.isLocalWords(ev.family, ev.dstW);
   }
 
   /**
@@ -295,19 +314,18 @@ export class Pipeline {
    * the new length.
    */
   #keysOf(adm: Admission, slot: number, at: number): number {
-    const ev = this.#ev, b = ev.src, out = this.#buckets;
-    const w0 = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+    const ev = this.#ev, w = ev.srcW, out = this.#buckets;
+    const w0 = w[0];
     if (ev.family === 4) adm.key(0, 1, w0, 0, 0, 0);
     else {
-      const w1 = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7];
-      const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
-      const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
+      const w1 = w[1], w2 = w[2], w3 = w[3];
       const p = this.#p6;
       if (p < 128) {
         // The prefix's protection and bucket, worked out once for #verdict too.
-        if (this.#prefixOf(b), this.#prefixProtected()) this.#pfxAt[slot] = PFX_PROTECTED;
+        const m0 = w0 & this.#m0, m1 = w1 & this.#m1, m2 = w2 & this.#m2, m3 = w3 & this.#m3;
+        if (this.#protectedWords(m0, m1, m2, m3)) this.#pfxAt[slot] = PFX_PROTECTED;
         else {
-          adm.key(p, 4, w0 & mask(p), w1 & mask(p - 32), w2 & mask(p - 64), w3 & mask(p - 96));
+          adm.key(p, 4, m0, m1, m2, m3);
           this.#pfxAt[slot] = out[at++] = adm.keyBucket;
           this.#pfxPrintAt[slot] = adm.keyPrint;
         }
@@ -396,31 +414,42 @@ export class Pipeline {
   ): Verdict {
     const o = this.#o, adm = this.#adm;
     const slowRule = o.slow;
+    // A prefix comes as its address, masked (into #prefixBytes) only when its bytes are needed.
+    const whole = len === 128 || family === 4;
+    let kb = b;
     let key: number | string;
     if (adm !== null) {
-      const a = pre >= 0
-        ? adm.seeKey(pre, print, target, ms) // keyed when the chunk was read ahead
-        : family === 4
-        ? adm.see(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target, ms)
-        : adm.see(
-          len,
-          4,
-          (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
-          (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
-          (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
-          (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
-          target,
-          ms,
-        );
+      // Keyed when the chunk was read ahead (the flood's path: no bytes needed).
+      let a = pre >= 0 ? adm.seeKey(pre, print, target, ms) : Admit.Admitted;
       if (a === Admit.First) return Verdict.Counted;
       if (a === Admit.Repeat) return Verdict.Repeat;
-      key = sourceKey(family, b, len);
+      if (!whole) kb = this.#prefixOf(b);
+      if (pre < 0) {
+        a = family === 4
+          ? adm.see(0, 1, (kb[0] << 24) | (kb[1] << 16) | (kb[2] << 8) | kb[3], 0, 0, 0, target, ms)
+          : adm.see(
+            len,
+            4,
+            (kb[0] << 24) | (kb[1] << 16) | (kb[2] << 8) | kb[3],
+            (kb[4] << 24) | (kb[5] << 16) | (kb[6] << 8) | kb[7],
+            (kb[8] << 24) | (kb[9] << 16) | (kb[10] << 8) | kb[11],
+            (kb[12] << 24) | (kb[13] << 16) | (kb[14] << 8) | kb[15],
+            target,
+            ms,
+          );
+        if (a === Admit.First) return Verdict.Counted;
+        if (a === Admit.Repeat) return Verdict.Repeat;
+      }
+      key = sourceKey(family, kb, len);
       if (a === Admit.Promote) {
         this.admitted++;
         o.detector.observe(key, adm.prevTarget, adm.prevMs);
         slowRule?.observe(key, adm.prevTarget, adm.prevMs);
       }
-    } else key = sourceKey(family, b, len);
+    } else {
+      if (!whole) kb = this.#prefixOf(b);
+      key = sourceKey(family, kb, len);
+    }
     let v = o.detector.observe(key, target, ms);
     this.#det = o.detector;
     this.#slowHit = false;
@@ -453,6 +482,17 @@ export class Pipeline {
    * compares per IPv6 packet; the list is rebuilt when the allow-list changes.
    */
   #prefixProtected(): boolean {
+    const b = this.#prefixBytes;
+    return this.#protectedWords(
+      (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
+      (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
+      (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
+      (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
+    );
+  }
+
+  /** #prefixProtected for a prefix given as four (masked) words. */
+  #protectedWords(w0: number, w1: number, w2: number, w3: number): boolean {
     const allow = this.#o.allow;
     if (this.#protectedVersion !== allow.version) {
       const list: number[] = [];
@@ -470,11 +510,7 @@ export class Pipeline {
       this.#protected6 = Int32Array.from(list);
       this.#protectedVersion = allow.version;
     }
-    const l = this.#protected6, b = this.#prefixBytes;
-    const w0 = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
-    const w1 = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7];
-    const w2 = (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11];
-    const w3 = (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15];
+    const l = this.#protected6;
     for (let i = 0; i < l.length; i += 4) {
       if (l[i] === w0 && l[i + 1] === w1 && l[i + 2] === w2 && l[i + 3] === w3) return true;
     }
@@ -516,16 +552,19 @@ export class Pipeline {
     let prefix = full;
     const p6 = this.#p6;
     if (family === 6 && p6 < 128) {
-      const pb = this.#prefixOf(src);
-      if (pfx === PFX_UNKNOWN ? !this.#prefixProtected() : pfx !== PFX_PROTECTED) {
+      if (
+        pfx === PFX_UNKNOWN
+          ? (this.#prefixOf(src), !this.#prefixProtected())
+          : pfx !== PFX_PROTECTED
+      ) {
         if (v === Verdict.Counted || v === Verdict.Repeat) {
-          const pv = this.#rules(6, pb, p6, target, ms, pfx, pfxPrint);
+          const pv = this.#rules(6, src, p6, target, ms, pfx, pfxPrint);
           if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
             v = pv;
             prefix = p6;
           }
         } else if (v === Verdict.Scan) {
-          const key = sourceKey(6, pb, p6);
+          const key = sourceKey(6, this.#prefixOf(src), p6);
           o.detector.forget(key);
           o.slow?.forget(key);
         }
