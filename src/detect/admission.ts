@@ -177,7 +177,7 @@ export class Admission {
 
   /**
    * Reads the three lines and the cursor of `count` buckets (keyBucket of
-   * `key`) and returns a sum of them that the caller keeps. Called for a
+   * `key`) and returns a fold (XOR) of them that the caller keeps. Called for a
    * chunk of packets before their `see` calls, in a loop that does nothing
    * else, so that the chunk's cache misses overlap instead of being paid one
    * after another (see Pipeline.processBatch). Every line `see` may write is
@@ -188,7 +188,8 @@ export class Admission {
     let sum = 0;
     for (let i = 0; i < count; i++) {
       const bucket = buckets[i], base = bucket * BUCKET;
-      sum = (sum + t[base] + t[base + WAYS] + t[base + 2 * WAYS] + cursor[bucket]) | 0;
+      // XOR: an int32 sum would overflow, and the optimised code bail out on it.
+      sum ^= t[base] ^ t[base + WAYS] ^ t[base + 2 * WAYS] ^ cursor[bucket];
     }
     return sum;
   }

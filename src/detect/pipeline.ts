@@ -245,7 +245,7 @@ export class Pipeline {
         }
         n++;
       }
-      if (nb > 0) this.#touched += adm!.touch(this.#buckets, nb);
+      if (nb > 0) this.#touched ^= adm!.touch(this.#buckets, nb);
       for (let k = 0; k < n; k++) {
         const ms = times[k], f = flags[k], family = fam[k] as Family;
         this.lastPacketMs = ms;

@@ -112,6 +112,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
       everyDestinationLocal,
       bans: b,
       onEngine: (e) => (s.engine = e),
+      bytes: fileBytes(cfg.read!),
     });
     s.engine = run.engine;
     if (run.error !== null) warn(run.error);
@@ -222,4 +223,14 @@ async function finish(
   if (s.engine) stdoutWrite(offlineSummary(cfg.logFormat, s.engine.pipeline));
   await b.close();
   await reports.server?.close();
+}
+
+/** Size of a capture file, null for standard input or when it cannot be read. */
+function fileBytes(path: string): number | null {
+  if (path === "-") return null;
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return null;
+  }
 }
