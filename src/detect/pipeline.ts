@@ -112,6 +112,14 @@ export function probeType(flags: number): number {
 /** A slot's prefix bucket when the read-ahead did not key it, or found it protected. */
 const PFX_UNKNOWN = -1, PFX_PROTECTED = -2;
 
+/**
+ * What the read-ahead made of a slot's packet: nothing to do (neither a probe
+ * nor a SYN-ACK), a SYN-ACK (#accepted), a probe for #probe to place (this
+ * host's own, or not to this host), a probe from elsewhere to this host (for
+ * the rules: read ahead), or one from an allowed source (logged, never counted).
+ */
+const K_NONE = 0, K_SYNACK = 1, K_PROBE = 2, K_RULES = 3, K_ALLOWED = 4;
+
 /** Packets decoded ahead per chunk of a batch (see Pipeline.processBatch). */
 const CHUNK = 64;
 
@@ -138,6 +146,12 @@ function addressHash(family: Family, b: Uint8Array): number {
   const n = family === 4 ? 4 : 16;
   for (let i = 0; i < n; i += 2) h ^= (b[i] << 8) | b[i + 1];
   return h;
+}
+
+/** addressHash of an address given as words (ProbeEvent.srcW/dstW). */
+function wordsHash(family: Family, w: Int32Array): number {
+  const x = family === 4 ? w[0] : w[0] ^ w[1] ^ w[2] ^ w[3];
+  return ((x >>> 16) ^ x) & 0xffff;
 }
 
 /** Stateful packet processor; one per capture. */
@@ -200,9 +214,9 @@ export class Pipeline {
    */
   processBatch(b: RecordBatch): void {
     const view = b.view, end = b.end, o = this.#o, ev = this.#ev, adm = this.#adm;
-    const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, flags = this.#flags;
+    const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, types = this.#types;
     const sport = this.#sport, dport = this.#dport, times = this.#ms, keyAt = this.#keyAt;
-    const ruled = this.#ruled, pfxAt = this.#pfxAt, srcW = this.#srcW, dstW = this.#dstW;
+    const kinds = this.#kinds, pfxAt = this.#pfxAt, srcW = this.#srcW, dstW = this.#dstW;
     let off = b.start;
     let more = true;
     while (more) {
@@ -233,32 +247,28 @@ export class Pipeline {
         }
         times[n] = tsSec * 1000 + tsUsec / 1000;
         fam[n] = ev.family;
-        flags[n] = ev.flags;
         sport[n] = ev.sport;
         dport[n] = ev.dport;
         keyAt[n] = -1;
         pfxAt[n] = PFX_UNKNOWN;
-        ruled[n] = 0;
-        if (probeType(ev.flags) !== T_NONE && this.#toRules(ev)) {
-          ruled[n] = 1;
+        const type = types[n] = probeType(ev.flags);
+        if (type === T_NONE) {
+          const synAck = (ev.flags & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK);
+          kinds[n] = synAck ? K_SYNACK : K_NONE;
+        } else if (!this.#toRules(ev)) kinds[n] = K_PROBE;
+        else if (o.allow.isAllowed(ev.family, ev.src)) kinds[n] = K_ALLOWED;
+        else {
+          kinds[n] = K_RULES;
           if (adm !== null) nb = this.#keysOf(adm, n, nb);
         }
         n++;
       }
       if (nb > 0) this.#touched ^= adm!.touch(this.#buckets, nb);
       for (let k = 0; k < n; k++) {
-        const ms = times[k], f = flags[k], family = fam[k] as Family;
+        const ms = times[k], kind = kinds[k];
         this.lastPacketMs = ms;
-        this.#preBucket = keyAt[k];
-        this.#toThisHost = ruled[k] === 1;
-        this.#prePrint = this.#printAt[k];
-        this.#prePfx = pfxAt[k];
-        this.#prePfxPrint = this.#pfxPrintAt[k];
-        const type = probeType(f);
-        if (type !== T_NONE) this.#probe(type, family, srcs[k], sport[k], dsts[k], dport[k], ms);
-        else if ((f & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK)) {
-          this.#accepted(family, srcs[k], sport[k], dsts[k]);
-        }
+        if (kind >= K_PROBE) this.#probe(k, kind, ms);
+        else if (kind === K_SYNACK) this.#accepted(fam[k] as Family, srcs[k], sport[k], dsts[k]);
       }
     }
   }
@@ -269,7 +279,9 @@ export class Pipeline {
   readonly #srcW = wordSlots();
   readonly #dstW = wordSlots();
   readonly #fam = new Uint8Array(CHUNK);
-  readonly #flags = new Int32Array(CHUNK);
+  /** Per slot: the probe type (probeType) and what the read-ahead made of the packet (K_*). */
+  readonly #types = new Int8Array(CHUNK);
+  readonly #kinds = new Uint8Array(CHUNK);
   readonly #sport = new Int32Array(CHUNK);
   readonly #dport = new Int32Array(CHUNK);
   readonly #ms = new Float64Array(CHUNK);
@@ -281,21 +293,12 @@ export class Pipeline {
   /** Per slot: the admission bucket and fingerprint of its source address (bucket -1: none). */
   readonly #keyAt = new Int32Array(CHUNK);
   readonly #printAt = new Int32Array(CHUNK);
-  /** Per slot: 1 when #toRules said so. */
-  readonly #ruled = new Uint8Array(CHUNK);
-  /** The current packet's #ruled: #probe need not ask the allow-list again. */
-  #toThisHost = false;
   /**
    * Per slot: the admission bucket and fingerprint of its IPv6 source's
    * prefix, or PFX_PROTECTED / PFX_UNKNOWN (not read ahead, or IPv4).
    */
   readonly #pfxAt = new Int32Array(CHUNK);
   readonly #pfxPrintAt = new Int32Array(CHUNK);
-  /** The current packet's #keyAt/#printAt and #pfxAt/#pfxPrintAt, taken by #verdict. */
-  #preBucket = -1;
-  #prePrint = 0;
-  #prePfx = PFX_UNKNOWN;
-  #prePfxPrint = 0;
 
   /**
    * Whether a just decoded probe goes on to the rules (not this host's own,
@@ -527,28 +530,26 @@ export class Pipeline {
    * that its neighbours are not blamed for them.
    */
   #verdict(
+    k: number,
+    kind: number,
     type: number,
     family: Family,
     src: Uint8Array,
-    dst: Uint8Array,
     dport: number,
     ms: number,
   ): Verdict {
     const o = this.#o;
-    // What the read-ahead worked out for this packet (nothing when it was not read ahead).
-    const pre = this.#preBucket, print = this.#prePrint;
-    const pfx = this.#prePfx, pfxPrint = this.#prePfxPrint;
-    this.#preBucket = -1;
-    this.#prePfx = PFX_UNKNOWN;
-    if (o.allow.isAllowed(family, src)) return Verdict.Counted; // loopback or --allow: logged, never counted
+    if (kind === K_ALLOWED) return Verdict.Counted; // loopback or --allow: logged, never counted
     // A SYN to a port this host serves is a client, not a probe.
     if (type === T_SYN && o.openPorts !== null && o.openPorts.has(dport)) {
       this.openPortProbes++;
       return Verdict.Counted;
     }
-    const target = (addressHash(family, dst) << 16) | dport;
+    const target = (wordsHash(family, this.#dstW[k]) << 16) | dport;
     const full = family === 4 ? 32 : 128;
-    let v = this.#rules(family, src, full, target, ms, pre, print);
+    // What the read-ahead worked out for this packet's source (its buckets and fingerprints).
+    let v = this.#rules(family, src, full, target, ms, this.#keyAt[k], this.#printAt[k]);
+    const pfx = this.#pfxAt[k];
     let prefix = full;
     const p6 = this.#p6;
     if (family === 6 && p6 < 128) {
@@ -558,7 +559,7 @@ export class Pipeline {
           : pfx !== PFX_PROTECTED
       ) {
         if (v === Verdict.Counted || v === Verdict.Repeat) {
-          const pv = this.#rules(6, src, p6, target, ms, pfx, pfxPrint);
+          const pv = this.#rules(6, src, p6, target, ms, pfx, this.#pfxPrintAt[k]);
           if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
             v = pv;
             prefix = p6;
@@ -577,7 +578,7 @@ export class Pipeline {
       family,
       prefix < full ? this.#prefixBytes : src,
       prefix,
-      dst,
+      this.#dsts[k],
       ms,
     );
     o.banFirst?.(this.#report);
@@ -621,19 +622,15 @@ export class Pipeline {
     };
   }
 
-  #probe(
-    type: number,
-    family: Family,
-    src: Uint8Array,
-    sport: number,
-    dst: Uint8Array,
-    dport: number,
-    ms: number,
-  ): void {
+  /** A probe in slot `k` of the chunk; `kind` is what the read-ahead made of it. */
+  #probe(k: number, kind: number, ms: number): void {
     const o = this.#o;
     const allow = o.allow;
-    if (this.#toThisHost) this.#toThisHost = false; // read ahead: not ours, to this host
-    else if (allow.isLocal(family, src)) {
+    const family = this.#fam[k] as Family, type = this.#types[k];
+    const src = this.#srcs[k], dst = this.#dsts[k], dport = this.#dport[k];
+    if (kind !== K_PROBE) {
+      // read ahead: not ours, to this host
+    } else if (allow.isLocal(family, src)) {
       // This host's own connection: never counted against the peer, but many
       // ports of one remote host is a sign that this host is compromised.
       if (o.outbound !== null && !allow.isLocal(family, dst)) {
@@ -651,9 +648,9 @@ export class Pipeline {
       if (family === 4) this.attempts4++;
       else this.attempts6++;
     } else this.stealthProbes++;
-    const v = this.#verdict(type, family, src, dst, dport, ms);
+    const v = this.#verdict(k, kind, type, family, src, dport, ms);
     // The ban comes first; the lines about this probe are written after it.
-    o.log.newConnection(ms, family, src, sport, dst, dport);
+    o.log.newConnection(ms, family, src, this.#sport[k], dst, dport);
     if (v === Verdict.Counted || v === Verdict.Repeat) return;
     const isRange = this.#prefix < (family === 4 ? 32 : 128);
     if (v === Verdict.Scan) {
