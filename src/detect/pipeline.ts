@@ -109,6 +109,9 @@ export function probeType(flags: number): number {
   return T_NONE;
 }
 
+/** #admitted's source was not looked up in the admission sketch yet. */
+const NOT_SEEN = -1;
+
 /** A slot's prefix bucket when the read-ahead did not key it, or found it protected. */
 const PFX_UNKNOWN = -1, PFX_PROTECTED = -2;
 
@@ -415,19 +418,34 @@ export class Pipeline {
     pre: number,
     print: number,
   ): Verdict {
+    if (pre < 0 || this.#adm === null) return this.#admitted(family, b, len, target, ms, NOT_SEEN);
+    // Keyed when the chunk was read ahead: the flood's path, a lookup and nothing else.
+    const a = this.#adm.seeKey(pre, print, target, ms);
+    if (a === Admit.First) return Verdict.Counted;
+    if (a === Admit.Repeat) return Verdict.Repeat;
+    return this.#admitted(family, b, len, target, ms, a);
+  }
+
+  /**
+   * #rules for a source the sketch promoted or had admitted (`seen`), or one
+   * not looked up yet (NOT_SEEN: not read ahead, or no sketch).
+   */
+  #admitted(
+    family: Family,
+    b: Uint8Array,
+    len: number,
+    target: number,
+    ms: number,
+    seen: Admit | typeof NOT_SEEN,
+  ): Verdict {
     const o = this.#o, adm = this.#adm;
     const slowRule = o.slow;
     // A prefix comes as its address, masked (into #prefixBytes) only when its bytes are needed.
-    const whole = len === 128 || family === 4;
-    let kb = b;
+    const kb = len === 128 || family === 4 ? b : this.#prefixOf(b);
     let key: number | string;
     if (adm !== null) {
-      // Keyed when the chunk was read ahead (the flood's path: no bytes needed).
-      let a = pre >= 0 ? adm.seeKey(pre, print, target, ms) : Admit.Admitted;
-      if (a === Admit.First) return Verdict.Counted;
-      if (a === Admit.Repeat) return Verdict.Repeat;
-      if (!whole) kb = this.#prefixOf(b);
-      if (pre < 0) {
+      let a = seen;
+      if (a === NOT_SEEN) {
         a = family === 4
           ? adm.see(0, 1, (kb[0] << 24) | (kb[1] << 16) | (kb[2] << 8) | kb[3], 0, 0, 0, target, ms)
           : adm.see(
@@ -449,10 +467,7 @@ export class Pipeline {
         o.detector.observe(key, adm.prevTarget, adm.prevMs);
         slowRule?.observe(key, adm.prevTarget, adm.prevMs);
       }
-    } else {
-      if (!whole) kb = this.#prefixOf(b);
-      key = sourceKey(family, kb, len);
-    }
+    } else key = sourceKey(family, kb, len);
     let v = o.detector.observe(key, target, ms);
     this.#det = o.detector;
     this.#slowHit = false;
