@@ -71,6 +71,11 @@ export function mix32(h: number): number {
   return h ^ (h >>> 16);
 }
 
+/** The mask of a 32-bit word holding `bits` leading prefix bits (<= 0: none, >= 32: all). */
+function mask(bits: number): number {
+  return bits >= 32 ? -1 : bits <= 0 ? 0 : -1 << (32 - bits);
+}
+
 function randomSeed(): number {
   return crypto.getRandomValues(new Int32Array(1))[0];
 }
@@ -108,6 +113,15 @@ export class Admission {
   #lastAgeDs = -1;
   /** Entries the sketch holds. */
   readonly capacity: number;
+  /** The IPv6 prefix length (key6's prefix) and its mask, word by word. */
+  get prefix6(): number {
+    return this.#p6;
+  }
+  readonly #p6: number;
+  readonly #m0: number;
+  readonly #m1: number;
+  readonly #m2: number;
+  readonly #m3: number;
 
   /**
    * `slots` is rounded up to a power of two (≥ 16); `horizonMs` is how long a
@@ -115,13 +129,21 @@ export class Admission {
    * pushing out a first target younger than `pressureMs` (the main window)
    * counts as not admitted. `advise` may ask the kernel for huge pages for
    * the table (random reads of 48 MiB through 4 KiB pages miss the TLB).
+   * `prefix6` is the IPv6 prefix length the pipeline counts (128: none): an
+   * IPv6 address is kept in its prefix's bucket (see `key`).
    */
   constructor(
     slots: number,
     horizonMs: number,
     pressureMs = horizonMs,
     advise?: (table: Int32Array<ArrayBuffer>) => void,
+    prefix6 = 64,
   ) {
+    this.#p6 = prefix6;
+    this.#m0 = mask(prefix6);
+    this.#m1 = mask(prefix6 - 32);
+    this.#m2 = mask(prefix6 - 64);
+    this.#m3 = mask(prefix6 - 96);
     const bits = Math.max(WAYS_LOG, Math.ceil(Math.log2(Math.max(WAYS, slots))));
     this.capacity = 1 << bits;
     this.#shift = 32 - (bits - WAYS_LOG);
@@ -159,20 +181,48 @@ export class Admission {
   keyBucket = 0;
   keyPrint = 1;
 
+  /** The fingerprint of the last `key6` call's prefix (its bucket is keyBucket). */
+  keyPrefixPrint = 1;
+
   /**
    * Computes the bucket and the fingerprint of a source (same key arguments
-   * as `see`) into keyBucket/keyPrint, for `touch` and `seeKey`.
+   * as `see`) into keyBucket/keyPrint, for `touch` and `seeKey`. Two keyed
+   * hashes: one picks the bucket, the other is the fingerprint. An IPv6 key
+   * (an address, or a prefix given as its masked address) takes its bucket
+   * from the address's prefix, so that an address and its prefix share one
+   * bucket: a packet reads one bucket for both, and a source flooding from
+   * one prefix churns one bucket only.
    */
   key(tag: number, n: number, w0: number, w1: number, w2: number, w3: number): void {
-    // Two keyed hashes: one picks the bucket, the other is the fingerprint.
-    let h = mix32(w0 ^ this.#seedBucket ^ tag);
     let fp = mix32(w0 ^ this.#seedPrint ^ Math.imul(tag, 0x9e3779b1));
-    if (n > 1) {
-      h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
+    if (n === 1) this.keyBucket = mix32(w0 ^ this.#seedBucket ^ tag) >>> this.#shift;
+    else {
+      this.keyBucket = this.#bucket6(w0, w1, w2, w3);
       fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
     }
-    this.keyBucket = h >>> this.#shift;
     this.keyPrint = fp === 0 ? 1 : fp;
+  }
+
+  /**
+   * `key` of an IPv6 address (tag 128) into keyBucket/keyPrint and of its
+   * prefix into keyPrefixPrint (same bucket), with the bucket hashed once.
+   */
+  key6(w0: number, w1: number, w2: number, w3: number): void {
+    this.keyBucket = this.#bucket6(w0, w1, w2, w3);
+    const p = this.#p6, seed = this.#seedPrint;
+    let fp = mix32(w0 ^ seed ^ Math.imul(128, 0x9e3779b1));
+    fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
+    this.keyPrint = fp === 0 ? 1 : fp;
+    let pp = mix32((w0 & this.#m0) ^ seed ^ Math.imul(p, 0x9e3779b1));
+    pp = mix32(mix32(mix32(pp + (w1 & this.#m1)) + (w2 & this.#m2)) + (w3 & this.#m3));
+    this.keyPrefixPrint = pp === 0 ? 1 : pp;
+  }
+
+  /** The bucket of an IPv6 address: a keyed hash of its prefix. */
+  #bucket6(w0: number, w1: number, w2: number, w3: number): number {
+    let h = mix32((w0 & this.#m0) ^ this.#seedBucket ^ 6);
+    h = mix32(mix32(mix32(h ^ (w1 & this.#m1)) ^ (w2 & this.#m2)) ^ (w3 & this.#m3));
+    return h >>> this.#shift;
   }
 
   /**

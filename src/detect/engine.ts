@@ -87,6 +87,7 @@ export function createEngine(
     horizonMs,
     mainMs,
     adviseHugePages,
+    s.ipv6Prefix ?? 64,
   );
   const pipeline = new Pipeline({
     ...opts,

@@ -187,6 +187,9 @@ export class Pipeline {
     this.#o = opts;
     this.#adm = opts.admission ?? null;
     const p = this.#p6 = opts.ipv6Prefix ?? 64;
+    if (p < 128 && this.#adm !== null && this.#adm.prefix6 !== p) {
+      throw new Error(`the admission sketch keys /${this.#adm.prefix6} prefixes, not /${p}`);
+    }
     this.#m0 = mask(p);
     this.#m1 = mask(p - 32);
     this.#m2 = mask(p - 64);
@@ -325,18 +328,17 @@ export class Pipeline {
     if (ev.family === 4) adm.key(0, 1, w0, 0, 0, 0);
     else {
       const w1 = w[1], w2 = w[2], w3 = w[3];
-      const p = this.#p6;
-      if (p < 128) {
+      // The address and its prefix share a bucket (Admission.key): one to read ahead.
+      adm.key6(w0, w1, w2, w3);
+      if (this.#p6 < 128) {
         // The prefix's protection and bucket, worked out once for #verdict too.
         const m0 = w0 & this.#m0, m1 = w1 & this.#m1, m2 = w2 & this.#m2, m3 = w3 & this.#m3;
         if (this.#protectedWords(m0, m1, m2, m3)) this.#pfxAt[slot] = PFX_PROTECTED;
         else {
-          adm.key(p, 4, m0, m1, m2, m3);
-          this.#pfxAt[slot] = out[at++] = adm.keyBucket;
-          this.#pfxPrintAt[slot] = adm.keyPrint;
+          this.#pfxAt[slot] = adm.keyBucket;
+          this.#pfxPrintAt[slot] = adm.keyPrefixPrint;
         }
       }
-      adm.key(128, 4, w0, w1, w2, w3);
     }
     this.#keyAt[slot] = out[at++] = adm.keyBucket;
     this.#printAt[slot] = adm.keyPrint;
