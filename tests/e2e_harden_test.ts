@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { type Daemon, spawnDaemon, startDaemon } from "./daemon.ts";
 import { canUseNetns, createLab, esc, type Lab, nmap, run } from "./netns.ts";
+import { pcapBytes, synFrame4 } from "./pcap_files.ts";
 
 const root = await canUseNetns();
 const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
@@ -123,6 +124,51 @@ Deno.test({
     } finally {
       await d.stop();
       await lab.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "an offline run (-r -) opens no debugger for SIGUSR1 either, and reads on (item 1)",
+  ...opts,
+  fn: async () => {
+    // Its own namespace: whatever it might open is seen there, and goes with it.
+    const ns = `sb-sig-${Deno.pid}-${Math.floor(Math.random() * 1e6)}`;
+    await run(["ip", "netns", "add", ns]);
+    const child = new Deno.Command("ip", {
+      args: ["netns", "exec", ns, Deno.execPath(), "run", "-P", "--quiet", "main.ts", "-r", "-"],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const frames = (from: number) =>
+      Array.from({ length: 10 }, (_, i) => ({
+        tsSec: 1700000000 + from + i,
+        tsUsec: 0,
+        data: synFrame4(from + i, 1000 + i),
+      }));
+    const w = child.stdin.getWriter();
+    try {
+      await w.write(pcapBytes(frames(0)));
+      // Past Deno's 500 ms grace period, after which `deno run` listens for SIGUSR1.
+      await sleep(1000);
+      await run(["kill", "-USR1", String(child.pid)]);
+      await sleep(700);
+      assert.deepEqual(await listeners(child.pid), [], "a listener after SIGUSR1");
+      await w.write(pcapBytes(frames(10)).subarray(24)); // more records, after the signal
+      await w.close();
+      const out = await child.output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, text);
+      assert.match(text, /Summary: 20 packets, 20 connection attempts/);
+      assert.doesNotMatch(text, /Debugger|inspect/i);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* ended */ }
+      await run(["ip", "netns", "del", ns]);
     }
   },
 });

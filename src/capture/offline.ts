@@ -11,6 +11,7 @@ import { createEngine, type Engine, type EngineSettings } from "../detect/engine
 import type { EventLog } from "../report/log.ts";
 import type { RunLog } from "../report/stdio.ts";
 import { runCapture } from "./capture.ts";
+import { sigusr1Ignored } from "../signals.ts";
 import type { CaptureFile } from "./pcapfile.ts";
 
 /** Everything the run needs besides the file. */
@@ -64,6 +65,7 @@ export async function analyseFile(
       engine.pipeline.processBatch(batch);
       o.log.flush();
       o.progress?.update(pcap.position(), engine.pipeline.packets);
+      sigusr1Ignored();
     }, new AbortController().signal);
   } catch (e) {
     error = e instanceof Error ? e.message : String(e);

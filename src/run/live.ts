@@ -21,7 +21,7 @@ import type { Reporting } from "../report/reporting.ts";
 import { startupLines } from "../report/startup.ts";
 import { StatusRecorder, takeSnapshot } from "../report/status.ts";
 import { errorText, notice, warn } from "../report/stdio.ts";
-import { type StopSignals, stopSignals } from "../signals.ts";
+import { keepSigusr1Ignored, type StopSignals, stopSignals } from "../signals.ts";
 import type { Firewall } from "../types.ts";
 import { VERSION } from "../version.ts";
 import { BumpSync } from "./bump.ts";
@@ -48,6 +48,7 @@ export interface LiveRun {
 /** Runs the live capture to its end; returns the exit code. */
 export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun): Promise<number> {
   const stop = stopSignals(o.reload); // before anything is printed: a SIGTERM now ends cleanly
+  keepSigusr1Ignored(); // for the life of the process (see quietSignals)
   // The last scans, for `scanblocker status` (the bans owner's book keeps the bans).
   const recorder = new StatusRecorder();
   c.onScans = (notices) => {
