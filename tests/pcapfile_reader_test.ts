@@ -236,10 +236,12 @@ Deno.test("BPF compiler: only the program's numbers reach the generated source",
   for (const w of words) assert(allowed.has(w) || /^L\d+$/.test(w), `unexpected word ${w}`);
 });
 
-Deno.test("JS reader: V8 compiles the read loop about once, not over and over (median of 5 runs)", async () => {
-  // Before the loop ran once at open, V8's first on-stack compilation of it
+Deno.test("JS reader: V8 compiles the read loop about once, not over and over (every one of 5 runs)", async () => {
+  // Before the loop ran at open, V8's first on-stack compilation of it
   // lacked the feedback of the code after the loop and was thrown away and
-  // redone 7-24 times on this file (40-100 on 1,000,000 records).
+  // redone 7-24 times on this file (40-100 on 1,000,000 records). Run once at
+  // open, before V8 keeps a function's feedback (its 8th call), with the loop
+  // in a method, half the runs still did: 15, 5, 5, 20 times in 8 runs.
   const path = Deno.makeTempFileSync({ suffix: ".pcap" });
   try {
     const frames = Array.from({ length: 200000 }, (_, i) => ({
@@ -259,10 +261,9 @@ Deno.test("JS reader: V8 compiles the read loop about once, not over and over (m
       assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
       // V8's trace and the reader's own line share standard output (and may cut into each other).
       const text = new TextDecoder().decode(out.stdout);
-      counts.push((text.match(/bailout[^\n]*JSFunction #records /g) ?? []).length);
+      counts.push((text.match(/bailout[^\n]*JSFunction (#records|walkRecords) /g) ?? []).length);
     }
-    counts.sort((a, b) => a - b);
-    assert.ok(counts[2] <= 2, `the read loop was deoptimised ${counts.join(", ")} times`);
+    assert.ok(Math.max(...counts) <= 2, `the read loop was deoptimised ${counts.join(", ")} times`);
   } finally {
     Deno.removeSync(path);
   }

@@ -48,6 +48,9 @@ const BLOCK_BYTES = 512 << 10;
  */
 const MAX_BATCH = 1024;
 
+/** Calls of the record walk on the empty block at open (see the constructor). */
+const WARM_UP_CALLS = 10;
+
 /** Magic numbers as read little-endian: [byte-swapped, nanosecond stamps]. */
 const MAGICS = new Map<number, [boolean, boolean]>([
   [0xa1b2c3d4, [false, false]],
@@ -98,11 +101,14 @@ export class PcapFile {
     const snap = header.getUint32(16, !swapped);
     this.#snap = snap === 0 || snap > MAX_SNAPLEN ? MAX_SNAPLEN : snap;
     this.#prog = filter ? compileBpf(compileFilter(this.linktype, this.#snap, filter)) : null;
-    // Once on the empty block, so that the code after the loop has run before
-    // V8 compiles the loop on the stack (OSR) in the first real call: compiled
+    // On the empty block, so that the code after the loop has run before V8
+    // compiles the loop on the stack (OSR) in the first real call: compiled
     // without that code's type feedback, it was thrown away and compiled again
-    // 40-100 times a run (--trace-deopt); with this, once.
-    this.#records();
+    // 40-100 times a run (--trace-deopt). Ten times: V8 keeps a function's
+    // type feedback from its 8th call on (lazy feedback allocation), and with
+    // one call 2 runs in 5 still threw the loop away 5-111 times; with ten
+    // calls and the loop in walkRecords, 0 times in 20 runs.
+    for (let i = 0; i < WARM_UP_CALLS; i++) this.#records();
   }
 
   /** The file read in JavaScript, or null when libpcap should read it. */
@@ -179,50 +185,41 @@ export class PcapFile {
   }
 
   /**
-   * Walks the complete records of the block, keeping those the filter passes
-   * at the front (in place: a record moves only once one before it was
-   * dropped, or its header needs rewriting).
+   * Walks the complete records of the block (walkRecords), keeping those the
+   * filter passes at the front.
    */
   #records(): Batch {
-    const v = this.#view, buf = this.#buf, le = this.#le, prog = this.#prog;
-    const rewrite = !le || this.#nano;
-    const start = this.#at;
-    let at = start, out = start, count = 0;
-    while (count < MAX_BATCH && at + RECORD <= this.#have) {
-      const caplen = v.getUint32(at + 8, le);
-      if (caplen > MAX_SNAPLEN) {
-        this.#damaged(
-          `invalid packet capture length ${caplen}, bigger than maximum of ${MAX_SNAPLEN}`,
-        );
-        this.#have = at;
-        break;
-      }
-      if (at + RECORD + caplen > this.#have) break;
-      const len = v.getUint32(at + 12, le);
-      const keep = caplen < this.#snap ? caplen : this.#snap;
-      if (prog === null || prog(v, at + RECORD, keep, len) !== 0) {
-        if (out !== at || rewrite || keep !== caplen) {
-          const sec = v.getUint32(at, le), frac = v.getUint32(at + 4, le);
-          buf.copyWithin(out + RECORD, at + RECORD, at + RECORD + keep);
-          v.setUint32(out, sec, true);
-          v.setUint32(out + 4, this.#nano ? Math.floor(frac / 1000) : frac, true);
-          v.setUint32(out + 8, keep, true);
-          v.setUint32(out + 12, len, true);
-        }
-        out += RECORD + keep;
-        count++;
-      }
-      at += RECORD + caplen;
+    const start = this.#at, r = this.#walked;
+    const rewrite = !this.#le || this.#nano;
+    walkRecords(
+      this.#view,
+      this.#buf,
+      this.#le,
+      rewrite,
+      this.#nano,
+      this.#prog,
+      this.#snap,
+      start,
+      this.#have,
+      r,
+    );
+    const at = r[0];
+    if (r[3] >= 0) {
+      this.#damaged(`invalid packet capture length ${r[3]}, bigger than maximum of ${MAX_SNAPLEN}`);
+      this.#have = at;
     }
     this.#at = at;
     if (this.#eof) this.#truncated();
     // One Batch object, refilled, rather than a literal per call.
     const b = this.#batch;
     b.start = start;
-    b.end = out;
-    b.count = count;
+    b.end = r[1];
+    b.count = r[2];
     return b;
   }
+
+  /** What walkRecords found: [where it stopped, end of the kept records, their count, a bad length or -1]. */
+  readonly #walked = new Int32Array(4);
 
   /** At the end of the file: a record cut short is the file's damage. */
   #truncated(): void {
@@ -277,4 +274,56 @@ function readFully(file: Deno.FsFile, into: Uint8Array): number {
     have += n;
   }
   return have;
+}
+
+/**
+ * Walks the complete records of `v` from `start` to `have`, at most
+ * MAX_BATCH kept, keeping those the filter passes at the front (in place: a
+ * record moves only once one before it was dropped, or its header needs
+ * rewriting to this host's order and microseconds). Results into `r` (see
+ * PcapFile.#walked); a length over MAX_SNAPLEN stops it there. A function of
+ * its own, its state all in arguments: V8 compiles its loop on the stack
+ * (OSR) with the feedback of every access in it (a private field read or
+ * written around the loop, as in a method, was thrown away 5-111 times a run).
+ */
+function walkRecords(
+  v: DataView,
+  buf: Uint8Array,
+  le: boolean,
+  rewrite: boolean,
+  nano: boolean,
+  prog: BpfFilter | null,
+  snap: number,
+  start: number,
+  have: number,
+  r: Int32Array,
+): void {
+  let at = start, out = start, count = 0, bad = -1;
+  while (count < MAX_BATCH && at + RECORD <= have) {
+    const caplen = v.getUint32(at + 8, le);
+    if (caplen > MAX_SNAPLEN) {
+      bad = caplen;
+      break;
+    }
+    if (at + RECORD + caplen > have) break;
+    const len = v.getUint32(at + 12, le);
+    const keep = caplen < snap ? caplen : snap;
+    if (prog === null || prog(v, at + RECORD, keep, len) !== 0) {
+      if (out !== at || rewrite || keep !== caplen) {
+        const sec = v.getUint32(at, le), frac = v.getUint32(at + 4, le);
+        buf.copyWithin(out + RECORD, at + RECORD, at + RECORD + keep);
+        v.setUint32(out, sec, true);
+        v.setUint32(out + 4, nano ? Math.floor(frac / 1000) : frac, true);
+        v.setUint32(out + 8, keep, true);
+        v.setUint32(out + 12, len, true);
+      }
+      out += RECORD + keep;
+      count++;
+    }
+    at += RECORD + caplen;
+  }
+  r[0] = at;
+  r[1] = out;
+  r[2] = count;
+  r[3] = bad;
 }
