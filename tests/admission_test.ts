@@ -15,6 +15,7 @@ import { EventLog } from "../src/report/log.ts";
 import type { ScanReport } from "../src/detect/pipeline.ts";
 import { parseConfig } from "../src/config.ts";
 import { engineSettings } from "../src/detect/engine.ts";
+import { writeSynPcap } from "./pcap_files.ts";
 
 Deno.test("admission: first, repeat, promote with the first target, then admitted; take-back", () => {
   const a = new Admission(1024, 60_000);
@@ -33,6 +34,34 @@ Deno.test("admission: first, repeat, promote with the first target, then admitte
   assert.equal(a.forgive(0, 1, 9, 0, 0, 0, 443), Admit.First);
   assert.equal(see(9, 8443, 1100), Admit.First);
   assert.equal(a.forgive(0, 1, 7, 0, 0, 0, 22), Admit.Admitted);
+});
+
+Deno.test("admission: an IPv6 address shares its prefix's bucket; key6 gives what key gives", () => {
+  for (const prefix of [64, 48, 56, 72, 127]) {
+    const a = new Admission(1 << 16, 60_000, 60_000, undefined, prefix);
+    const m = (bits: number) => bits >= 32 ? -1 : bits <= 0 ? 0 : -1 << (32 - bits);
+    const masks = [m(prefix), m(prefix - 32), m(prefix - 64), m(prefix - 96)];
+    const buckets = new Set<number>();
+    for (let i = 0; i < 200; i++) {
+      const w = Array.from({ length: 4 }, () => (Math.random() * 2 ** 32) | 0);
+      a.key6(w[0], w[1], w[2], w[3]);
+      const [bucket, print, prefixPrint] = [a.keyBucket, a.keyPrint, a.keyPrefixPrint];
+      buckets.add(bucket);
+      a.key(128, 4, w[0], w[1], w[2], w[3]);
+      assert.deepEqual([a.keyBucket, a.keyPrint], [bucket, print], `address, /${prefix}`);
+      const pw = w.map((x, j) => x & masks[j]);
+      a.key(prefix, 4, pw[0], pw[1], pw[2], pw[3]);
+      assert.deepEqual([a.keyBucket, a.keyPrint], [bucket, prefixPrint], `prefix, /${prefix}`);
+      // Another address of the same prefix: same bucket, another fingerprint.
+      const other = [...w];
+      other[3] ^= 1;
+      a.key(128, 4, other[0], other[1], other[2], other[3]);
+      assert.equal(a.keyBucket, bucket);
+      assert.notEqual(a.keyPrint, print);
+    }
+    // Prefixes spread over the buckets (4,096 here).
+    assert.ok(buckets.size > 180, `${buckets.size} buckets for 200 prefixes`);
+  }
 });
 
 Deno.test("admission: 100,000 one-packet sources into a small sketch admit none and count the pressure", () => {
@@ -186,4 +215,38 @@ Deno.test("admission: prefault maps the whole table at once (no page fault on a 
     grown >= a.bytes * 0.9,
     `RSS grew ${(grown / 2 ** 20).toFixed(1)} MiB for a ${a.bytes / 2 ** 20} MiB table`,
   );
+});
+
+Deno.test("admission: reading the sketch ahead never overflows into a deoptimisation", async () => {
+  // touch() summed the words it read in an int32: the sum overflowed, and V8
+  // threw the compiled read-ahead (and processBatch with it) away on the
+  // first flood of a run (--trace-deopt: "overflow").
+  const path = Deno.makeTempFileSync({ suffix: ".pcap" });
+  try {
+    writeSynPcap(path, 200_000);
+    const main = new URL("../main.ts", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-P",
+        "--quiet",
+        "--v8-flags=--trace-deopt",
+        main,
+        "-r",
+        path,
+        "--local",
+        "10.255.0.1",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const overflows = text.match(
+      /bailout[^\n]*reason: overflow[^\n]*JSFunction (touch|processBatch) /g,
+    );
+    assert.equal(overflows, null, overflows?.join("\n"));
+  } finally {
+    Deno.removeSync(path);
+  }
 });
