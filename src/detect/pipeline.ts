@@ -513,28 +513,31 @@ export class Pipeline {
 
   /** #prefixProtected for a prefix given as four (masked) words. */
   #protectedWords(w0: number, w1: number, w2: number, w3: number): boolean {
-    const allow = this.#o.allow;
-    if (this.#protectedVersion !== allow.version) {
-      const list: number[] = [];
-      const add = (b: Uint8Array) => {
-        const pb = this.#prefixOf(b);
-        for (let i = 0; i < 16; i += 4) {
-          list.push((pb[i] << 24) | (pb[i + 1] << 16) | (pb[i + 2] << 8) | pb[i + 3]);
-        }
-      };
-      const saved = this.#prefixBytes.slice();
-      for (const a of allow.local) if (a.family === 6) add(a.bytes);
-      for (const c of allow.allowed) if (c.family === 6 && c.prefix >= this.#p6) add(c.bytes);
-      add(new Uint8Array([...new Array(15).fill(0), 1]));
-      this.#prefixBytes.set(saved);
-      this.#protected6 = Int32Array.from(list);
-      this.#protectedVersion = allow.version;
-    }
+    if (this.#protectedVersion !== this.#o.allow.version) this.#protectPrefixes();
     const l = this.#protected6;
     for (let i = 0; i < l.length; i += 4) {
       if (l[i] === w0 && l[i + 1] === w1 && l[i + 2] === w2 && l[i + 3] === w3) return true;
     }
     return false;
+  }
+
+  /** Rebuilds #protected6 from the allow-list (apart: the per-packet test stays small). */
+  #protectPrefixes(): void {
+    const allow = this.#o.allow;
+    const list: number[] = [];
+    const add = (b: Uint8Array) => {
+      const pb = this.#prefixOf(b);
+      for (let i = 0; i < 16; i += 4) {
+        list.push((pb[i] << 24) | (pb[i + 1] << 16) | (pb[i + 2] << 8) | pb[i + 3]);
+      }
+    };
+    const saved = this.#prefixBytes.slice();
+    for (const a of allow.local) if (a.family === 6) add(a.bytes);
+    for (const c of allow.allowed) if (c.family === 6 && c.prefix >= this.#p6) add(c.bytes);
+    add(new Uint8Array([...new Array(15).fill(0), 1]));
+    this.#prefixBytes.set(saved);
+    this.#protected6 = Int32Array.from(list);
+    this.#protectedVersion = allow.version;
   }
 
   /**
@@ -566,30 +569,10 @@ export class Pipeline {
     const full = family === 4 ? 32 : 128;
     // What the read-ahead worked out for this packet's source (its buckets and fingerprints).
     let v = this.#rules(family, src, full, target, ms, this.#keyAt[k], this.#printAt[k]);
-    const pfx = this.#pfxAt[k];
-    let prefix = full;
-    const p6 = this.#p6;
-    if (family === 6 && p6 < 128) {
-      if (
-        pfx === PFX_UNKNOWN
-          ? (this.#prefixOf(src), !this.#prefixProtected())
-          : pfx !== PFX_PROTECTED
-      ) {
-        if (v === Verdict.Counted || v === Verdict.Repeat) {
-          const pv = this.#rules(6, src, p6, target, ms, pfx, this.#pfxPrintAt[k]);
-          if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
-            v = pv;
-            prefix = p6;
-          }
-        } else if (v === Verdict.Scan) {
-          const key = sourceKey(6, this.#prefixOf(src), p6);
-          o.detector.forget(key);
-          o.slow?.forget(key);
-        }
-      }
-    }
-    this.#prefix = prefix;
+    this.#prefix = full;
+    if (family === 6 && this.#p6 < 128) v = this.#prefixVerdict(k, src, target, ms, v);
     if (v !== Verdict.Scan) return v;
+    const prefix = this.#prefix;
     this.#report = this.#scanReport(
       type,
       family,
@@ -599,6 +582,31 @@ export class Pipeline {
       ms,
     );
     o.banFirst?.(this.#report);
+    return v;
+  }
+
+  /**
+   * The part of #verdict for an IPv6 source's prefix (apart, so that
+   * #verdict stays small enough for V8 to inline): `v` is the address's
+   * verdict; sets #prefix when the prefix's verdict is the one returned.
+   */
+  #prefixVerdict(k: number, src: Uint8Array, target: number, ms: number, v: Verdict): Verdict {
+    const o = this.#o, pfx = this.#pfxAt[k], p6 = this.#p6;
+    const counted = pfx === PFX_UNKNOWN
+      ? (this.#prefixOf(src), !this.#prefixProtected())
+      : pfx !== PFX_PROTECTED;
+    if (!counted) return v;
+    if (v === Verdict.Counted || v === Verdict.Repeat) {
+      const pv = this.#rules(6, src, p6, target, ms, pfx, this.#pfxPrintAt[k]);
+      if (pv === Verdict.Scan || pv === Verdict.AlreadyDetected) {
+        this.#prefix = p6;
+        return pv;
+      }
+    } else if (v === Verdict.Scan) {
+      const key = sourceKey(6, this.#prefixOf(src), p6);
+      o.detector.forget(key);
+      o.slow?.forget(key);
+    }
     return v;
   }
 
