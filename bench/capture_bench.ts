@@ -137,6 +137,14 @@ export async function benchOffline(): Promise<string> {
           k === 0 ? " (goal >= 0.5)" : " (goal >= 0.4)"
         }; by CPU time ${(mtc / moc).toFixed(2)}`,
       );
+      // Each round runs tcpdump and ours back to back: the ratio within a
+      // round holds when the machine's speed drifts between rounds.
+      const paired = theirs.map((t, i) => t / ours[k][i]);
+      lines.push(
+        `  ${r.name}: paired (round by round) ${
+          paired.map((x) => x.toFixed(2)).join(", ")
+        }, median ${median(paired).toFixed(2)}`,
+      );
     }
     return lines.join("\n");
   } finally {
