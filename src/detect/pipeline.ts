@@ -138,6 +138,11 @@ function wordSlots(): Int32Array[] {
   return Array.from({ length: CHUNK }, (_, i) => new Int32Array(buf, 16 * i, 4));
 }
 
+/** Bytes i to i + 3 of an address as a word, most significant first (signed, as ProbeEvent.srcW). */
+function word(b: Uint8Array, i: number): number {
+  return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3];
+}
+
 /** The mask of a 32-bit word holding `bits` leading prefix bits (<= 0: none, >= 32: all). */
 function mask(bits: number): number {
   return bits >= 32 ? -1 : bits <= 0 ? 0 : -1 << (32 - bits);
@@ -373,17 +378,15 @@ export class Pipeline {
   #forgive(family: Family, b: Uint8Array, len: number, target: number): void {
     const o = this.#o, adm = this.#adm;
     if (adm !== null) {
-      const a = family === 4
-        ? adm.forgive(0, 1, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3], 0, 0, 0, target)
-        : adm.forgive(
-          len,
-          4,
-          (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
-          (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
-          (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
-          (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
-          target,
-        );
+      const a = family === 4 ? adm.forgive(0, 1, word(b, 0), 0, 0, 0, target) : adm.forgive(
+        len,
+        4,
+        word(b, 0),
+        word(b, 4),
+        word(b, 8),
+        word(b, 12),
+        target,
+      );
       if (a !== Admit.Admitted) return;
     }
     const key = sourceKey(family, b, len);
@@ -448,18 +451,16 @@ export class Pipeline {
     if (adm !== null) {
       let a = seen;
       if (a === NOT_SEEN) {
-        a = family === 4
-          ? adm.see(0, 1, (kb[0] << 24) | (kb[1] << 16) | (kb[2] << 8) | kb[3], 0, 0, 0, target, ms)
-          : adm.see(
-            len,
-            4,
-            (kb[0] << 24) | (kb[1] << 16) | (kb[2] << 8) | kb[3],
-            (kb[4] << 24) | (kb[5] << 16) | (kb[6] << 8) | kb[7],
-            (kb[8] << 24) | (kb[9] << 16) | (kb[10] << 8) | kb[11],
-            (kb[12] << 24) | (kb[13] << 16) | (kb[14] << 8) | kb[15],
-            target,
-            ms,
-          );
+        a = family === 4 ? adm.see(0, 1, word(kb, 0), 0, 0, 0, target, ms) : adm.see(
+          len,
+          4,
+          word(kb, 0),
+          word(kb, 4),
+          word(kb, 8),
+          word(kb, 12),
+          target,
+          ms,
+        );
         if (a === Admit.First) return Verdict.Counted;
         if (a === Admit.Repeat) return Verdict.Repeat;
       }
@@ -504,10 +505,10 @@ export class Pipeline {
   #prefixProtected(): boolean {
     const b = this.#prefixBytes;
     return this.#protectedWords(
-      (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3],
-      (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7],
-      (b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11],
-      (b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15],
+      word(b, 0),
+      word(b, 4),
+      word(b, 8),
+      word(b, 12),
     );
   }
 
@@ -528,7 +529,7 @@ export class Pipeline {
     const add = (b: Uint8Array) => {
       const pb = this.#prefixOf(b);
       for (let i = 0; i < 16; i += 4) {
-        list.push((pb[i] << 24) | (pb[i + 1] << 16) | (pb[i + 2] << 8) | pb[i + 3]);
+        list.push(word(pb, i));
       }
     };
     const saved = this.#prefixBytes.slice();
