@@ -97,7 +97,11 @@ function ourReaders(): { name: string; cmd: (f: string) => string[] }[] {
   ];
 }
 
-/** Offline read rate against tcpdump, both as whole processes, median of 5 runs each. */
+/**
+ * Offline read rate against tcpdump, both as whole processes, median of 5
+ * rounds (SB_BENCH_ROUNDS=N for more: the machine's speed drifts, and more
+ * rounds hold the paired median better).
+ */
 export async function benchOffline(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "sb-bench-off-" });
   try {
@@ -107,7 +111,8 @@ export async function benchOffline(): Promise<string> {
     const ours: number[][] = readers.map(() => []), oursCpu: number[][] = readers.map(() => []);
     const theirs: number[] = [], theirsCpu: number[] = [];
     const load = loadAverage();
-    for (let i = 0; i < 5; i++) {
+    const rounds = Math.max(1, Number(Deno.env.get("SB_BENCH_ROUNDS") ?? 5) || 5);
+    for (let i = 0; i < rounds; i++) {
       const t = await timeProcess(["tcpdump", "-r", file, "-w", "/dev/null", DEFAULT_FILTER]);
       if (t.code !== 0) return "offline: tcpdump failed";
       theirs.push(t.ms);
@@ -122,7 +127,7 @@ export async function benchOffline(): Promise<string> {
     const mt = median(theirs), mtc = median(theirsCpu);
     const runs = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
     const lines = [
-      `offline: ${PACKETS} SYNs from ${PACKETS} distinct sources (pcap), default filter, whole processes, median of 5; load average at start ${load}`,
+      `offline: ${PACKETS} SYNs from ${PACKETS} distinct sources (pcap), default filter, whole processes, median of ${rounds}; load average at start ${load}`,
       `  tcpdump -r -w /dev/null: ${mt.toFixed(0)} ms (${
         (PACKETS / mt / 1000).toFixed(2)
       } Mpps); runs ${runs(theirs)} ms; CPU ${runs(theirsCpu)} ms`,
