@@ -208,4 +208,9 @@ export interface Firewall {
    * "off" and why.
    */
   setBump?(c: BumpConfig | null): Promise<BumpState>;
+  /**
+   * The speed bump as it stands now: a repair (reconcile) puts it back with
+   * the table or chain, and may fail to (null: not asked for).
+   */
+  bumpState?(): BumpState | null;
 }

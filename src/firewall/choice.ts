@@ -133,6 +133,11 @@ export class IptablesChoiceFirewall implements Firewall {
     return { on: false, why: `one rule per ban: ${this.#fallback}` };
   }
 
+  bumpState(): BumpState | null {
+    const inner = this.#inner;
+    return inner instanceof IpsetFirewall ? inner.bumpState() : null;
+  }
+
   setHooks(hooks: readonly string[]): void {
     this.#hooks = [...hooks];
     this.#inner?.setHooks(hooks);

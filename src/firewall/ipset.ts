@@ -276,9 +276,19 @@ export class IpsetFirewall extends BaseFirewall {
     return this.#bumpState ?? { on: false, why: "not installed" };
   }
 
-  /** Sets, chain and jump of the bump; a refusal leaves it off (and removed), never the bans. */
+  /** See Firewall.bumpState. */
+  bumpState(): BumpState | null {
+    return this.#bumpState;
+  }
+
+  /**
+   * Sets, chain and jump of the bump; a refusal leaves it off (and removed),
+   * never the bans, and is a firewall error when the bump was on (a repair
+   * that could not put it back).
+   */
   async #installBump(c: BumpConfig): Promise<void> {
     const off = async (why: string) => {
+      if (this.#bumpState?.on) this.report(`speed bump not put back: ${why}`);
       this.#bumpState = { on: false, why };
       this.#bumpRules = "";
       await this.#removeBump();

@@ -403,11 +403,22 @@ export class NftablesFirewall extends BaseFirewall {
     return this.#bumpState ?? { on: false, why: "not installed" };
   }
 
-  /** One transaction after the table's set-up; a refusal leaves the bump off, never the bans. */
+  /** See Firewall.bumpState. */
+  bumpState(): BumpState | null {
+    return this.#bumpState;
+  }
+
+  /**
+   * One transaction after the table's set-up; a refusal leaves the bump off,
+   * never the bans, and is a firewall error when the bump was on (a repair
+   * that could not put it back).
+   */
   async #installBump(c: BumpConfig): Promise<void> {
     const r = await this.#command(["-f", "-"], nftBumpSetup(NFT_TABLE, c));
     if (r.code !== 0) {
-      this.#bumpState = { on: false, why: `nftables refused it: ${firstLine(r.stderr)}` };
+      const why = `nftables refused it: ${firstLine(r.stderr)}`;
+      if (this.#bumpState?.on) this.report(`speed bump not put back: ${why}`);
+      this.#bumpState = { on: false, why };
       this.#bumpRules = "";
       // An older bump (other settings) must not go on holding back.
       await this.#command(["-f", "-"], nftBumpRemoval(NFT_TABLE));

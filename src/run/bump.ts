@@ -15,11 +15,16 @@ import { describeBump, mergeBlocks, neverBannedBlocks } from "../firewall/bump.t
 import type { BumpConfig, BumpState, Firewall } from "../types.ts";
 import { errorText } from "../report/stdio.ts";
 
+/** How often a bump that a repair could not put back is tried again. */
+export const BUMP_RETRY_MS = 60_000;
+
 /** See the module comment. */
 export class BumpSync {
   #sent = "";
   #busy = false;
   #state: BumpState | null = null;
+  /** When a bump the backend lost may be tried again (epoch ms). */
+  #retryAt = 0;
 
   constructor(
     readonly fw: Firewall,
@@ -29,6 +34,7 @@ export class BumpSync {
     /** The listening ports as the host watch last read them. */
     readonly openPorts: () => number[],
     readonly warn: (line: string) => void,
+    readonly now: () => number = Date.now,
   ) {}
 
   /** What the bump should be now; a reason instead when there is none to have. */
@@ -63,18 +69,45 @@ export class BumpSync {
       return `off (${c})`;
     }
     const key = JSON.stringify(c);
-    if (key === this.#sent || this.#busy || !this.fw.setBump) return describeBump(this.#state);
+    if (this.#busy || !this.fw.setBump) return describeBump(this.#state);
+    const retry = key === this.#sent && this.#lost();
+    if (key === this.#sent && !retry) return describeBump(this.#state);
     this.#busy = true;
     try {
       const before = this.#state ? describeBump(this.#state) : null;
       this.#state = await this.fw.setBump(c);
       this.#sent = key;
+      if (this.#state.on) this.#retryAt = 0;
       const now = describeBump(this.#state);
-      if (before !== null && before !== now) this.warn(`speed bump: ${now}`);
+      // A retry that failed again says nothing new (#lost said it).
+      if (before !== null && before !== now && !(retry && !this.#state.on)) {
+        this.warn(`speed bump: ${now}`);
+      }
       return now;
     } finally {
       this.#busy = false;
     }
+  }
+
+  /**
+   * Whether to send the same settings again: the backend lost the bump that
+   * it had for them (a repair that could not put it back). Said once, then
+   * true every BUMP_RETRY_MS until it is back.
+   */
+  #lost(): boolean {
+    const now = this.fw.bumpState?.();
+    if (now === undefined || now === null || now.on) return false;
+    const t = this.now();
+    if (this.#state?.on) {
+      // Lost since the last sync (the backend reported the failure): say what it is now.
+      this.#state = now;
+      this.warn(`speed bump: ${describeBump(now)}; trying again every ${BUMP_RETRY_MS / 1000} s`);
+      this.#retryAt = t + BUMP_RETRY_MS;
+      return false;
+    }
+    if (this.#retryAt === 0 || t < this.#retryAt) return false;
+    this.#retryAt = t + BUMP_RETRY_MS;
+    return true;
   }
 
   /** Once a second: sends what changed, in the background. */
