@@ -10,7 +10,10 @@ import { bumpRate, mergeBlocks, neverBannedBlocks } from "../src/firewall/bump.t
 import { iptBumpLines, iptBumpPresent, iptBumpRemoval } from "../src/firewall/bump_ipt.ts";
 import { nftBumpRules, nftBumpSetup } from "../src/firewall/bump_nft.ts";
 import { nftMissing } from "../src/firewall/nftables.ts";
-import type { BumpConfig } from "../src/types.ts";
+import type { BumpConfig, BumpState, Firewall } from "../src/types.ts";
+import { BUMP_RETRY_MS, BumpSync } from "../src/run/bump.ts";
+import { AllowList } from "../src/allowlist.ts";
+import { parseConfig } from "../src/config.ts";
 
 const cfg: BumpConfig = {
   ports: 3,
@@ -126,4 +129,57 @@ Deno.test("iptables bump: chain rebuilt, one jump right after the SCANBLOCKER ju
     "-F SCANBLOCKER-BUMP",
     "-X SCANBLOCKER-BUMP",
   ]);
+});
+
+Deno.test("BumpSync: a bump the backend lost is said once, sent again every 60 s, and said back", async () => {
+  let state: BumpState = { on: true, what: "3 ports / 60 s" };
+  let accept = true, sent = 0;
+  const fw = {
+    setBump: (_c: BumpConfig | null) => {
+      sent++;
+      state = accept ? { on: true, what: "3 ports / 60 s" } : { on: false, why: "refused" };
+      return Promise.resolve(state);
+    },
+    bumpState: () => state,
+  } as unknown as Firewall;
+  const lines: string[] = [];
+  let now = 1_000_000;
+  const sync = new BumpSync(
+    fw,
+    parseConfig(["-i", "eth0"], {}),
+    "eth0",
+    new AllowList([]),
+    () => [],
+    (l) => lines.push(l),
+    () => now,
+  );
+  assert.equal(await sync.sync(), "on (3 ports / 60 s)");
+  assert.equal(sent, 1);
+  assert.equal(await sync.sync(), "on (3 ports / 60 s)"); // nothing changed: nothing sent
+  assert.equal(sent, 1);
+  // A repair could not put it back: said once, not sent again at once.
+  state = { on: false, why: "nftables refused it" };
+  accept = false;
+  assert.equal(await sync.sync(), "off (nftables refused it)");
+  assert.deepEqual(lines, ["speed bump: off (nftables refused it); trying again every 60 s"]);
+  now += BUMP_RETRY_MS - 1;
+  await sync.sync();
+  assert.equal(sent, 1);
+  // A minute on: sent again; refused again, nothing more said.
+  now += 1;
+  await sync.sync();
+  assert.equal(sent, 2);
+  assert.equal(lines.length, 1, lines.join("\n"));
+  now += 1000;
+  await sync.sync();
+  assert.equal(sent, 2);
+  // The next minute the firewall takes it: on again, and said.
+  accept = true;
+  now += BUMP_RETRY_MS;
+  assert.equal(await sync.sync(), "on (3 ports / 60 s)");
+  assert.equal(sent, 3);
+  assert.deepEqual(lines.slice(1), ["speed bump: on (3 ports / 60 s)"]);
+  now += BUMP_RETRY_MS * 2;
+  await sync.sync();
+  assert.equal(sent, 3);
 });
