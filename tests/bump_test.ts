@@ -5,7 +5,7 @@
  * outside.
  */
 import assert from "node:assert/strict";
-import { parseCidr } from "../src/address.ts";
+import { cidrContains, neverBanned, parseCidr } from "../src/address.ts";
 import { bumpRate, mergeBlocks, neverBannedBlocks } from "../src/firewall/bump.ts";
 import { iptBumpLines, iptBumpPresent, iptBumpRemoval } from "../src/firewall/bump_ipt.ts";
 import { nftBumpRules, nftBumpSetup } from "../src/firewall/bump_nft.ts";
@@ -182,4 +182,32 @@ Deno.test("BumpSync: a bump the backend lost is said once, sent again every 60 s
   now += BUMP_RETRY_MS * 2;
   await sync.sync();
   assert.equal(sent, 3);
+});
+
+Deno.test("never-banned blocks: the bump exempts exactly the addresses neverBanned refuses", () => {
+  // Two lists of one rule (address.ts checks bytes per packet, bump.ts gives CIDRs to the
+  // kernel): random addresses, many of them near the special prefixes, must agree.
+  const blocks = neverBannedBlocks();
+  const starts4 = [0, 127, 224, 239, 240, 255, 1, 126, 128, 223];
+  const starts6 = [0x00, 0xff, 0xfe, 0x20, 0xfd];
+  for (let i = 0; i < 50_000; i++) {
+    const v6 = i % 2 === 1;
+    const b = new Uint8Array(v6 ? 16 : 4);
+    crypto.getRandomValues(b);
+    if (v6) {
+      b[0] = starts6[i % starts6.length];
+      // Often all zero up to byte 10 or 12 (the ::/96, ::ffff:0:0/96 and ::1 neighbourhood).
+      if (b[0] === 0 && i % 3 !== 0) {
+        b.fill(0, 1, 10);
+        if (i % 5 === 0) b[10] = b[11] = 0xff;
+        else if (i % 5 === 1) b.fill(0, 10, 15);
+      }
+    } else {
+      b[0] = starts4[i % starts4.length];
+      if (i % 7 === 0) b.fill(255);
+    }
+    const family = v6 ? 6 : 4;
+    const exempt = blocks.some((c) => cidrContains(c, family, b));
+    assert.equal(exempt, neverBanned(family, b) !== null, `${family} ${b.join(",")}`);
+  }
 });
