@@ -36,7 +36,7 @@ Deno.test("admission: first, repeat, promote with the first target, then admitte
   assert.equal(a.forgive(0, 1, 7, 0, 0, 0, 22), Admit.Admitted);
 });
 
-Deno.test("admission: an IPv6 address shares its prefix's bucket; key6 gives what key gives", () => {
+Deno.test("admission: an IPv6 address shares its prefix's bucket; keyWords gives what key gives", () => {
   for (const prefix of [64, 48, 56, 72, 127]) {
     const a = new Admission(1 << 16, 60_000, 60_000, undefined, prefix);
     const m = (bits: number) => bits >= 32 ? -1 : bits <= 0 ? 0 : -1 << (32 - bits);
@@ -44,7 +44,7 @@ Deno.test("admission: an IPv6 address shares its prefix's bucket; key6 gives wha
     const buckets = new Set<number>();
     for (let i = 0; i < 200; i++) {
       const w = Array.from({ length: 4 }, () => (Math.random() * 2 ** 32) | 0);
-      a.key6(w[0], w[1], w[2], w[3]);
+      a.keyWords(6, Int32Array.from(w));
       const [bucket, print, prefixPrint] = [a.keyBucket, a.keyPrint, a.keyPrefixPrint];
       buckets.add(bucket);
       a.key(128, 4, w[0], w[1], w[2], w[3]);

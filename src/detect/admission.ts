@@ -204,10 +204,22 @@ export class Admission {
   }
 
   /**
-   * `key` of an IPv6 address (tag 128) into keyBucket/keyPrint and of its
-   * prefix into keyPrefixPrint (same bucket), with the bucket hashed once.
+   * `key` of an address given as its words (ProbeEvent.srcW: one for IPv4,
+   * four for IPv6) into keyBucket/keyPrint; for IPv6 also its prefix's
+   * fingerprint into keyPrefixPrint (same bucket), the bucket hashed once.
+   * The words stay in their array: a word passed as an argument to a call
+   * that V8 did not inline is boxed into a heap number (31-bit small
+   * integers), 16 bytes a word, a packet, a scavenge every ~100,000 packets.
    */
-  key6(w0: number, w1: number, w2: number, w3: number): void {
+  keyWords(family: 4 | 6, w: Int32Array): void {
+    const w0 = w[0];
+    if (family === 4) {
+      this.keyBucket = mix32(w0 ^ this.#seedBucket) >>> this.#shift;
+      const fp = mix32(w0 ^ this.#seedPrint);
+      this.keyPrint = fp === 0 ? 1 : fp;
+      return;
+    }
+    const w1 = w[1], w2 = w[2], w3 = w[3];
     this.keyBucket = this.#bucket6(w0, w1, w2, w3);
     const p = this.#p6, seed = this.#seedPrint;
     let fp = mix32(w0 ^ seed ^ Math.imul(128, 0x9e3779b1));

@@ -278,7 +278,7 @@ export class Pipeline {
       for (let k = 0; k < n; k++) {
         const ms = times[k], kind = kinds[k];
         this.lastPacketMs = ms;
-        if (kind >= K_PROBE) this.#probe(k, kind, ms);
+        if (kind >= K_PROBE) this.#probe(k, kind);
         else if (kind === K_SYNACK) this.#accepted(fam[k] as Family, srcs[k], sport[k], dsts[k]);
       }
     }
@@ -329,20 +329,14 @@ export class Pipeline {
    */
   #keysOf(adm: Admission, slot: number, at: number): number {
     const ev = this.#ev, w = ev.srcW, out = this.#buckets;
-    const w0 = w[0];
-    if (ev.family === 4) adm.key(0, 1, w0, 0, 0, 0);
-    else {
-      const w1 = w[1], w2 = w[2], w3 = w[3];
-      // The address and its prefix share a bucket (Admission.key): one to read ahead.
-      adm.key6(w0, w1, w2, w3);
-      if (this.#p6 < 128) {
-        // The prefix's protection and bucket, worked out once for #verdict too.
-        const m0 = w0 & this.#m0, m1 = w1 & this.#m1, m2 = w2 & this.#m2, m3 = w3 & this.#m3;
-        if (this.#protectedWords(m0, m1, m2, m3)) this.#pfxAt[slot] = PFX_PROTECTED;
-        else {
-          this.#pfxAt[slot] = adm.keyBucket;
-          this.#pfxPrintAt[slot] = adm.keyPrefixPrint;
-        }
+    // An IPv6 address and its prefix share a bucket (Admission.key): one to read ahead.
+    adm.keyWords(ev.family, w);
+    if (ev.family === 6 && this.#p6 < 128) {
+      // The prefix's protection and bucket, worked out once for #verdict too.
+      if (this.#protectedPrefix(w)) this.#pfxAt[slot] = PFX_PROTECTED;
+      else {
+        this.#pfxAt[slot] = adm.keyBucket;
+        this.#pfxPrintAt[slot] = adm.keyPrefixPrint;
       }
     }
     this.#keyAt[slot] = out[at++] = adm.keyBucket;
@@ -512,6 +506,11 @@ export class Pipeline {
     );
   }
 
+  /** #prefixProtected for the prefix of an address given as its words (kept in their array, see Admission.keyWords). */
+  #protectedPrefix(w: Int32Array): boolean {
+    return this.#protectedWords(w[0] & this.#m0, w[1] & this.#m1, w[2] & this.#m2, w[3] & this.#m3);
+  }
+
   /** #prefixProtected for a prefix given as four (masked) words. */
   #protectedWords(w0: number, w1: number, w2: number, w3: number): boolean {
     if (this.#protectedVersion !== this.#o.allow.version) this.#protectPrefixes();
@@ -649,8 +648,9 @@ export class Pipeline {
   }
 
   /** A probe in slot `k` of the chunk; `kind` is what the read-ahead made of it. */
-  #probe(k: number, kind: number, ms: number): void {
-    const o = this.#o;
+  #probe(k: number, kind: number): void {
+    // The time read from the slot: a double passed to a call is a heap number made for it.
+    const o = this.#o, ms = this.#ms[k];
     const allow = o.allow;
     const family = this.#fam[k] as Family, type = this.#types[k];
     const src = this.#srcs[k], dst = this.#dsts[k], dport = this.#dport[k];
