@@ -113,7 +113,7 @@ export class Admission {
   #lastAgeDs = -1;
   /** Entries the sketch holds. */
   readonly capacity: number;
-  /** The IPv6 prefix length (key6's prefix) and its mask, word by word. */
+  /** The IPv6 prefix length (keyWords' prefix) and its mask, word by word. */
   get prefix6(): number {
     return this.#p6;
   }
@@ -181,7 +181,7 @@ export class Admission {
   keyBucket = 0;
   keyPrint = 1;
 
-  /** The fingerprint of the last `key6` call's prefix (its bucket is keyBucket). */
+  /** The fingerprint of the last IPv6 `keyWords` call's prefix (its bucket is keyBucket). */
   keyPrefixPrint = 1;
 
   /**
