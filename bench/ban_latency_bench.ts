@@ -37,6 +37,28 @@ function quantile(xs: number[], q: number): number {
  * function that sends the traffic itself; counted on the scanner's side by
  * tcpdump. The bench's scans pass `-T4 --top-ports 1000`; tests import it.
  */
+/** Reads tcpdump's standard error until its "listening on" line (or `ms`), then drains the rest. */
+async function untilListening(stderr: ReadableStream<Uint8Array>, ms: number): Promise<void> {
+  const reader = stderr.getReader();
+  const dec = new TextDecoder();
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)));
+  try {
+    while (!/listening on/.test(text)) {
+      const r = await Promise.race([reader.read(), late]);
+      if (r === null || r.done) break;
+      text += dec.decode(r.value, { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  // Keep reading, so that tcpdump never blocks on a full pipe.
+  (async () => {
+    while (!(await reader.read()).done) { /* drained */ }
+  })().catch(() => {});
+}
+
 export async function portsAnswered(
   lab: Lab,
   src: string,
@@ -50,9 +72,11 @@ export async function portsAnswered(
     args: ["netns", "exec", lab.scanner, "tcpdump", "-i", lab.scannerIf, "-n", "-s", "128"]
       .concat(["-B", "65536", "--immediate-mode", "-U", "-w", pcap, filter]),
     stdout: "null",
-    stderr: "null",
+    stderr: "piped",
   }).spawn();
-  await sleep(700);
+  // Until tcpdump captures ("listening on"): a fixed 700 ms was sometimes too short on a
+  // loaded machine, and the answers went uncounted (a test saw 0 where 1 came back).
+  await untilListening(dump.stderr, 10_000);
   if (typeof send === "function") await send();
   else {
     await lab.exec(
