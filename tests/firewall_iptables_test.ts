@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
+import { refusingFirewall, TEST_BUMP } from "./refusing_firewall.ts";
 
 const enabled = await canUseNetns();
 
@@ -215,44 +216,18 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const lab = await createLab("fwibmp");
-    const dir = await Deno.makeTempDir({ prefix: "sb-bump-" });
-    const refuse = `${dir}/refuse`;
-    // Between the backend and iptables-restore: refuses the bump's rules while `refuse` exists.
-    const wrapper = `${dir}/ipt-wrapper`;
-    await Deno.writeTextFile(
-      wrapper,
-      `#!/bin/sh
-case "$1" in
-  iptables-restore|ip6tables-restore)
-    if [ -e ${refuse} ]; then
-      input=$(cat)
-      case "$input" in *"-A SCANBLOCKER-BUMP"*) echo "refused by the test" >&2; exit 1;; esac
-      printf '%s\\n' "$input" | exec "$@"
-    fi;;
-esac
-exec "$@"
-`,
+    const { fw, errors, refuse, close } = await refusingFirewall(
+      lab,
+      "iptables",
+      ["iptables-restore --noflush", "ip6tables-restore --noflush"],
+      "-A SCANBLOCKER-BUMP",
+      "refused by the test",
     );
-    await Deno.chmod(wrapper, 0o755);
-    const errors: string[] = [];
-    const fw = createFirewall("iptables", {
-      isProtected: () => false,
-      onError: (m) => errors.push(m),
-      maxBans: 1000,
-      commandPrefix: [...lab.prefix(lab.target), wrapper],
-    });
-    const bump = {
-      ports: 3,
-      windowSeconds: 60,
-      device: null,
-      exempt4: ["127.0.0.0/8"],
-      exempt6: ["::1/128"],
-      openPorts: [],
-    };
+    const bump = TEST_BUMP;
     try {
       await fw.init();
       assert.equal((await fw.setBump!(bump)).on, true, fw.describePath());
-      await Deno.writeTextFile(refuse, "");
+      await refuse(true);
       // The jump to the bump's chain removed from outside, and the rules now refused.
       const jump = ["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "SCANBLOCKER-BUMP"];
       const r = await lab.exec(lab.target, ["iptables", "-D", "INPUT", ...jump]);
@@ -264,14 +239,13 @@ exec "$@"
         errors.join("\n"),
         /speed bump not put back: iptables refused it: refused by the test/,
       );
-      await Deno.remove(refuse);
+      await refuse(false);
       assert.equal((await fw.setBump!(bump)).on, true);
       assert.match(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
       assert.equal(errors.length, 1, errors.join("\n"));
     } finally {
-      await fw.close();
+      await close();
       await lab.destroy();
-      await Deno.remove(dir, { recursive: true });
     }
   },
 });

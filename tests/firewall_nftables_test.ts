@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
+import { refusingFirewall, TEST_BUMP } from "./refusing_firewall.ts";
 
 const enabled = await canUseNetns();
 
@@ -186,43 +187,20 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const lab = await createLab("fwbmp");
-    const dir = await Deno.makeTempDir({ prefix: "sb-bump-" });
-    const refuse = `${dir}/refuse`;
-    // Between the backend and nft: refuses the bump's chain while the file `refuse` exists.
-    const wrapper = `${dir}/nft-wrapper`;
-    await Deno.writeTextFile(
-      wrapper,
-      `#!/bin/sh
-if [ -e ${refuse} ] && [ "$1" = nft ] && [ "$2" = -f ]; then
-  input=$(cat)
-  case "$input" in *"scanblocker bump {"*) echo "Error: refused by the test" >&2; exit 1;; esac
-  printf '%s\\n' "$input" | exec "$@"
-fi
-exec "$@"
-`,
+    const { fw, errors, refuse, close } = await refusingFirewall(
+      lab,
+      "nftables",
+      ["nft -f -"],
+      "scanblocker bump {",
+      "Error: refused by the test",
     );
-    await Deno.chmod(wrapper, 0o755);
-    const errors: string[] = [];
-    const fw = createFirewall("nftables", {
-      isProtected: () => false,
-      onError: (m) => errors.push(m),
-      maxBans: 1000,
-      commandPrefix: [...lab.prefix(lab.target), wrapper],
-    });
-    const bump = {
-      ports: 3,
-      windowSeconds: 60,
-      device: null,
-      exempt4: ["127.0.0.0/8"],
-      exempt6: ["::1/128"],
-      openPorts: [],
-    };
+    const bump = TEST_BUMP;
     try {
       await fw.init();
       assert.equal((await fw.setBump!(bump)).on, true);
       assert.equal(fw.bumpState!()?.on, true);
       // Removed from outside, and nft now refuses it: the repair puts the table back, not the bump.
-      await Deno.writeTextFile(refuse, "");
+      await refuse(true);
       for (const cmd of [["flush", "chain"], ["delete", "chain"]]) {
         const r = await lab.exec(lab.target, ["nft", ...cmd, "inet", "scanblocker", "bump"]);
         assert.equal(r.code, 0, r.stderr);
@@ -236,15 +214,14 @@ exec "$@"
         /speed bump not put back: nftables refused it: Error: refused by the test/,
       );
       // Once nft takes it again, the same settings put it back (BumpSync retries them).
-      await Deno.remove(refuse);
+      await refuse(false);
       assert.equal((await fw.setBump!(bump)).on, true);
       const r = await lab.exec(lab.target, ["nft", "list", "chain", "inet", "scanblocker", "bump"]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(errors.length, 1, errors.join("\n"));
     } finally {
-      await fw.close();
+      await close();
       await lab.destroy();
-      await Deno.remove(dir, { recursive: true });
     }
   },
 });
