@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, must, nmap } from "./netns.ts";
+import { canUseNetns, createLab, curlCodes, must, nmap } from "./netns.ts";
 
 const root = await canUseNetns();
 
@@ -59,26 +59,10 @@ Deno.test({
       for (let i = 0; i < 20; i++) {
         for (let p = 8080; p <= 8083; p++) urls.push(`http://${lab.target4}:${p}/`);
       }
-      const r = await lab.exec(lab.scanner, [
-        "timeout",
-        "60",
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}\\n",
-        "--max-time",
-        "3",
-        // A new connection (a new SYN) for every request.
-        "-H",
-        "Connection: close",
-        ...urls,
-      ]);
-      // The body ("ok") precedes each status code (-o names only the first URL's output).
-      const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
-      assert.equal(codes.length, 80, r.stderr);
-      assert.ok(codes.every((c) => c === "200"), r.stdout);
+      // A new connection (a new SYN) for every request.
+      const { codes, out } = await curlCodes(lab, urls);
+      assert.equal(codes.length, 80, out);
+      assert.ok(codes.every((c) => c === "200"), out);
       await new Promise((res) => setTimeout(res, 500));
       assert.equal(
         d.stdout().split("\n").filter((l) => l.includes('"scan_detected"')).length,
@@ -165,23 +149,8 @@ Deno.test({
       await d.waitFor(/Listening on: /, 20000);
       await new Promise((res) => setTimeout(res, 500));
       const url = `http://${lab.target4}:9090/`;
-      const r = await lab.exec(lab.scanner, [
-        "timeout",
-        "60",
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}\\n",
-        "--max-time",
-        "3",
-        "-H",
-        "Connection: close",
-        ...Array.from({ length: 20 }, () => url),
-      ]);
-      const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
-      assert.equal(codes.filter((c) => c === "200").length, 20, r.stdout + r.stderr);
+      const { codes, out } = await curlCodes(lab, Array.from({ length: 20 }, () => url));
+      assert.equal(codes.filter((c) => c === "200").length, 20, out);
       // Three closed ports besides: below the threshold only if the published port did not count.
       for (const p of [7001, 7002, 7003]) {
         await lab.exec(lab.scanner, [

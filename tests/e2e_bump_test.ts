@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { portsAnswered as answered, scannerAddresses } from "../bench/ban_latency_bench.ts";
 import { type Daemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, esc, type Lab, must, run } from "./netns.ts";
+import { canUseNetns, createLab, curlCodes, esc, type Lab, must, run } from "./netns.ts";
 import { pcapBytes } from "./pcap_files.ts";
 
 const root = await canUseNetns();
@@ -220,23 +220,8 @@ for (const backend of ["nftables", "iptables"]) {
           for (let i = 0; i < 10; i++) {
             for (const p of ports) urls.push(`http://${lab.target4}:${p}/`);
           }
-          const r = await lab.exec(lab.scanner, [
-            "timeout",
-            "60",
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}\\n",
-            "--max-time",
-            "3",
-            "-H",
-            "Connection: close",
-            ...urls,
-          ]);
-          const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
-          assert.equal(codes.filter((c) => c === "200").length, urls.length, r.stdout + r.stderr);
+          const { codes, out } = await curlCodes(lab, urls);
+          assert.equal(codes.filter((c) => c === "200").length, urls.length, out);
         };
         await fetchAll([80, 8080, 8081, 8082, 8083]);
         // Three closed ports: the most a source may try; its bucket is now empty.

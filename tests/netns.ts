@@ -179,3 +179,32 @@ export async function portStates(lab: Lab, addr: string, ports: number[]): Promi
   if (/0 hosts up/.test(r.stdout)) return ports.map(() => "filtered").join(",");
   return `unknown: ${r.stdout}${r.stderr}`;
 }
+
+/**
+ * HTTP status codes of `urls` fetched in turn by curl from the scanner
+ * namespace, a new connection (a new SYN) for each; the run's output for
+ * messages.
+ */
+export async function curlCodes(
+  lab: Lab,
+  urls: string[],
+): Promise<{ codes: string[]; out: string }> {
+  const r = await lab.exec(lab.scanner, [
+    "timeout",
+    "60",
+    "curl",
+    "-s",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}\\n",
+    "--max-time",
+    "3",
+    "-H",
+    "Connection: close",
+    ...urls,
+  ]);
+  // A body may precede a status code (-o names only the first URL's output).
+  const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
+  return { codes, out: r.stdout + r.stderr };
+}
