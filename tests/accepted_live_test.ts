@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, curlCodes, must, nmap } from "./netns.ts";
+import { canUseNetns, createLab, curlCodes, must, nmap, webServerIn } from "./netns.ts";
 
 const root = await canUseNetns();
 
@@ -20,19 +20,7 @@ Deno.test({
   fn: async () => {
     const lab = await createLab("acc");
     let d = null;
-    const server = new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        lab.target,
-        Deno.execPath(),
-        "eval",
-        `const s = Deno.serve({ port: 80, hostname: "0.0.0.0", onListen() {} }, () => new Response("ok"));` +
-        ` setTimeout(() => Deno.exit(0), 120000);`,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const server = webServerIn(lab.target);
     try {
       const nft = (rule: string) =>
         must(["ip", "netns", "exec", lab.target, "nft", ...rule.split(" ")]);
@@ -119,19 +107,7 @@ Deno.test({
       await inT("nft add table ip sbpub");
       await inT("nft add chain ip sbpub pre { type nat hook prerouting priority -100 ; }");
       await inT("nft add rule ip sbpub pre tcp dport 9090 dnat to 172.31.9.2:80");
-      server = new Deno.Command("ip", {
-        args: [
-          "netns",
-          "exec",
-          svc,
-          Deno.execPath(),
-          "eval",
-          `Deno.serve({ port: 80, hostname: "0.0.0.0", onListen() {} }, () => new Response("ok"));` +
-          ` setTimeout(() => Deno.exit(0), 120000);`,
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
+      server = webServerIn(svc);
       d = startDaemon(lab.target, [
         "-i",
         "t0",

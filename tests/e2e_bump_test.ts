@@ -9,7 +9,16 @@
 import assert from "node:assert/strict";
 import { portsAnswered as answered, scannerAddresses } from "../bench/ban_latency_bench.ts";
 import { type Daemon, startDaemon } from "./daemon.ts";
-import { canUseNetns, createLab, curlCodes, esc, type Lab, must, run } from "./netns.ts";
+import {
+  canUseNetns,
+  createLab,
+  curlCodes,
+  esc,
+  type Lab,
+  must,
+  run,
+  webServerIn,
+} from "./netns.ts";
 import { pcapBytes } from "./pcap_files.ts";
 
 const root = await canUseNetns();
@@ -196,19 +205,7 @@ for (const backend of ["nftables", "iptables"]) {
     fn: async () => {
       let server: Deno.ChildProcess | null = null;
       await withDaemon(["--firewall", backend, "--log-format", "json"], async (lab, d) => {
-        server = new Deno.Command("ip", {
-          args: [
-            "netns",
-            "exec",
-            lab.target,
-            Deno.execPath(),
-            "eval",
-            `Deno.serve({ port: 80, hostname: "0.0.0.0", onListen() {} }, () => new Response("ok"));` +
-            ` setTimeout(() => Deno.exit(0), 120000);`,
-          ],
-          stdout: "null",
-          stderr: "null",
-        }).spawn();
+        server = webServerIn(lab.target);
         const nft = (rule: string) =>
           must(["ip", "netns", "exec", lab.target, "nft", ...rule.split(" ")]);
         await nft("add table ip sbnat");

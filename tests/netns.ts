@@ -208,3 +208,20 @@ export async function curlCodes(
   const codes = r.stdout.trim().split("\n").map((l) => l.slice(-3));
   return { codes, out: r.stdout + r.stderr };
 }
+
+/** A web server on port 80 of namespace `ns` ("ok" to every request), gone after 120 s at most. */
+export function webServerIn(ns: string): Deno.ChildProcess {
+  return new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      ns,
+      Deno.execPath(),
+      "eval",
+      `Deno.serve({ port: 80, hostname: "0.0.0.0", onListen() {} }, () => new Response("ok"));` +
+      ` setTimeout(() => Deno.exit(0), 120000);`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
