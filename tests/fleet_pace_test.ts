@@ -106,10 +106,12 @@ Deno.test({
       assert.ok(has("198.51.100.8"), "the delta brought decision 8");
       const got7 = has("198.51.100.7");
       assert.ok(got7, `decision 7 never arrived (pulls: ${s.pulls.length})`);
-      // Within the full-pull period (1.5 s from the first full pull) and a poll or two.
-      assert.ok(got7.at - writtenAt < 1500 + 300, `after ${(got7.at - writtenAt).toFixed(0)} ms`);
+      // With the first full pull after it was written, not a later one (pull records, not the
+      // clock: a loaded CI machine once took 2.8 s where 1.8 s was allowed).
       const full = s.pulls.filter((p) => p.startup && p.at >= writtenAt);
       assert.ok(full.length >= 1, "it came with a full pull");
+      assert.ok(got7.at >= full[0].at, "before any full pull");
+      assert.ok(full.length < 2 || got7.at <= full[1].at, "not with the first full pull after it");
       assert.equal(adds.filter((a) => a.add.target === "198.51.100.8").length, 1, "8 once");
       assert.equal(
         lines.filter((l) => /a full pull brought 1 decision\(s\) no delta pull had/.test(l)).length,
