@@ -84,6 +84,8 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
   const server = o.reports.server;
   const sync = new BumpSync(o.fw, cfg, o.device, o.allow, () => o.openPorts?.list() ?? [], warn);
   const bump = await sync.sync();
+  // The capture thread warmed up meanwhile (or ended: untilStopped reports it).
+  await c.ready;
   const lines = startupLines(cfg, {
     device: o.device,
     allow: o.allow,
