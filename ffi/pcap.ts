@@ -184,6 +184,8 @@ export class Pcap {
   #p: Deno.PointerObject | null;
   #buf: Uint8Array<ArrayBuffer>;
   #view: DataView;
+  /** The batch every dispatch hands out, refilled (its records are valid until the next one). */
+  #batch: Batch;
   #file: Deno.PointerObject | null = null;
   #dumper: Deno.PointerObject | null = null;
   #dumpFn: Deno.PointerObject;
@@ -220,6 +222,7 @@ export class Pcap {
       this.#count = Math.max(1, Math.min(MAX_BATCH_PACKETS, Math.floor((bytes - 1) / rec)));
       this.#buf = new Uint8Array(Math.max(bytes, rec + FILE_HEADER + 1));
       this.#view = new DataView(this.#buf.buffer);
+      this.#batch = { view: this.#view, start: 0, end: 0, count: 0 };
       if (filter) this.#setFilter(filter);
       this.#dumpFn = pcapDumpAddress(pcap);
       this.#openStream();
@@ -367,16 +370,26 @@ export class Pcap {
     const s = this.#pcap.lib.symbols;
     const c = loadLibc().symbols;
     const n = s.pcap_dispatch(this.#p, this.#count, this.#dumpFn, this.#dumper);
+    const b = this.#batch;
+    if (n === 0) {
+      // Nothing was dumped: the stream is still at 0 (the live thread looks
+      // at an empty ring often, and this look allocates nothing).
+      if (!this.live) {
+        this.#eof = true;
+        return null;
+      }
+      b.end = b.count = 0;
+      return b;
+    }
     const f = this.#file!;
     c.fflush(f);
     const end = Number(c.ftell(f));
     c.fseek(f, 0n, SEEK_SET);
-    if (n >= 0) {
-      if (n === 0 && !this.live) {
-        this.#eof = true;
-        return null;
-      }
-      return { view: this.#view, start: 0, end, count: n };
+    if (n > 0) {
+      // One Batch object, refilled, rather than a literal per call.
+      b.end = end;
+      b.count = n;
+      return b;
     }
     const msg = readCString(s.pcap_geterr(this.#p));
     const err = this.live ? new Error(`capture on "${this.source}" failed: ${msg}`) : new Error(
