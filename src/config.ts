@@ -996,12 +996,28 @@ function fleetConfig(
   if ((clientCertPem === null) !== (clientKeyPem === null)) {
     throw new ConfigError("--lapi-client-cert and --lapi-client-key go together: give both");
   }
+  const caPem = file("lapi-ca");
+  // Deno reads the PEM only when the client is built, after the start-up:
+  // a file that is not PEM would end the daemon there (exit 1, restarted
+  // in a loop), so it is built once here and the option named.
+  // Deno takes a CA file without a certificate and trusts nothing then.
+  if (caPem !== null && !caPem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new ConfigError(
+      `invalid --lapi-ca: no PEM certificate ("-----BEGIN CERTIFICATE-----") in it`,
+    );
+  }
+  tlsRefusal("lapi-ca", caPem === null ? null : { caCerts: [caPem] });
+  tlsRefusal(
+    "lapi-client-cert",
+    clientCertPem === null ? null : { cert: clientCertPem, key: clientKeyPem! },
+    "and --lapi-client-key",
+  );
   const poll = pollSeconds(value("lapi-poll"));
   const machine = machineName(get("lapi-machine") ?? hostName());
   const origins = originList(value("lapi-origins"));
   return {
     url: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`,
-    caPem: file("lapi-ca"),
+    caPem,
     clientCertPem,
     clientKeyPem,
     machine,
@@ -1013,6 +1029,21 @@ function fleetConfig(
 }
 
 /** --lapi-poll: seconds from 0.05 to 3600. */
+/** Throws a ConfigError naming `--long` when Deno cannot build a TLS client from these PEM texts. */
+function tlsRefusal(
+  long: string,
+  tls: (Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem>) | null,
+  also = "",
+): void {
+  if (tls === null) return;
+  try {
+    Deno.createHttpClient(tls).close();
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    throw new ConfigError(`invalid --${long}${also ? ` ${also}` : ""}: ${why} (PEM expected)`);
+  }
+}
+
 function pollSeconds(text: string): number {
   const form = "a number of seconds from 0.05 to 3600";
   const n = numberOption("lapi-poll", text, form);

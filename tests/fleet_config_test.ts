@@ -154,3 +154,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test("fleet: a CA, client certificate or key that is not PEM is refused at start-up, the option named", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/pw`, "x\n");
+    Deno.writeTextFileSync(`${dir}/junk`, "not a certificate\n");
+    const ssl = await new Deno.Command("openssl", {
+      args: [
+        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`, "-days", "1"],
+        ...["-subj", "/CN=sb test client"],
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(ssl.code, 0, new TextDecoder().decode(ssl.stderr));
+    const base = ["--lapi-url", "https://127.0.0.1:8080", "--lapi-password-file", `${dir}/pw`];
+    const pair = (cert: string, key: string) => [
+      ...base,
+      "--lapi-client-cert",
+      `${dir}/${cert}`,
+      "--lapi-client-key",
+      `${dir}/${key}`,
+    ];
+    // Deno reads the PEM only when the client is built: before this check,
+    // after the start-up lines (fatal, exit 1, restarted in a loop by systemd).
+    assert.match(
+      bad(pair("junk", "key.pem")),
+      /invalid --lapi-client-cert and --lapi-client-key: No certificates found/,
+    );
+    assert.match(
+      bad(pair("cert.pem", "junk")),
+      /invalid --lapi-client-cert and --lapi-client-key: No keys found/,
+    );
+    assert.match(
+      bad([...base, "--lapi-ca", `${dir}/junk`]),
+      /invalid --lapi-ca: no PEM certificate/,
+    );
+    const ok = parseConfig([...pair("cert.pem", "key.pem"), "--lapi-ca", `${dir}/cert.pem`], {})
+      .fleet!;
+    assert.match(ok.clientCertPem!, /BEGIN CERTIFICATE/);
+    assert.match(ok.caPem!, /BEGIN CERTIFICATE/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
