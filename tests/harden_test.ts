@@ -23,7 +23,7 @@ Deno.test({
 });
 
 import { LineOutput } from "../src/report/output.ts";
-import { STALL_MS, StallWatch } from "../src/capture/stall.ts";
+import { STALL_MS, StallReport, StallWatch } from "../src/capture/stall.ts";
 import { startMetricsServer } from "../src/report/server.ts";
 import { createMetrics } from "../src/report/metrics.ts";
 
@@ -82,6 +82,26 @@ Deno.test("StallWatch: a still heartbeat while the interface receives is a stall
     true,
     "no counter: a still heartbeat alone",
   );
+});
+
+Deno.test("StallReport: a stall is said on stderr when it begins and when it ends, and in a 0/1 gauge", () => {
+  const lines: string[] = [];
+  const gauge: number[] = [];
+  const r = new StallReport("eth0", (l) => lines.push(l), (v) => gauge.push(v));
+  r.update(1000, false);
+  r.update(2000, true);
+  r.update(3000, true);
+  r.update(4000, true);
+  assert.equal(lines.length, 1, "one line for the whole stall");
+  assert.match(
+    lines[0],
+    /^capture stalled: .* 3 s while packets arrive on eth0; nothing is detected/,
+  );
+  r.update(9000, false);
+  r.update(10000, false);
+  assert.equal(lines.length, 2);
+  assert.match(lines[1], /^capture moving again after about 10 s stalled$/);
+  assert.deepEqual(gauge, [0, 1, 1, 1, 0, 0]);
 });
 
 Deno.test({

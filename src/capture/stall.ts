@@ -18,6 +18,37 @@ export function rxPackets(device: string): number | null {
   return Number.isFinite(n) && n >= 0 ? n : null;
 }
 
+/**
+ * Says when a stall begins and ends: one line each on stderr and a 0/1
+ * gauge, so a stall shows without a /healthz probe (or with the metrics off).
+ */
+export class StallReport {
+  #since: number | null = null;
+
+  constructor(
+    private readonly device: string,
+    private readonly warn: (line: string) => void,
+    private readonly gauge: (stalled: 0 | 1) => void,
+  ) {}
+
+  /** Feeds the watch's verdict at time `now` (ms). */
+  update(now: number, stalled: boolean): void {
+    this.gauge(stalled ? 1 : 0);
+    if (stalled && this.#since === null) {
+      this.#since = now;
+      this.warn(
+        `capture stalled: the capture thread has not turned its loop for ${
+          STALL_MS / 1000
+        } s while packets arrive on ${this.device}; nothing is detected until it turns again`,
+      );
+    } else if (!stalled && this.#since !== null) {
+      const s = (now - this.#since + STALL_MS) / 1000;
+      this.#since = null;
+      this.warn(`capture moving again after about ${s.toFixed(0)} s stalled`);
+    }
+  }
+}
+
 /** Tracks the heartbeat against the interface's receive counter. */
 export class StallWatch {
   #beat = -1;

@@ -81,6 +81,8 @@ export interface Metrics {
   fleetPushes: Counter<"result">;
   /** scanblocker_fleet_decisions_total{action,origin}: LAPI decisions applied, removed, refused, failed, own */
   fleetDecisions: Counter<"action" | "origin">;
+  /** scanblocker_capture_stalled: 1 while packets arrive and the capture thread has not turned its loop for 3 s */
+  captureStalled: Gauge;
   /** scanblocker_fleet_lapi_up: 1 when the last LAPI call got an answer (0 also without a fleet) */
   fleetLapiUp: Gauge;
   /** scanblocker_fleet_last_pull_age_seconds: since the last successful pull (-1 before the first) */
@@ -265,6 +267,12 @@ export function createMetrics(version: string): Metrics {
       help:
         "CrowdSec LAPI ban decisions by action (applied, removed, refused, failed, own) and origin.",
       labelNames: ["action", "origin"] as const,
+      registers,
+    }),
+    captureStalled: new Gauge({
+      name: "scanblocker_capture_stalled",
+      help:
+        "1 while packets arrive on the interface and the capture thread has not turned its loop for 3 s (nothing is detected).",
       registers,
     }),
     fleetLapiUp: new Gauge({

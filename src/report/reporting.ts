@@ -5,7 +5,7 @@
  * nobody looks at them) and the log-drop watch. The server starts before the
  * firewall is touched, so an address in use ends the run first.
  */
-import { rxPackets, StallWatch } from "../capture/stall.ts";
+import { rxPackets, StallReport, StallWatch } from "../capture/stall.ts";
 import { Slot } from "../detect/counters.ts";
 import { counterSync, nullMetrics } from "./counters.ts";
 import { logDropWatch } from "./drops.ts";
@@ -60,6 +60,7 @@ export async function startReporting(metricsAddr: string, s: ReportSources): Pro
   const stalled = () =>
     s.device !== "" &&
     stall.update(Date.now(), s.counters()[Slot.Heartbeat], rxPackets(s.device));
+  const stallReport = new StallReport(s.device, s.warn, (v) => metrics.captureStalled.set(v));
   const drops = logDropWatch([stdoutOut, stderrOut], () => s.counters()[Slot.LogDropped], {
     metrics,
     warn: s.warn,
@@ -86,7 +87,7 @@ export async function startReporting(metricsAddr: string, s: ReportSources): Pro
     sync,
     tick: () => {
       drops();
-      stalled();
+      stallReport.update(Date.now(), s.health().captureRunning && stalled());
       sync();
     },
   };
