@@ -25,6 +25,33 @@ const root = await canUseNetns();
 const opts = { ignore: !root, sanitizeOps: false, sanitizeResources: false };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Runs `cmd` in the target namespace until its output matches `re` (15 s at
+ * most, then fails with the last output): the daemon's tick and the open-port
+ * refresh take a second or two, more on a loaded machine, so no fixed sleep.
+ */
+async function untilOutput(lab: Lab, cmd: string[], re: RegExp, what: string): Promise<string> {
+  const end = Date.now() + 15_000;
+  for (;;) {
+    const out = (await lab.exec(lab.target, cmd)).stdout;
+    if (re.test(out)) return out;
+    if (Date.now() > end) throw new Error(`${what}: ${cmd.join(" ")} never matched ${re}:\n${out}`);
+    await sleep(100);
+  }
+}
+
+/** The bump's rules, as its backend lists them. */
+const bumpRules = (backend: string) =>
+  backend === "nftables"
+    ? ["nft", "list", "chain", "inet", "scanblocker", "bump"]
+    : ["iptables", "-S", "SCANBLOCKER-BUMP"];
+
+/** The bump's list of open ports (an nftables set, or an ipset). */
+const bumpOpenPorts = (backend: string) =>
+  backend === "nftables"
+    ? ["nft", "list", "set", "inet", "scanblocker", "sb_open"]
+    : ["ipset", "list", "scanblocker-open"];
+
 /** Runs the daemon (default settings but for the metrics server) in a fresh lab. */
 async function withDaemon(
   args: string[],
@@ -173,16 +200,23 @@ for (const backend of ["nftables", "iptables"]) {
           await Deno.writeTextFile(envFile, `SB_ALLOW=${a}/32\nSB_PORTS=5\n`);
           await run(["kill", "-HUP", String(d.pid)]);
           await d.waitFor(/SIGHUP: reloaded: allow .*ports 3→5/);
-          await sleep(2500); // the tick sends the new exempt list and threshold
-          // The rules follow the new threshold (nft leaves out a burst of 5: its default).
-          const rules = backend === "nftables"
-            ? await lab.exec(lab.target, ["nft", "list", "chain", "inet", "scanblocker", "bump"])
-            : await lab.exec(lab.target, ["iptables", "-S", "SCANBLOCKER-BUMP"]);
-          assert.match(
-            rules.stdout,
+          // The tick rewrites the rules for the new threshold (nft leaves out
+          // a burst of 5: its default), and sends the new exempt list with them.
+          await untilOutput(
+            lab,
+            bumpRules(backend),
             backend === "nftables"
               ? /limit rate over 5\/minute(?: burst 5 packets)? \}/
               : /--hashlimit-burst 5 /,
+            "the new threshold",
+          );
+          await untilOutput(
+            lab,
+            backend === "nftables"
+              ? ["nft", "list", "set", "inet", "scanblocker", "sb_exempt4"]
+              : ["ipset", "list", "scanblocker4allow"],
+            new RegExp(`\\b${esc(a)}\\b`),
+            "the allowed source in the bump's exempt list",
           );
           const p = ["-p", "1-40"];
           const allowed = await answered(lab, a, p);
@@ -211,7 +245,8 @@ for (const backend of ["nftables", "iptables"]) {
         await nft("add table ip sbnat");
         await nft("add chain ip sbnat pre { type nat hook prerouting priority -100 ; }");
         await nft("add rule ip sbnat pre tcp dport 8080-8083 redirect to :80");
-        await sleep(3000); // the listener is up, and the open-port list sent to the bump
+        // The listener is up, found by the open-port refresh and sent to the bump.
+        await untilOutput(lab, bumpOpenPorts(backend), /\b80\b/, "port 80 in the bump's list");
         const fetchAll = async (ports: number[]) => {
           const urls: string[] = [];
           for (let i = 0; i < 10; i++) {
