@@ -105,15 +105,25 @@ Deno.test({
         stderr: "null",
       }).spawn();
       try {
-        await new Promise((r) => setTimeout(r, 800));
+        // The listener is up when ss(8) lists it (a fixed 800 ms wait could be short).
+        for (const end = Date.now() + 15_000;;) {
+          const ss = await lab.exec(lab.target, ["ss", "-Htln", "sport = :8080"]);
+          if (ss.stdout.includes(":8080")) break;
+          assert.ok(Date.now() < end, "the listener on 8080 never came up");
+          await new Promise((r) => setTimeout(r, 50));
+        }
         const r = await denoEval(
           lab,
           lab.scanner,
           `let ok = 0; for (let i = 0; i < 50; i++) { try { const c = await Deno.connect({ hostname: "${lab.target4}", port: 8080 }); c.close(); ok++; } catch {} } console.log(ok);`,
         );
         assert.equal(r.stdout.trim(), "50", r.stderr);
+        // Waited for, not assumed after a fixed settle: the 50 lines.
+        for (const end = Date.now() + 10_000; count(d.stdout(), "New connection:") < 50;) {
+          assert.ok(Date.now() < end, d.stdout());
+          await new Promise((r) => setTimeout(r, 50));
+        }
         await settle();
-        assert.ok(count(d.stdout(), "New connection:") >= 50, d.stdout());
         assert.equal(count(d.stdout(), "Port scan detected"), 0, d.stdout());
       } finally {
         try {
@@ -135,10 +145,11 @@ Deno.test({
         `for (let p = 1000; p < 1020; p++) { try { (await Deno.connect({ hostname: "${lab.scanner4}", port: p })).close(); } catch {} }`,
       );
       assert.equal(r.code, 0, r.stderr);
+      // It is, however, a sign worth reporting about this host itself.
+      await d.waitFor(/Outbound port scan detected: /);
       await settle();
       assert.equal(count(d.stdout(), "Port scan detected"), 0, d.stdout());
       assert.equal(count(d.stdout(), "New connection:"), 0, d.stdout());
-      // It is, however, a sign worth reporting about this host itself.
       assert.equal(
         count(d.stdout(), `Outbound port scan detected: ${lab.target4} -> ${lab.scanner4}`),
         1,
