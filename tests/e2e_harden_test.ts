@@ -152,8 +152,18 @@ Deno.test({
     const w = child.stdin.getWriter();
     try {
       await w.write(pcapBytes(frames(0)));
-      // Past Deno's 500 ms grace period, after which `deno run` listens for SIGUSR1.
+      // Past Deno's 500 ms grace period, after which `deno run` listens for
+      // SIGUSR1, and once the process catches or ignores it (/proc says so;
+      // sent before, its default action would end the run).
       await sleep(1000);
+      for (const end = Date.now() + 10_000;;) {
+        const st = await Deno.readTextFile(`/proc/${child.pid}/status`);
+        const mask = (k: string) =>
+          BigInt("0x" + new RegExp(`^${k}:\\s*([0-9a-f]+)`, "m").exec(st)![1]);
+        if (((mask("SigIgn") | mask("SigCgt")) >> 9n) & 1n) break;
+        assert.ok(Date.now() < end, "SIGUSR1 never caught or ignored");
+        await sleep(50);
+      }
       await run(["kill", "-USR1", String(child.pid)]);
       await sleep(700);
       assert.deepEqual(await listeners(child.pid), [], "a listener after SIGUSR1");
@@ -281,7 +291,14 @@ Deno.test({
         stdout: "null",
         stderr: "null",
       }).spawn();
-      await sleep(1500);
+      // Listening when ss(8) lists it (a fixed wait could be short, and then
+      // a daemon with a valid configuration would start here).
+      for (const end = Date.now() + 15_000;;) {
+        const ss = await run(["ip", "netns", "exec", t, "ss", "-Htln", "sport = :9119"]);
+        if (ss.stdout.includes("127.0.0.1:9119")) break;
+        assert.ok(Date.now() < end, "the port holder never listened");
+        await sleep(50);
+      }
       assertConfigError(
         await runIn(t, [...m, "127.0.0.1:9119"]),
         /127\.0\.0\.1:9119 is already in use/,
