@@ -138,7 +138,9 @@ for (const firewall of ["nftables", "ipset", "iptables", "iptables-rules"]) {
             `${full.toFixed(2)} ms with ${MAX_BANS} held after a flood of ${SOURCES} sources ` +
             `(banned within ${floodMs} ms; loaded machine)`,
         );
-        assert.ok(full >= 0 && full < 1000, `ban took ${full} ms with the table full`);
+        // A bound that catches a ban waiting for the evictions (seconds to
+        // 30 s), with room for a loaded machine (the figure is printed above).
+        assert.ok(full >= 0 && full < 3000, `ban took ${full} ms with the table full`);
         // The firewall holds the late scanner, and no more than the cap once
         // the removals under way are through (iptables: a few seconds; up to 30 s
         // on a loaded machine, where the per-rule form once stood at cap + 1 after 10 s).
