@@ -60,6 +60,57 @@ Deno.test("control socket: answers status, 0600, replaces a stale socket, refuse
   }
 });
 
+Deno.test("control socket: running out of descriptors is said once, survived, and status answers after", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sb-control-" });
+  const root = new URL("../", import.meta.url).pathname;
+  try {
+    const file = `${dir}/emfile.ts`;
+    // Under a limit of 128 descriptors, idle clients in the same process use
+    // up the descriptors until accept fails (EMFILE); the server drops each
+    // after its request timeout (2 s).
+    await Deno.writeTextFile(
+      file,
+      `
+      import { askStatus, startControlServer } from "${root}src/report/control.ts";
+      Deno.addSignalListener("SIGTERM", () => {});
+      const lines = [];
+      const sample = ${JSON.stringify(sample)};
+      const path = "${dir}/c.sock";
+      const s = await startControlServer(path, () => Promise.resolve(sample), (l) => lines.push(l));
+      const clients = [];
+      for (let i = 0; i < 400; i++) {
+        try { clients.push(await Deno.connect({ transport: "unix", path })); }
+        catch { break; }
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      for (const c of clients) c.close();
+      await new Promise((r) => setTimeout(r, 2500));
+      const status = await askStatus(path, 3000).then((x) => x.interface, (e) => String(e));
+      console.log(JSON.stringify({ status, lines, clients: clients.length }));
+      await s.close();
+      Deno.exit(0);
+    `,
+    );
+    const out = await new Deno.Command("prlimit", {
+      args: ["--nofile=128:128", Deno.execPath(), "run", "-A", `--config=${root}deno.json`, file],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const r = JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
+    assert.equal(r.status, "eth0", JSON.stringify(r));
+    assert.equal(
+      r.lines.filter((l: string) => /^control socket: cannot accept connections/.test(l)).length,
+      1,
+      JSON.stringify(r),
+    );
+    assert.equal(r.lines.at(-1), "control socket: accepting connections again");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("bans text: header, reason, origin, backend, trailing newline; JSON; port ranges", () => {
   const now = Date.UTC(2026, 0, 1);
   const bans = [

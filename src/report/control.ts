@@ -26,6 +26,42 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
+/**
+ * Accepts until `closed()`: a failed accept (EMFILE, ENFILE, ENOMEM) is said
+ * once, waited out and retried, as the metrics server does (a `for await`
+ * over the listener ended for good on the first one, silently, and
+ * `scanblocker status` hung from then on).
+ */
+export async function acceptLoop(
+  listener: { accept(): Promise<Deno.Conn> },
+  serve: (conn: Deno.Conn) => void,
+  warn: (line: string) => void,
+  closed: () => boolean,
+): Promise<void> {
+  let pause = 50, failing = false;
+  while (!closed()) {
+    let conn: Deno.Conn;
+    try {
+      conn = await listener.accept();
+    } catch (e) {
+      if (closed()) return;
+      if (!failing) {
+        failing = true;
+        warn(`control socket: cannot accept connections (${message(e)}); retrying`);
+      }
+      await new Promise((r) => setTimeout(r, pause));
+      pause = Math.min(pause * 2, 1000);
+      continue;
+    }
+    if (failing) {
+      failing = false;
+      warn("control socket: accepting connections again");
+    }
+    pause = 50;
+    serve(conn);
+  }
+}
+
 /** Why the control socket could not be used. */
 export class ControlError extends Error {
   /** "not-running": no socket or nobody listening; "denied": no permission; "failed": anything else. */
@@ -42,6 +78,7 @@ export class ControlError extends Error {
 export async function startControlServer(
   path: string,
   snapshot: () => Promise<StatusSnapshot>,
+  warn: (line: string) => void = () => {},
 ): Promise<ControlServer> {
   const dir = path.slice(0, path.lastIndexOf("/")) || "/";
   try {
@@ -81,12 +118,19 @@ export async function startControlServer(
   } catch (e) {
     throw new Error(`control socket ${path}: cannot listen: ${message(e)}`);
   }
-  const serving = (async () => {
-    for await (const conn of listener) answer(conn, snapshot).catch(() => {});
-  })().catch(() => {});
+  let closed = false;
+  const serving = acceptLoop(
+    listener,
+    (conn) => {
+      answer(conn, snapshot).catch(() => {});
+    },
+    warn,
+    () => closed,
+  );
   return {
     path,
     close: async () => {
+      closed = true;
       try {
         listener.close();
       } catch { /* closed */ }

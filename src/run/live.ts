@@ -75,7 +75,7 @@ export async function runLive(cfg: Config, c: LiveCapture, b: Bans, o: LiveRun):
       top: (n) => c.top(n),
       bans: () => b.entries(),
       recorder,
-    })).catch((e) => {
+    }), warn).catch((e) => {
       warn(`${errorText(e)}; \`scanblocker status\` will not work`);
       return null;
     });
