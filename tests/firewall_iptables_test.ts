@@ -249,3 +249,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "iptables (ipset sets): a speed bump that cannot be removed (turned off) is a firewall error",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const lab = await createLab("fwibrm");
+    const { fw, errors, refuse, close } = await refusingFirewall(
+      lab,
+      "iptables",
+      ["iptables-restore --noflush", "ip6tables-restore --noflush"],
+      "-X SCANBLOCKER-BUMP",
+      "refused by the test",
+    );
+    try {
+      await fw.init();
+      assert.equal((await fw.setBump!(TEST_BUMP)).on, true, fw.describePath());
+      await refuse(true);
+      assert.equal((await fw.setBump!(null)).on, false);
+      assert.match(
+        errors.join("\n"),
+        /speed bump not removed: iptables refused it: refused by the test/,
+      );
+      assert.match(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
+      await refuse(false);
+      await fw.setBump!(null);
+      assert.doesNotMatch(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
+      assert.equal(
+        errors.filter((e) => /iptables refused/.test(e)).length,
+        1,
+        errors.join("\n"),
+      );
+    } finally {
+      await close();
+      await lab.destroy();
+    }
+  },
+});

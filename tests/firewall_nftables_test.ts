@@ -225,3 +225,55 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "nftables backend: a speed bump that cannot be removed (turned off) is a firewall error",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const lab = await createLab("fwbrm");
+    const { fw, errors, refuse, close } = await refusingFirewall(
+      lab,
+      "nftables",
+      ["nft -f -"],
+      "delete chain inet scanblocker bump",
+      "Error: refused by the test",
+    );
+    try {
+      await fw.init();
+      assert.equal((await fw.setBump!(TEST_BUMP)).on, true);
+      await refuse(true);
+      // Off (a reload to --detector psd): nft refuses the removal.
+      assert.equal((await fw.setBump!(null)).on, false);
+      assert.match(
+        errors.join("\n"),
+        /speed bump not removed: nftables refused it: Error: refused by the test/,
+      );
+      const left = await lab.exec(lab.target, [
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "scanblocker",
+        "bump",
+      ]);
+      assert.equal(left.code, 0, "the bump is still there, and said so");
+      await refuse(false);
+      await fw.setBump!(null);
+      const gone = await lab.exec(lab.target, [
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "scanblocker",
+        "bump",
+      ]);
+      assert.notEqual(gone.code, 0, "removed once nft takes it");
+      assert.equal(errors.length, 1, errors.join("\n"));
+    } finally {
+      await close();
+      await lab.destroy();
+    }
+  },
+});

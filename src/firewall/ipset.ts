@@ -322,17 +322,28 @@ export class IpsetFirewall extends BaseFirewall {
     this.#bumpState = { on: true, what: bumpWhat(c) };
   }
 
-  /** Takes the bump's chain and jumps out of both families (its sets stay until flush). */
+  /**
+   * Takes the bump's chain and jumps out of both families (its sets stay
+   * until flush). A bump that cannot be removed is a firewall error: left in
+   * place, it would go on holding back new connections with old exempt lists.
+   */
   async #removeBump(): Promise<void> {
     for (const family of [4, 6] as const) {
       const tool = this.#tool(family);
       const t = await runCommand([...this.prefix, tool, "-w", "-S"]);
-      const lines = t.code === 0 ? iptBumpRemoval(t.stdout) : [];
+      if (t.code !== 0) {
+        this.report(`speed bump not removed: ${tool} -S failed: ${firstLine(t.stderr)}`);
+        continue;
+      }
+      const lines = iptBumpRemoval(t.stdout);
       if (lines.length === 0) continue;
-      await runCommand(
+      const r = await runCommand(
         [...this.prefix, `${tool}-restore`, "--noflush"],
         `*filter\n${lines.join("\n")}\nCOMMIT\n`,
       );
+      if (r.code !== 0) {
+        this.report(`speed bump not removed: ${tool} refused it: ${firstLine(r.stderr)}`);
+      }
     }
   }
 

@@ -389,7 +389,7 @@ export class NftablesFirewall extends BaseFirewall {
       // Off (say --detector psd): a bump an earlier run left must not hold back on its own.
       this.#bumpState = null;
       this.#bumpRules = this.#bumpLists = "";
-      if (await this.#setup()) await this.#command(["-f", "-"], nftBumpRemoval(NFT_TABLE));
+      if (await this.#setup()) await this.#removeBump();
       return { on: false, why: "not asked for" };
     }
     if (!this.#ready) {
@@ -409,6 +409,18 @@ export class NftablesFirewall extends BaseFirewall {
   }
 
   /**
+   * Deletes the bump's chain (nothing when there is none). A bump that
+   * cannot be removed is a firewall error: left in place, it would go on
+   * holding back new connections with old exempt lists.
+   */
+  async #removeBump(): Promise<void> {
+    const r = await this.#command(["-f", "-"], nftBumpRemoval(NFT_TABLE));
+    if (r.code !== 0) {
+      this.report(`speed bump not removed: nftables refused it: ${firstLine(r.stderr)}`);
+    }
+  }
+
+  /**
    * One transaction after the table's set-up; a refusal leaves the bump off,
    * never the bans, and is a firewall error when the bump was on (a repair
    * that could not put it back).
@@ -421,7 +433,7 @@ export class NftablesFirewall extends BaseFirewall {
       this.#bumpState = { on: false, why };
       this.#bumpRules = "";
       // An older bump (other settings) must not go on holding back.
-      await this.#command(["-f", "-"], nftBumpRemoval(NFT_TABLE));
+      await this.#removeBump();
       return;
     }
     this.#bumpRules = bumpRulesKey(c);
