@@ -289,3 +289,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "iptables (ipset sets): a set an earlier run made smaller (maxelem) is grown, with its bans, so bans past its old size land",
+  ignore: !enabled,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const lab = await createLab("fwigrow");
+    const errors: string[] = [];
+    const ipset = (...args: string[]) => lab.exec(lab.target, ["ipset", ...args]);
+    // An earlier run's set: 16 bans at most, one held.
+    const made = await ipset(
+      ...["create", "scanblocker4", "hash:ip", "family", "inet"],
+      "maxelem",
+      "16",
+    );
+    assert.equal(made.code, 0, made.stderr);
+    assert.equal((await ipset("add", "scanblocker4", "10.66.0.1")).code, 0);
+    const fw = createFirewall("iptables", {
+      isProtected: () => false,
+      onError: (m) => errors.push(m),
+      maxBans: 1000,
+      commandPrefix: lab.prefix(lab.target),
+    });
+    try {
+      const restored = await fw.init();
+      assert.deepEqual(restored.map((b) => b.address), ["10.66.0.1"], "its ban kept");
+      const header = (await ipset("list", "-t", "scanblocker4")).stdout;
+      assert.match(header, /maxelem 2024\b/, header);
+      const addrs = Array.from({ length: 40 }, (_, i) => `10.77.0.${i + 1}`);
+      const got = await Promise.all(addrs.map((a) => fw.ban(a, 600)));
+      assert.deepEqual(got, Array(40).fill("banned"), errors.join("\n"));
+      const held = (await ipset("save", "scanblocker4")).stdout;
+      assert.equal(held.match(/^add scanblocker4 /gm)?.length, 41, held);
+      assert.match(held, /^add scanblocker4 10\.66\.0\.1 timeout \d+$/m);
+      assert.deepEqual(errors, []);
+      assert.notEqual((await ipset("list", "-n", "scanblocker4-grow")).code, 0, "no copy left");
+    } finally {
+      await fw.flush();
+      await fw.close();
+      await lab.destroy();
+    }
+  },
+});

@@ -85,33 +85,70 @@ export function parseIpsetSave(text: string, family: Family, now = Date.now()): 
 }
 
 /**
- * Creates set `name` (or keeps it as it is); null, or why ipset refused.
- * `-exist`: an existing set with these parameters is no error.
+ * Creates set `name`; null, or why ipset refused. `-exist`: an existing set
+ * with these parameters is no error. An older set with other parameters is
+ * kept, with its bans, unless it holds fewer than `maxelem` or has no
+ * timeouts (an earlier run with a smaller --max-bans): then it is replaced
+ * by a copy that does, in one swap. Kept as it was, it failed every ban past
+ * its old size ("Hash is full") while the ban cap, counted against the new
+ * size, never evicted; a copy that fails is reported through `warn`.
  */
 async function createSet(
   prefix: string[],
   set: (typeof SETS)[number],
   maxelem: number,
+  warn: (line: string) => void,
 ): Promise<string | null> {
-  const c = await runCommand([
-    ...prefix,
-    "ipset",
-    "-exist",
-    "create",
-    set.name,
-    set.type,
-    "family",
-    set.family === 4 ? "inet" : "inet6",
-    "timeout",
-    "0",
-    "maxelem",
-    String(maxelem),
-  ]);
+  const create = (name: string) =>
+    runCommand([
+      ...prefix,
+      "ipset",
+      "-exist",
+      "create",
+      name,
+      set.type,
+      "family",
+      set.family === 4 ? "inet" : "inet6",
+      "timeout",
+      "0",
+      "maxelem",
+      String(maxelem),
+    ]);
+  const c = await create(set.name);
   if (c.code === 0) return null;
-  // An older set with other parameters (e.g. a smaller maxelem) is used as it is.
-  const have = await runCommand([...prefix, "ipset", "list", "-n", set.name]);
-  if (have.code === 0) return null;
-  return `ipset create ${set.name} failed: ${firstLine(c.stderr)}`;
+  const have = await runCommand([...prefix, "ipset", "list", "-t", set.name]);
+  if (have.code !== 0) return `ipset create ${set.name} failed: ${firstLine(c.stderr)}`;
+  const header = /^Header: (.*)$/m.exec(have.stdout)?.[1] ?? "";
+  const old = Number(/\bmaxelem (\d+)/.exec(header)?.[1] ?? 0);
+  if (old >= maxelem && /\btimeout \d+/.test(header)) return null;
+  const why = await regrowSet(prefix, set.name, () => create(`${set.name}-grow`));
+  if (why) {
+    warn(
+      `ipset ${set.name} (an earlier run's: ${header}) is kept as it is, and bans past its size fail: ${why}`,
+    );
+  }
+  return null;
+}
+
+/** Copies set `name` into a new one (made by `create`), swaps them, drops the old; null, or why not. */
+async function regrowSet(
+  prefix: string[],
+  name: string,
+  create: () => Promise<{ code: number; stderr: string }>,
+): Promise<string | null> {
+  const grow = `${name}-grow`;
+  const ipset = (args: string[], stdin?: string) =>
+    runCommand([...prefix, "ipset", ...args], stdin);
+  await ipset(["destroy", grow]); // a copy a crash left behind
+  const made = await create();
+  if (made.code !== 0) return `ipset create ${grow} failed: ${firstLine(made.stderr)}`;
+  const saved = await ipset(["save", name]);
+  const adds = saved.stdout.split("\n").filter((l) => l.startsWith(`add ${name} `))
+    .map((l) => `add ${grow} ${l.slice(`add ${name} `.length)}`);
+  const copied = adds.length ? await ipset(["restore", "-exist"], adds.join("\n") + "\n") : made;
+  const swapped = copied.code === 0 ? await ipset(["swap", name, grow]) : copied;
+  await ipset(["destroy", grow]);
+  return swapped.code === 0 ? null : `ipset could not copy it: ${firstLine(swapped.stderr)}`;
 }
 
 /**
@@ -205,7 +242,12 @@ export class IpsetFirewall extends BaseFirewall {
   async #build(): Promise<Ban[] | string> {
     const legacy: Ban[] = [];
     for (const set of SETS) {
-      const err = await createSet(this.prefix, set, this.maxBans + SET_SLACK);
+      const err = await createSet(
+        this.prefix,
+        set,
+        this.maxBans + SET_SLACK,
+        (m) => this.report(m),
+      );
       if (err) return err;
     }
     // Only iptables-nft's rules move nf_tables' generation (see reconcile).
