@@ -125,3 +125,17 @@ Deno.test("bans: a read that found the kernel unchanged sends nothing to the cap
   assert.equal(bans.state, "ok");
   assert.ok(bans.has("192.0.2.1"));
 });
+
+Deno.test("bans: a firewall read that throws is a firewall failure on the tick, not an unhandled rejection", async () => {
+  const { bans, fw, lines } = owner(10);
+  await bans.start();
+  // No backend is known to throw here (they report their own failures); a bug might.
+  (fw as { reconcile: () => Promise<unknown> }).reconcile = () =>
+    Promise.reject(new Error("a bug in the backend"));
+  (fw as { kind: string }).kind = "nftables"; // "none" is never read back
+  bans.tick(Date.now() + 60_000);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.match(bans.state, /^error: reading the firewall back failed: a bug in the backend/);
+  await bans.settled();
+  assert.ok(lines.some((l) => /reading the firewall back failed/.test(l)), lines.join("\n"));
+});

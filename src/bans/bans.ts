@@ -342,8 +342,19 @@ export class Bans {
     this.#book.prune(now);
     this.#o.metrics.activeBans.set(this.#book.size);
     if (this.#o.fw.kind !== "none" && !this.#reconciling && now >= this.#reconcileAt) {
-      this.reconcile();
+      this.reconcileLater();
     }
+  }
+
+  /**
+   * reconcile() for callers that do not await it (the tick, a reload): a
+   * throw (none is known: the backends report their own failures) is a
+   * firewall failure, not an unhandled rejection that would end the daemon.
+   */
+  reconcileLater(): void {
+    this.reconcile().catch((e) =>
+      this.failure(`reading the firewall back failed: ${e instanceof Error ? e.message : e}`)
+    );
   }
 
   /** Re-reads the kernel now; resolves once the book has taken its list. */

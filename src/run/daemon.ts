@@ -83,7 +83,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   let code = 0;
   if (s.capture) {
     const c = s.capture;
-    const onBans = () => b.reconcile();
+    const onBans = () => b.reconcileLater();
     const { runLive } = await import("./live.ts");
     code = await runLive(cfg, c, b, {
       device,
