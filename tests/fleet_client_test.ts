@@ -120,7 +120,8 @@ Deno.test({
       const ms = performance.now() - t;
       assert.deepEqual(answer, { new: null, deleted: null });
       assert.equal(calls, 3);
-      assert.ok(ms < 150, `${ms.toFixed(0)} ms`);
+      // At once (60 ms of back-off in all), not after a poll period: room for a loaded machine.
+      assert.ok(ms < 1000, `${ms.toFixed(0)} ms`);
       // Any other 500 is still an answer of a LAPI in trouble: down, not tried again here.
       calls = 0;
       other = true;

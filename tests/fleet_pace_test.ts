@@ -226,7 +226,8 @@ Deno.test({
       while (s.pulls.length < 2) await sleep(5);
       // The grid would have pulled 2 s after the first; the campaign's is 500 ms.
       const wait = s.pulls[1].at - at;
-      assert.ok(wait < 800, `next pull ${wait.toFixed(0)} ms after the ban`);
+      // (Bounded between the two, with room for a loaded machine.)
+      assert.ok(wait < 1400, `next pull ${wait.toFixed(0)} ms after the ban`);
     } finally {
       await f.stop(100);
       await s.server.shutdown();
@@ -260,9 +261,14 @@ Deno.test({
         });
         await sleep(250);
       }
-      // The back-off after a failure is one poll (1 s): at most two tries in 1.5 s.
+      // The back-off after a failure is one poll (1 s): at most one try a
+      // second (and one more) in the time that really passed (~1.5 s).
+      const took = performance.now() - at;
       const tries = s.pulls.filter((p) => p.at > at).length;
-      assert.ok(tries <= 2, `${tries} pulls in 1.5 s while failing`);
+      assert.ok(
+        tries <= Math.ceil(took / 1000) + 1,
+        `${tries} pulls in ${took.toFixed(0)} ms while failing`,
+      );
     } finally {
       await f.stop(100);
       await s.server.shutdown();
