@@ -65,7 +65,19 @@ Deno.test({
       await d.waitFor(new RegExp(`IP ${esc(lab.scanner4)} banned\\.`));
       const quiet = await nmap(lab, ["-6", "-sS", "-p", "7,9", lab.target6]);
       assert.equal(quiet.code, 0, quiet.stderr);
-      await new Promise((r) => setTimeout(r, 300));
+      // Both of its probes processed (waited for, not assumed after 300 ms).
+      for (const end = Date.now() + 10_000;;) {
+        const seen = d.stdout().split("\n").filter((l) =>
+          l.includes("New connection: ") && l.includes(lab.scanner6)
+        ).length;
+        if (seen >= 2) {
+          break;
+        }
+        assert.ok(Date.now() < end, d.stdout());
+        await new Promise((r) =>
+          setTimeout(r, 50)
+        );
+      }
 
       const text = await cli(lab, ["status", "--control-socket", sock]);
       assert.equal(text.code, 0, text.stderr);
