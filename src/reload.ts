@@ -95,7 +95,8 @@ export function allowEverythingWarnings(cfg: Pick<Config, "allow">): string[] {
  * SIGHUP: reads the options, the SB_* variables and the --env-file again and
  * applies the allow-list, thresholds, log settings and hooks without losing
  * detection state, bans or the capture. A bad value keeps every old setting
- * and says why in one line; settings that need a restart are named.
+ * and says why in one line; settings that need a restart are named. Returns
+ * what became of it (scanblocker_reloads_total{result}).
  */
 export async function reloadLive(
   argv: string[],
@@ -109,13 +110,13 @@ export async function reloadLive(
     fw: Firewall;
     onBans: (list: Awaited<ReturnType<Firewall["init"]>>) => void;
   },
-): Promise<void> {
+): Promise<"applied" | "unchanged" | "refused"> {
   let next: Config;
   try {
     next = loadConfig(argv, readEnv());
   } catch (e) {
     o.warn(`SIGHUP: ${e instanceof Error ? e.message : e}; the old settings stay`);
-    return;
+    return "refused";
   }
   const plan = planReload(cfg, next);
   const later = plan.restart.length > 0
@@ -123,7 +124,7 @@ export async function reloadLive(
     : "";
   if (plan.apply.length === 0) {
     o.warn(`SIGHUP: settings re-read, nothing to change${later}`);
-    return;
+    return "unchanged";
   }
   const hooksBefore = cfg.hooks.join();
   Object.assign(cfg, Object.fromEntries(plan.apply.map((k) => [k, next[k]])));
@@ -142,4 +143,5 @@ export async function reloadLive(
   }
   o.warn(`SIGHUP: reloaded: ${plan.changes.join(", ")}${later}`);
   for (const line of allowEverythingWarnings(cfg)) o.warn(line);
+  return "applied";
 }

@@ -487,7 +487,7 @@ Deno.test({
       // The slow rule (more than 7 ports in 2 h) would catch 10 ports by itself: off here.
       await Deno.writeTextFile(envFile, "SB_PORTS=30\nSB_SLOW_PORTS=0\nSB_LOG_FORMAT=text\n");
       await withDaemon(
-        ["--firewall", "nftables", "--metrics-addr", "off", "--env-file", envFile],
+        ["--firewall", "nftables", "--metrics-addr", "127.0.0.1:9467", "--env-file", envFile],
         async (lab, d) => {
           const hup = () => run(["kill", "-HUP", String(d.pid)]);
           // 10 ports: below 30, no ban; the detector remembers them.
@@ -532,6 +532,18 @@ Deno.test({
           const lines = d.stderr().split("\n").filter((l) => /SIGHUP/.test(l));
           assert.equal(lines.length, 3, d.stderr());
           assert.equal(await d.exited(500), null, "the daemon ended");
+          // Counted: two applied, one refused.
+          const m = await lab.exec(lab.target, [
+            Deno.execPath(),
+            "eval",
+            `console.log(await (await fetch("http://127.0.0.1:9467/metrics")).text())`,
+          ]);
+          const reloads = (r: string) =>
+            Number(
+              new RegExp(`^scanblocker_reloads_total\\{result="${r}"\\} (\\d+)`, "m")
+                .exec(m.stdout)?.[1],
+            );
+          assert.deepEqual([reloads("applied"), reloads("refused")], [2, 1], m.stdout);
           // Same capture (started once), the ban still in place.
           assert.equal(d.stderr().match(/Listening on: /g)?.length, 1);
           const set = await lab.exec(lab.target, [

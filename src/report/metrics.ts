@@ -81,6 +81,8 @@ export interface Metrics {
   fleetPushes: Counter<"result">;
   /** scanblocker_fleet_decisions_total{action,origin}: LAPI decisions applied, removed, refused, failed, own */
   fleetDecisions: Counter<"action" | "origin">;
+  /** scanblocker_reloads_total{result="applied"|"unchanged"|"refused"|"failed"}: SIGHUP reloads */
+  reloads: Counter<"result">;
   /** scanblocker_capture_stalled: 1 while packets arrive and the capture thread has not turned its loop for 3 s */
   captureStalled: Gauge;
   /** scanblocker_fleet_lapi_up: 1 when the last LAPI call got an answer (0 also without a fleet) */
@@ -267,6 +269,13 @@ export function createMetrics(version: string): Metrics {
       help:
         "CrowdSec LAPI ban decisions by action (applied, removed, refused, failed, own) and origin.",
       labelNames: ["action", "origin"] as const,
+      registers,
+    }),
+    reloads: new Counter({
+      name: "scanblocker_reloads_total",
+      help:
+        "SIGHUP reloads by result: applied, unchanged, refused (a bad value: the old settings stay), failed.",
+      labelNames: ["result"] as const,
       registers,
     }),
     captureStalled: new Gauge({

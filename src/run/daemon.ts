@@ -99,7 +99,20 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
       joined: (f) => (s.fleet = f),
       // SIGHUP: the settings, the lockout guard and (when they changed) the hooks, read again.
       reload: async () => {
-        await reloadLive(argv, cfg, { warn, allow, guarded: [], log, capture: c, fw, onBans });
+        let result: "applied" | "unchanged" | "refused" | "failed" = "failed";
+        try {
+          result = await reloadLive(argv, cfg, {
+            warn,
+            allow,
+            guarded: [],
+            log,
+            capture: c,
+            fw,
+            onBans,
+          });
+        } finally {
+          metrics.reloads.inc({ result });
+        }
         guard?.reload();
       },
     });
