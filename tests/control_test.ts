@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { askStatus, ControlError, startControlServer } from "../src/report/control.ts";
+import { underDescriptorLimit } from "./daemon.ts";
 import {
   banListJson,
   formatBanList,
@@ -62,16 +63,11 @@ Deno.test("control socket: answers status, 0600, replaces a stale socket, refuse
 
 Deno.test("control socket: running out of descriptors is said once, survived, and status answers after", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sb-control-" });
-  const root = new URL("../", import.meta.url).pathname;
   try {
-    const file = `${dir}/emfile.ts`;
-    // Under a limit of 128 descriptors, idle clients in the same process use
-    // up the descriptors until accept fails (EMFILE); the server drops each
-    // after its request timeout (2 s).
-    await Deno.writeTextFile(
-      file,
-      `
-      import { askStatus, startControlServer } from "${root}src/report/control.ts";
+    // Idle clients in the same process use up the descriptors until accept
+    // fails (EMFILE); the server drops each after its request timeout (2 s).
+    const r = await underDescriptorLimit(`
+      import { askStatus, startControlServer } from "ROOT/src/report/control.ts";
       Deno.addSignalListener("SIGTERM", () => {});
       const lines = [];
       const sample = ${JSON.stringify(sample)};
@@ -89,19 +85,10 @@ Deno.test("control socket: running out of descriptors is said once, survived, an
       console.log(JSON.stringify({ status, lines, clients: clients.length }));
       await s.close();
       Deno.exit(0);
-    `,
-    );
-    const out = await new Deno.Command("prlimit", {
-      args: ["--nofile=128:128", Deno.execPath(), "run", "-A", `--config=${root}deno.json`, file],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const dec = new TextDecoder();
-    assert.equal(out.code, 0, dec.decode(out.stderr));
-    const r = JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
+    `) as { status: string; lines: string[] };
     assert.equal(r.status, "eth0", JSON.stringify(r));
     assert.equal(
-      r.lines.filter((l: string) => /^control socket: cannot accept connections/.test(l)).length,
+      r.lines.filter((l) => /^control socket: cannot accept connections/.test(l)).length,
       1,
       JSON.stringify(r),
     );

@@ -127,3 +127,25 @@ export async function runMain(
   }).output();
   return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
 }
+
+/**
+ * Runs `source` (a module; `ROOT/` in it is the repository's root) as a
+ * process of its own under a limit of 128 descriptors, so that a server in
+ * it runs out of them (EMFILE); returns the JSON of its last stdout line.
+ */
+export async function underDescriptorLimit(source: string): Promise<Record<string, unknown>> {
+  const dir = await Deno.makeTempDir({ prefix: "sb-emfile-" });
+  try {
+    const file = `${dir}/emfile.ts`;
+    await Deno.writeTextFile(file, source.replaceAll("ROOT/", root));
+    const out = await new Deno.Command("prlimit", {
+      args: ["--nofile=128:128", Deno.execPath(), "run", "-A", `--config=${root}deno.json`, file],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (out.code !== 0) throw new Error(`exit ${out.code}: ${dec.decode(out.stderr)}`);
+    return JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

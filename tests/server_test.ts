@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { type Health, parseListenAddress, startMetricsServer } from "../src/report/server.ts";
 import { createMetrics } from "../src/report/metrics.ts";
+import { underDescriptorLimit } from "./daemon.ts";
 
 Deno.test("parseListenAddress: valid forms", () => {
   assert.deepEqual(parseListenAddress("127.0.0.1:9100"), { hostname: "127.0.0.1", port: 9100 });
@@ -240,17 +241,11 @@ Deno.test("server: nothing is logged per request", async () => {
 });
 
 Deno.test("server: running out of descriptors is reported once, counted, and survived", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sb-server-" });
-  const root = new URL("../", import.meta.url).pathname;
-  try {
-    const file = `${dir}/emfile.ts`;
-    // Under a limit of 128 descriptors, with no connection cap, idle clients
-    // in the same process use up the descriptors until accept fails (EMFILE).
-    await Deno.writeTextFile(
-      file,
-      `
-      import { startMetricsServer } from "${root}src/report/server.ts";
-      import { createMetrics } from "${root}src/report/metrics.ts";
+  // With no connection cap, idle clients in the same process use up the
+  // descriptors until accept fails (EMFILE).
+  const r = await underDescriptorLimit(`
+      import { startMetricsServer } from "ROOT/src/report/server.ts";
+      import { createMetrics } from "ROOT/src/report/metrics.ts";
       // As the daemon does at start: Deno 2.9.6 panics when it first sets up
       // signal handling after the descriptors ran out.
       Deno.addSignalListener("SIGTERM", () => {});
@@ -273,24 +268,12 @@ Deno.test("server: running out of descriptors is reported once, counted, and sur
         acceptErrors: Number(/kind="accept_error"} (\\d+)/.exec(text)?.[1] ?? 0) }));
       await s.close();
       Deno.exit(0);
-    `,
-    );
-    const out = await new Deno.Command("prlimit", {
-      args: ["--nofile=128:128", Deno.execPath(), "run", "-A", `--config=${root}deno.json`, file],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const dec = new TextDecoder();
-    assert.equal(out.code, 0, dec.decode(out.stderr));
-    const r = JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
-    assert.equal(r.status, 200);
-    assert.equal(r.body.status, "ok");
-    assert.ok(r.acceptErrors > 0, JSON.stringify(r));
-    assert.equal(r.problems.filter((p: string) => /cannot accept connections/.test(p)).length, 1);
-    assert.match(r.problems.at(-1), /accepting connections again/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    `) as { status: number; body: { status: string }; acceptErrors: number; problems: string[] };
+  assert.equal(r.status, 200);
+  assert.equal(r.body.status, "ok");
+  assert.ok(r.acceptErrors > 0, JSON.stringify(r));
+  assert.equal(r.problems.filter((p: string) => /cannot accept connections/.test(p)).length, 1);
+  assert.match(r.problems.at(-1)!, /accepting connections again/);
 });
 
 Deno.test("server: idle connections time out, connections over the cap are closed", async () => {
