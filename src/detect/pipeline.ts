@@ -329,13 +329,12 @@ export class Pipeline {
    */
   #keysOf(adm: Admission, slot: number, at: number): number {
     const ev = this.#ev, w = ev.srcW, out = this.#buckets;
-    // An IPv6 address and its prefix share a bucket (Admission.key): one to read ahead.
     adm.keyWords(ev.family, w);
     if (ev.family === 6 && this.#p6 < 128) {
       // The prefix's protection and bucket, worked out once for #verdict too.
       if (this.#protectedPrefix(w)) this.#pfxAt[slot] = PFX_PROTECTED;
       else {
-        this.#pfxAt[slot] = adm.keyBucket;
+        this.#pfxAt[slot] = out[at++] = adm.keyPrefixBucket;
         this.#pfxPrintAt[slot] = adm.keyPrefixPrint;
       }
     }
