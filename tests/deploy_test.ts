@@ -376,7 +376,7 @@ Deno.test({
       `${root}deploy/prometheus-rules.yml`,
     ]);
     assert.equal(c.code, 0, c.stdout + c.stderr);
-    assert.match(c.stdout + c.stderr, /SUCCESS: 7 rules found/);
+    assert.match(c.stdout + c.stderr, /SUCCESS: 8 rules found/);
     const t = await run([
       "timeout",
       "60",
