@@ -190,18 +190,23 @@ export class Admission {
    * as `see`) into keyBucket/keyPrint, for `touch` and `seeKey`. Two keyed
    * hashes: one picks the bucket, the other is the fingerprint.
    *
-   * An IPv6 address and its prefix each have a bucket of their own. (Both
-   * in the prefix's bucket, one read ahead instead of two, was tried: an
-   * IPv6 flood then lands its entries in pairs, which doubles the variance
-   * of a bucket's arrivals, and a first probe was pushed out about ten
-   * times as often: a scanner at one port every 10 s under a 100,000/s IPv6
-   * flood was missed in 3 runs of 40, against 0 of 20 before.)
+   * An IPv6 prefix (a prefix key: its masked address) has a bucket, and
+   * the addresses of that prefix all have the one next to it (bucket ^ 1):
+   * the two reads of a packet fall side by side, and a flood from one
+   * prefix churns those two buckets only. Not one bucket for both (tried:
+   * an IPv6 flood then lands its two entries a packet in pairs, which
+   * doubles the variance of a bucket's arrivals, and a first probe was
+   * pushed out about ten times as often: a scanner at one port every 10 s
+   * under a 100,000/s IPv6 flood was missed in 3 runs of 40). Side by side,
+   * a bucket still takes at most one entry of any packet.
    */
   key(tag: number, n: number, w0: number, w1: number, w2: number, w3: number): void {
     let fp = mix32(w0 ^ this.#seedPrint ^ Math.imul(tag, 0x9e3779b1));
     if (n === 1) this.keyBucket = mix32(w0 ^ this.#seedBucket ^ tag) >>> this.#shift;
     else {
-      this.keyBucket = this.#bucket6(tag, w0, w1, w2, w3);
+      this.keyBucket = tag === 128
+        ? this.#bucket6(w0 & this.#m0, w1 & this.#m1, w2 & this.#m2, w3 & this.#m3) ^ 1
+        : this.#bucket6(w0, w1, w2, w3);
       fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
     }
     this.keyPrint = fp === 0 ? 1 : fp;
@@ -224,21 +229,21 @@ export class Admission {
       return;
     }
     const w1 = w[1], w2 = w[2], w3 = w[3];
-    this.keyBucket = this.#bucket6(128, w0, w1, w2, w3);
     const p = this.#p6, seed = this.#seedPrint;
     let fp = mix32(w0 ^ seed ^ Math.imul(128, 0x9e3779b1));
     fp = mix32(mix32(mix32(fp + w1) + w2) + w3);
     this.keyPrint = fp === 0 ? 1 : fp;
     const m0 = w0 & this.#m0, m1 = w1 & this.#m1, m2 = w2 & this.#m2, m3 = w3 & this.#m3;
-    this.keyPrefixBucket = this.#bucket6(p, m0, m1, m2, m3);
+    this.keyPrefixBucket = this.#bucket6(m0, m1, m2, m3);
+    this.keyBucket = this.keyPrefixBucket ^ 1;
     let pp = mix32(m0 ^ seed ^ Math.imul(p, 0x9e3779b1));
     pp = mix32(mix32(mix32(pp + m1) + m2) + m3);
     this.keyPrefixPrint = pp === 0 ? 1 : pp;
   }
 
-  /** The bucket of an IPv6 key (an address, tag 128, or a prefix as its masked address, tag its length). */
-  #bucket6(tag: number, w0: number, w1: number, w2: number, w3: number): number {
-    let h = mix32(w0 ^ this.#seedBucket ^ Math.imul(tag, 0x85ebca6b));
+  /** The bucket of an IPv6 prefix (given as its masked address); its addresses are in the next one (^ 1). */
+  #bucket6(w0: number, w1: number, w2: number, w3: number): number {
+    let h = mix32(w0 ^ this.#seedBucket ^ 6);
     h = mix32(mix32(mix32(h ^ w1) ^ w2) ^ w3);
     return h >>> this.#shift;
   }
