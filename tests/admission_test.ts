@@ -258,3 +258,25 @@ Deno.test("admission: reading the sketch ahead never overflows into a deoptimisa
     Deno.removeSync(path);
   }
 });
+
+Deno.test("admission: a flood of addresses from one IPv6 prefix cannot push out another source's first probe", () => {
+  // 4,096 buckets: the flood's shares the scanner's by chance once in 4,096 runs.
+  const a = new Admission(1 << 16, 60_000);
+  const seeWords = (w: number[], target: number, ms: number) => {
+    a.keyWords(6, Int32Array.from(w));
+    return a.seeKey(a.keyBucket, a.keyPrint, target, ms);
+  };
+  const scanner = [0x20010db8, 0x00010002, 0, 0x77];
+  assert.equal(seeWords(scanner, 22, 1000), Admit.First);
+  // 200,000 addresses of one /64 (an attacker spoofing inside its own prefix),
+  // each a new source: their entries all go to that prefix's address bucket
+  // (spread over every bucket, ~49 each would push the scanner's out).
+  for (let i = 0; i < 200_000; i++) {
+    assert.equal(seeWords([0x2001db8, 0x00ff00ff, i * 7919, i], 80, 1001 + i / 100), Admit.First);
+  }
+  assert.equal(
+    seeWords(scanner, 23, 3000),
+    Admit.Promote,
+    "the scanner's first probe is still held",
+  );
+});
