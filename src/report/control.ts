@@ -7,6 +7,7 @@
  * The daemon builds the answer from a snapshot callback, on request only.
  */
 import type { BanStatus, ListedBan, StatusSnapshot } from "./status.ts";
+import { acceptLoop } from "./server.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -24,42 +25,6 @@ export interface ControlServer {
   readonly path: string;
   /** Stops listening and removes the socket file. */
   close(): Promise<void>;
-}
-
-/**
- * Accepts until `closed()`: a failed accept (EMFILE, ENFILE, ENOMEM) is said
- * once, waited out and retried, as the metrics server does (a `for await`
- * over the listener ended for good on the first one, silently, and
- * `scanblocker status` hung from then on).
- */
-export async function acceptLoop(
-  listener: { accept(): Promise<Deno.Conn> },
-  serve: (conn: Deno.Conn) => void,
-  warn: (line: string) => void,
-  closed: () => boolean,
-): Promise<void> {
-  let pause = 50, failing = false;
-  while (!closed()) {
-    let conn: Deno.Conn;
-    try {
-      conn = await listener.accept();
-    } catch (e) {
-      if (closed()) return;
-      if (!failing) {
-        failing = true;
-        warn(`control socket: cannot accept connections (${message(e)}); retrying`);
-      }
-      await new Promise((r) => setTimeout(r, pause));
-      pause = Math.min(pause * 2, 1000);
-      continue;
-    }
-    if (failing) {
-      failing = false;
-      warn("control socket: accepting connections again");
-    }
-    pause = 50;
-    serve(conn);
-  }
 }
 
 /** Why the control socket could not be used. */
@@ -119,14 +84,9 @@ export async function startControlServer(
     throw new Error(`control socket ${path}: cannot listen: ${message(e)}`);
   }
   let closed = false;
-  const serving = acceptLoop(
-    listener,
-    (conn) => {
-      answer(conn, snapshot).catch(() => {});
-    },
-    warn,
-    () => closed,
-  );
+  const serving = acceptLoop(listener, (conn) => {
+    answer(conn, snapshot).catch(() => {});
+  }, { what: "control socket", report: warn, closed: () => closed });
   return {
     path,
     close: async () => {

@@ -223,11 +223,58 @@ function listen(addr: { hostname: string; port: number }): Deno.TcpListener {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/**
+ * Accepts until `closed()` (the metrics server's loop, and the control
+ * socket's): a failed accept (EMFILE, ENFILE, ENOMEM) is counted
+ * (`failed`), said once ("WHAT: cannot accept connections (why);
+ * retrying" and `also`), waited out with a back-off up to 1 s and retried,
+ * and said again once it accepts. (A `for await` over a listener ends for
+ * good on the first failure, silently.)
+ */
+export async function acceptLoop<C extends Deno.Conn>(
+  listener: { accept(): Promise<C> },
+  serve: (conn: C) => void,
+  o: {
+    what: string;
+    also?: string;
+    report: (line: string) => void;
+    closed: () => boolean;
+    failed?: () => void;
+  },
+): Promise<void> {
+  let pause = 50, failing = false;
+  while (!o.closed()) {
+    let conn: C;
+    try {
+      conn = await listener.accept();
+    } catch (e) {
+      if (o.closed()) return;
+      o.failed?.();
+      if (!failing) {
+        failing = true;
+        o.report(
+          `${o.what}: cannot accept connections (${
+            e instanceof Error ? e.message : String(e)
+          }); retrying${o.also ?? ""}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, pause));
+      pause = Math.min(pause * 2, 1000);
+      continue;
+    }
+    if (failing) {
+      failing = false;
+      o.report(`${o.what}: accepting connections again`);
+    }
+    pause = 50;
+    serve(conn);
+  }
+}
+
 /** The accept loop and the per-connection exchange of startMetricsServer. */
 class TinyServer {
   readonly #open = new Set<Deno.Conn>();
   #closed = false;
-  #failing = false;
   readonly #loop: Promise<void>;
 
   constructor(
@@ -237,47 +284,27 @@ class TinyServer {
     readonly metrics: Metrics,
     readonly report: (message: string) => void,
   ) {
-    this.#loop = this.#accept();
+    this.#loop = acceptLoop(listener, (conn) => this.#take(conn), {
+      what: "metrics server",
+      also: ", capture and bans go on",
+      report,
+      closed: () => this.#closed,
+      failed: () => metrics.serverProblems.labels("accept_error").inc(),
+    });
   }
 
-  /** Accepts until closed; a failed accept (EMFILE, ENFILE, ENOMEM) waits and retries. */
-  async #accept(): Promise<void> {
-    let pause = 50;
-    while (!this.#closed) {
-      let conn: Deno.Conn;
-      try {
-        conn = await this.listener.accept();
-      } catch (e) {
-        if (this.#closed) return;
-        this.metrics.serverProblems.labels("accept_error").inc();
-        if (!this.#failing) {
-          this.#failing = true;
-          this.report(
-            `metrics server: cannot accept connections (${
-              e instanceof Error ? e.message : String(e)
-            }); retrying, capture and bans go on`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, pause));
-        pause = Math.min(pause * 2, 1000);
-        continue;
-      }
-      if (this.#failing) {
-        this.#failing = false;
-        this.report("metrics server: accepting connections again");
-      }
-      pause = 50;
-      if (this.#open.size >= this.limits.maxConnections) {
-        this.metrics.serverProblems.labels("over_capacity").inc();
-        close(conn);
-        continue;
-      }
-      this.#open.add(conn);
-      this.#serve(conn).finally(() => {
-        this.#open.delete(conn);
-        close(conn);
-      });
+  /** An accepted connection: served, or closed at once over the cap. */
+  #take(conn: Deno.Conn): void {
+    if (this.#open.size >= this.limits.maxConnections) {
+      this.metrics.serverProblems.labels("over_capacity").inc();
+      close(conn);
+      return;
     }
+    this.#open.add(conn);
+    this.#serve(conn).finally(() => {
+      this.#open.delete(conn);
+      close(conn);
+    });
   }
 
   /** One exchange: read the head (bounded in time and size), answer, close. */
