@@ -997,15 +997,15 @@ function fleetConfig(
     throw new ConfigError("--lapi-client-cert and --lapi-client-key go together: give both");
   }
   const caPem = file("lapi-ca");
-  // Deno reads the PEM only when the client is built, after the start-up:
-  // a file that is not PEM would end the daemon there (exit 1, restarted
-  // in a loop), so it is built once here and the option named.
   // Deno takes a CA file without a certificate and trusts nothing then.
   if (caPem !== null && !caPem.includes("-----BEGIN CERTIFICATE-----")) {
     throw new ConfigError(
       `invalid --lapi-ca: no PEM certificate ("-----BEGIN CERTIFICATE-----") in it`,
     );
   }
+  // Deno reads the PEM only when the client is built, after the start-up:
+  // a file that is not PEM would end the daemon there (exit 1, restarted
+  // in a loop), so a client is built once here and the option named.
   tlsRefusal("lapi-ca", caPem === null ? null : { caCerts: [caPem] });
   tlsRefusal(
     "lapi-client-cert",
@@ -1028,7 +1028,6 @@ function fleetConfig(
   };
 }
 
-/** --lapi-poll: seconds from 0.05 to 3600. */
 /** Throws a ConfigError naming `--long` when Deno cannot build a TLS client from these PEM texts. */
 function tlsRefusal(
   long: string,
@@ -1044,6 +1043,7 @@ function tlsRefusal(
   }
 }
 
+/** --lapi-poll: seconds from 0.05 to 3600. */
 function pollSeconds(text: string): number {
   const form = "a number of seconds from 0.05 to 3600";
   const n = numberOption("lapi-poll", text, form);

@@ -91,6 +91,9 @@ export function allowEverythingWarnings(cfg: Pick<Config, "allow">): string[] {
   );
 }
 
+/** What became of a reload (scanblocker_reloads_total{result}; "failed": it threw). */
+export type ReloadResult = "applied" | "unchanged" | "refused" | "failed";
+
 /**
  * SIGHUP: reads the options, the SB_* variables and the --env-file again and
  * applies the allow-list, thresholds, log settings and hooks without losing
@@ -110,7 +113,7 @@ export async function reloadLive(
     fw: Firewall;
     onBans: (list: Awaited<ReturnType<Firewall["init"]>>) => void;
   },
-): Promise<"applied" | "unchanged" | "refused"> {
+): Promise<ReloadResult> {
   let next: Config;
   try {
     next = loadConfig(argv, readEnv());

@@ -10,7 +10,7 @@
 import { wakeUp } from "../../ffi/libc.ts";
 import type { Address, Cidr } from "../address.ts";
 import type { FastBan } from "../firewall/fastpath.ts";
-import type { ScanNotice, WarmUp, WorkerReply, WorkerRequest } from "./protocol.ts";
+import type { ScanNotice, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { Slot } from "../detect/counters.ts";
 import type { SourcePorts } from "../detect/engine.ts";
 
@@ -30,13 +30,12 @@ export class LiveCapture {
   readonly #ended: Promise<string | null>;
   #done = false;
   /**
-   * Resolves when the worker has compiled its packet path (its warm-up's
-   * figures; packets captured meanwhile wait in the ring), or with null when
-   * it ended first. The start-up lines wait for it: a flood that begins when
+   * Resolves when the worker has compiled its packet path (packets captured
+   * meanwhile wait in the ring), or when it ended first. The start-up lines wait for it: a flood that begins when
    * "Listening on:" is printed meets compiled code, not a warming thread
    * whose ring fills (80 ms here).
    */
-  readonly ready: Promise<WarmUp | null>;
+  readonly ready: Promise<void>;
   /** Link-layer type of the device. */
   readonly linktype: number;
   /** The worker's scheduling: "SCHED_FIFO N", "off", or "off (reason)". */
@@ -53,7 +52,7 @@ export class LiveCapture {
     counters: Float64Array,
     mailbox: Int32Array,
     ended: Promise<string | null>,
-    ready: Promise<WarmUp | null>,
+    ready: Promise<void>,
   ) {
     this.ready = ready;
     this.#mailbox = mailbox;
@@ -77,14 +76,14 @@ export class LiveCapture {
     let self: LiveCapture | null = null;
     let endWith: (e: string | null) => void = () => {};
     const ended = new Promise<string | null>((r) => (endWith = r));
-    let readyWith: (w: WarmUp | null) => void = () => {};
-    const ready = new Promise<WarmUp | null>((r) => (readyWith = r));
+    let readyWith: () => void = () => {};
+    const ready = new Promise<void>((r) => (readyWith = r));
     return new Promise<LiveCapture>((resolve, reject) => {
       worker.onerror = (e) => {
         e.preventDefault();
         const msg = `capture worker failed: ${e.message}`;
         if (self) {
-          readyWith(null);
+          readyWith();
           endWith(msg);
         } else {
           worker.terminate();
@@ -108,7 +107,7 @@ export class LiveCapture {
             resolve(self);
             break;
           case "ready":
-            readyWith(m.warmUp);
+            readyWith();
             break;
           case "failed":
             worker.terminate();
@@ -125,7 +124,7 @@ export class LiveCapture {
             if (self) (self as LiveCapture).#answered(m.id, m.sources);
             break;
           case "ended":
-            readyWith(null);
+            readyWith();
             endWith(m.error);
             break;
         }

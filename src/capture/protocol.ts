@@ -64,23 +64,15 @@ export interface ScanNotice {
   ban: FastResult;
 }
 
-/** What the worker's JIT warm-up did before its first real packet (src/capture/warmup.ts). */
-export interface WarmUp {
-  /** Synthetic packets run through the throw-away engine. */
-  packets: number;
-  /** Its time and the mapping of the admission table's pages, ms. */
-  ms: number;
-}
-
 /** Worker → main thread. */
 export type WorkerReply =
   | { type: "opened"; linktype: number; wakeDescriptor: number; realtime: string }
   | { type: "failed"; message: string }
   /**
    * After "opened": the packet path is compiled and the detection state
-   * mapped (packets wait in the ring meanwhile); the warm-up's figures.
+   * mapped (packets wait in the ring meanwhile).
    */
-  | { type: "ready"; warmUp: WarmUp }
+  | { type: "ready" }
   | { type: "scans"; scans: ScanNotice[] }
   | { type: "warning"; message: string }
   | { type: "top"; id: number; sources: SourcePorts[] }

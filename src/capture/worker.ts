@@ -282,11 +282,10 @@ async function run(): Promise<string | null> {
 
   // Compile the packet path before the first real packet (see warmup.ts),
   // and say so: the main thread announces "Listening on:" only then.
-  const warmStart = performance.now();
-  const packets = warmUp(m.settings, { format: m.logFormat, rate: m.logRate });
+  warmUp(m.settings, { format: m.logFormat, rate: m.logRate });
   // Map the admission table's pages now, not on a fresh scanner's first probe.
   engine.admission.prefault();
-  post({ type: "ready", warmUp: { packets, ms: performance.now() - warmStart } });
+  post({ type: "ready" });
   // Packets wait in the kernel ring until the firewall is ready.
   while (!started && !stopped) {
     if (!takeRequests()) await new Promise((r) => setTimeout(r, 5));

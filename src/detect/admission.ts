@@ -215,7 +215,8 @@ export class Admission {
   /**
    * `key` of an address given as its words (ProbeEvent.srcW: one for IPv4,
    * four for IPv6) into keyBucket/keyPrint; for IPv6 also its prefix's
-   * fingerprint into keyPrefixPrint (same bucket), the bucket hashed once.
+   * into keyPrefixBucket/keyPrefixPrint, the bucket hashed once (the
+   * address's is the one beside it, see `key`).
    * The words stay in their array: a word passed as an argument to a call
    * that V8 did not inline is boxed into a heap number (31-bit small
    * integers), 16 bytes a word, a packet, a scavenge every ~100,000 packets.

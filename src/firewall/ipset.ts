@@ -121,7 +121,7 @@ async function createSet(
   const header = /^Header: (.*)$/m.exec(have.stdout)?.[1] ?? "";
   const old = Number(/\bmaxelem (\d+)/.exec(header)?.[1] ?? 0);
   if (old >= maxelem && /\btimeout \d+/.test(header)) return null;
-  const why = await regrowSet(prefix, set.name, () => create(`${set.name}-grow`));
+  const why = await regrowSet(prefix, set.name, create);
   if (why) {
     warn(
       `ipset ${set.name} (an earlier run's: ${header}) is kept as it is, and bans past its size fail: ${why}`,
@@ -134,13 +134,13 @@ async function createSet(
 async function regrowSet(
   prefix: string[],
   name: string,
-  create: () => Promise<{ code: number; stderr: string }>,
+  create: (name: string) => Promise<{ code: number; stderr: string }>,
 ): Promise<string | null> {
   const grow = `${name}-grow`;
   const ipset = (args: string[], stdin?: string) =>
     runCommand([...prefix, "ipset", ...args], stdin);
   await ipset(["destroy", grow]); // a copy a crash left behind
-  const made = await create();
+  const made = await create(grow);
   if (made.code !== 0) return `ipset create ${grow} failed: ${firstLine(made.stderr)}`;
   const saved = await ipset(["save", name]);
   const adds = saved.stdout.split("\n").filter((l) => l.startsWith(`add ${name} `))

@@ -20,7 +20,7 @@ import { loadFirewall } from "../firewall/load.ts";
 import type { RunningFleet } from "../fleet/wire.ts";
 import type { OpenPorts } from "../openports.ts";
 import { preflight } from "../preflight.ts";
-import { allowEverythingWarnings, reloadLive } from "../reload.ts";
+import { allowEverythingWarnings, reloadLive, type ReloadResult } from "../reload.ts";
 import type { EventLog } from "../report/log.ts";
 import { type Reporting, startReporting } from "../report/reporting.ts";
 import { errorText, openRunLog, stdoutWrite, warn } from "../report/stdio.ts";
@@ -99,7 +99,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
       joined: (f) => (s.fleet = f),
       // SIGHUP: the settings, the lockout guard and (when they changed) the hooks, read again.
       reload: async () => {
-        let result: "applied" | "unchanged" | "refused" | "failed" = "failed";
+        let result: ReloadResult = "failed";
         try {
           result = await reloadLive(argv, cfg, {
             warn,
