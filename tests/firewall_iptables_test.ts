@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
-import { refusingFirewall, TEST_BUMP } from "./refusing_firewall.ts";
+import { TEST_BUMP, withRefusingFirewall } from "./refusing_firewall.ts";
 
 const enabled = await canUseNetns();
 
@@ -226,38 +226,34 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const lab = await createLab("fwibmp");
-    const { fw, errors, refuse, close } = await refusingFirewall(
-      lab,
+    await withRefusingFirewall(
+      "fwibmp",
       "iptables",
       ["iptables-restore --noflush", "ip6tables-restore --noflush"],
       "-A SCANBLOCKER-BUMP",
       "refused by the test",
+      async ({ lab, fw, errors, refuse }) => {
+        const bump = TEST_BUMP;
+        await fw.init();
+        assert.equal((await fw.setBump!(bump)).on, true, fw.describePath());
+        await refuse(true);
+        // The jump to the bump's chain removed from outside, and the rules now refused.
+        const jump = ["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "SCANBLOCKER-BUMP"];
+        const r = await lab.exec(lab.target, ["iptables", "-D", "INPUT", ...jump]);
+        assert.equal(r.code, 0, r.stderr);
+        const k = await fw.reconcile!();
+        assert.ok(k?.repaired.some((m) => /speed bump/.test(m)), JSON.stringify(k?.repaired));
+        assert.equal(fw.bumpState!()?.on, false);
+        assert.match(
+          errors.join("\n"),
+          /speed bump not put back: iptables refused it: refused by the test/,
+        );
+        await refuse(false);
+        assert.equal((await fw.setBump!(bump)).on, true);
+        assert.match(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
+        assert.equal(errors.length, 1, errors.join("\n"));
+      },
     );
-    const bump = TEST_BUMP;
-    try {
-      await fw.init();
-      assert.equal((await fw.setBump!(bump)).on, true, fw.describePath());
-      await refuse(true);
-      // The jump to the bump's chain removed from outside, and the rules now refused.
-      const jump = ["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "SCANBLOCKER-BUMP"];
-      const r = await lab.exec(lab.target, ["iptables", "-D", "INPUT", ...jump]);
-      assert.equal(r.code, 0, r.stderr);
-      const k = await fw.reconcile!();
-      assert.ok(k?.repaired.some((m) => /speed bump/.test(m)), JSON.stringify(k?.repaired));
-      assert.equal(fw.bumpState!()?.on, false);
-      assert.match(
-        errors.join("\n"),
-        /speed bump not put back: iptables refused it: refused by the test/,
-      );
-      await refuse(false);
-      assert.equal((await fw.setBump!(bump)).on, true);
-      assert.match(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
-      assert.equal(errors.length, 1, errors.join("\n"));
-    } finally {
-      await close();
-      await lab.destroy();
-    }
   },
 });
 
@@ -268,36 +264,32 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const lab = await createLab("fwibrm");
-    const { fw, errors, refuse, close } = await refusingFirewall(
-      lab,
+    await withRefusingFirewall(
+      "fwibrm",
       "iptables",
       ["iptables-restore --noflush", "ip6tables-restore --noflush"],
       "-X SCANBLOCKER-BUMP",
       "refused by the test",
+      async ({ lab, fw, errors, refuse }) => {
+        await fw.init();
+        assert.equal((await fw.setBump!(TEST_BUMP)).on, true, fw.describePath());
+        await refuse(true);
+        assert.equal((await fw.setBump!(null)).on, false);
+        assert.match(
+          errors.join("\n"),
+          /speed bump not removed: iptables refused it: refused by the test/,
+        );
+        assert.match(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
+        await refuse(false);
+        await fw.setBump!(null);
+        assert.doesNotMatch(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
+        assert.equal(
+          errors.filter((e) => /iptables refused/.test(e)).length,
+          1,
+          errors.join("\n"),
+        );
+      },
     );
-    try {
-      await fw.init();
-      assert.equal((await fw.setBump!(TEST_BUMP)).on, true, fw.describePath());
-      await refuse(true);
-      assert.equal((await fw.setBump!(null)).on, false);
-      assert.match(
-        errors.join("\n"),
-        /speed bump not removed: iptables refused it: refused by the test/,
-      );
-      assert.match(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
-      await refuse(false);
-      await fw.setBump!(null);
-      assert.doesNotMatch(await rules(lab, "iptables", "INPUT"), /-j SCANBLOCKER-BUMP/);
-      assert.equal(
-        errors.filter((e) => /iptables refused/.test(e)).length,
-        1,
-        errors.join("\n"),
-      );
-    } finally {
-      await close();
-      await lab.destroy();
-    }
   },
 });
 

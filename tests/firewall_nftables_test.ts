@@ -8,7 +8,10 @@ import assert from "node:assert/strict";
 import { canUseNetns, createLab, type Lab, portStates } from "./netns.ts";
 import { createFirewall, type FirewallHook } from "../src/firewall/firewall.ts";
 import type { Firewall } from "../src/types.ts";
-import { refusingFirewall, TEST_BUMP } from "./refusing_firewall.ts";
+import { TEST_BUMP, withRefusingFirewall } from "./refusing_firewall.ts";
+
+/** Lists the speed bump's chain (fails when there is none). */
+const LIST_BUMP = ["nft", "list", "chain", "inet", "scanblocker", "bump"];
 
 const enabled = await canUseNetns();
 
@@ -186,43 +189,39 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const lab = await createLab("fwbmp");
-    const { fw, errors, refuse, close } = await refusingFirewall(
-      lab,
+    await withRefusingFirewall(
+      "fwbmp",
       "nftables",
       ["nft -f -"],
       "scanblocker bump {",
       "Error: refused by the test",
-    );
-    const bump = TEST_BUMP;
-    try {
-      await fw.init();
-      assert.equal((await fw.setBump!(bump)).on, true);
-      assert.equal(fw.bumpState!()?.on, true);
-      // Removed from outside, and nft now refuses it: the repair puts the table back, not the bump.
-      await refuse(true);
-      for (const cmd of [["flush", "chain"], ["delete", "chain"]]) {
-        const r = await lab.exec(lab.target, ["nft", ...cmd, "inet", "scanblocker", "bump"]);
+      async ({ lab, fw, errors, refuse }) => {
+        const bump = TEST_BUMP;
+        await fw.init();
+        assert.equal((await fw.setBump!(bump)).on, true);
+        assert.equal(fw.bumpState!()?.on, true);
+        // Removed from outside, and nft now refuses it: the repair puts the table back, not the bump.
+        await refuse(true);
+        for (const cmd of [["flush", "chain"], ["delete", "chain"]]) {
+          const r = await lab.exec(lab.target, ["nft", ...cmd, "inet", "scanblocker", "bump"]);
+          assert.equal(r.code, 0, r.stderr);
+        }
+        const k = await fw.reconcile!();
+        assert.deepEqual(k?.repaired, ["nftables bump"]);
+        const state = fw.bumpState!();
+        assert.equal(state?.on, false);
+        assert.match(
+          errors.join("\n"),
+          /speed bump not put back: nftables refused it: Error: refused by the test/,
+        );
+        // Once nft takes it again, the same settings put it back (BumpSync retries them).
+        await refuse(false);
+        assert.equal((await fw.setBump!(bump)).on, true);
+        const r = await lab.exec(lab.target, LIST_BUMP);
         assert.equal(r.code, 0, r.stderr);
-      }
-      const k = await fw.reconcile!();
-      assert.deepEqual(k?.repaired, ["nftables bump"]);
-      const state = fw.bumpState!();
-      assert.equal(state?.on, false);
-      assert.match(
-        errors.join("\n"),
-        /speed bump not put back: nftables refused it: Error: refused by the test/,
-      );
-      // Once nft takes it again, the same settings put it back (BumpSync retries them).
-      await refuse(false);
-      assert.equal((await fw.setBump!(bump)).on, true);
-      const r = await lab.exec(lab.target, ["nft", "list", "chain", "inet", "scanblocker", "bump"]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.equal(errors.length, 1, errors.join("\n"));
-    } finally {
-      await close();
-      await lab.destroy();
-    }
+        assert.equal(errors.length, 1, errors.join("\n"));
+      },
+    );
   },
 });
 
@@ -232,48 +231,30 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const lab = await createLab("fwbrm");
-    const { fw, errors, refuse, close } = await refusingFirewall(
-      lab,
+    await withRefusingFirewall(
+      "fwbrm",
       "nftables",
       ["nft -f -"],
       "delete chain inet scanblocker bump",
       "Error: refused by the test",
+      async ({ lab, fw, errors, refuse }) => {
+        await fw.init();
+        assert.equal((await fw.setBump!(TEST_BUMP)).on, true);
+        await refuse(true);
+        // Off (a reload to --detector psd): nft refuses the removal.
+        assert.equal((await fw.setBump!(null)).on, false);
+        assert.match(
+          errors.join("\n"),
+          /speed bump not removed: nftables refused it: Error: refused by the test/,
+        );
+        const left = await lab.exec(lab.target, LIST_BUMP);
+        assert.equal(left.code, 0, "the bump is still there, and said so");
+        await refuse(false);
+        await fw.setBump!(null);
+        const gone = await lab.exec(lab.target, LIST_BUMP);
+        assert.notEqual(gone.code, 0, "removed once nft takes it");
+        assert.equal(errors.length, 1, errors.join("\n"));
+      },
     );
-    try {
-      await fw.init();
-      assert.equal((await fw.setBump!(TEST_BUMP)).on, true);
-      await refuse(true);
-      // Off (a reload to --detector psd): nft refuses the removal.
-      assert.equal((await fw.setBump!(null)).on, false);
-      assert.match(
-        errors.join("\n"),
-        /speed bump not removed: nftables refused it: Error: refused by the test/,
-      );
-      const left = await lab.exec(lab.target, [
-        "nft",
-        "list",
-        "chain",
-        "inet",
-        "scanblocker",
-        "bump",
-      ]);
-      assert.equal(left.code, 0, "the bump is still there, and said so");
-      await refuse(false);
-      await fw.setBump!(null);
-      const gone = await lab.exec(lab.target, [
-        "nft",
-        "list",
-        "chain",
-        "inet",
-        "scanblocker",
-        "bump",
-      ]);
-      assert.notEqual(gone.code, 0, "removed once nft takes it");
-      assert.equal(errors.length, 1, errors.join("\n"));
-    } finally {
-      await close();
-      await lab.destroy();
-    }
   },
 });

@@ -6,7 +6,7 @@
  */
 import { createFirewall } from "../src/firewall/firewall.ts";
 import type { BumpConfig, Firewall } from "../src/types.ts";
-import type { Lab } from "./netns.ts";
+import { createLab, type Lab } from "./netns.ts";
 
 /** The speed bump's settings these tests install. */
 export const TEST_BUMP: BumpConfig = {
@@ -73,4 +73,29 @@ exec "$@"
       await Deno.remove(dir, { recursive: true });
     },
   };
+}
+
+/**
+ * `refusingFirewall` in a lab of its own (`tag`), for `fn`; the backend, the
+ * wrapper and the lab are gone afterwards, whatever `fn` did.
+ */
+export async function withRefusingFirewall(
+  tag: string,
+  kind: "nftables" | "iptables",
+  commands: string[],
+  match: string,
+  message: string,
+  fn: (r: RefusingFirewall & { lab: Lab }) => Promise<void>,
+): Promise<void> {
+  const lab = await createLab(tag);
+  try {
+    const r = await refusingFirewall(lab, kind, commands, match, message);
+    try {
+      await fn({ ...r, lab });
+    } finally {
+      await r.close();
+    }
+  } finally {
+    await lab.destroy();
+  }
 }
