@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { runMain } from "./daemon.ts";
+import { writeSynPcap } from "./pcap_files.ts";
 
 const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
 
@@ -137,5 +138,46 @@ Deno.test("a metrics address in use: one line naming it and how to change it, ex
     assert.ok(!/\n\s+at /.test(r.stderr), r.stderr);
   } finally {
     busy.close();
+  }
+});
+
+Deno.test("-r: the compiled packet path is not thrown away when the event loop first turns", async () => {
+  // The process's first postMessage (the offline loop's event-loop turn,
+  // every 20 ms) changes a prototype chain V8's compiled packet path depends
+  // on. Taken 20 ms into this file, it deoptimised processBatch, #probe,
+  // the decoders and the sketch (8 functions) and aborted an 11 ms Turbofan
+  // job; the loop now turns once before the first batch.
+  const dir = Deno.makeTempDirSync({ prefix: "sb-turn-" });
+  try {
+    const path = `${dir}/syn.pcap`;
+    writeSynPcap(path, 300_000);
+    const root = new URL("../", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-P",
+        "--quiet",
+        "--v8-flags=--trace-deopt",
+        `${root}main.ts`,
+        "-r",
+        path,
+        "--local",
+        "10.255.0.1",
+        "--local",
+        "fd00::ffff:1",
+      ],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.match(text, /Summary: 300000 packets, 300000 connection attempts, 0 scans/);
+    const hit = text.match(
+      /SharedFunctionInfo [^>]*>\) \(opt id \d+\) for deoptimization, reason: dependent prototype chain changed/g,
+    ) ?? [];
+    assert.deepEqual(hit, [], "compiled code thrown away after the first batch");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
 });
