@@ -3,7 +3,7 @@
  * default interface, and the capture loop that feeds batches of packets to
  * the pipeline without ever blocking the event loop.
  */
-import type { Batch, Pcap } from "../../ffi/pcap.ts";
+import type { Batch } from "../../ffi/pcap.ts";
 import { listSystemDirectory, readSystemFile } from "../../ffi/libc.ts";
 
 /**
@@ -180,9 +180,9 @@ function eventLoopTurns(): { turn(): Promise<void>; close(): void } {
  * (src/capture/worker.ts via LiveCapture).
  * Rejects with the capture's Error (a damaged file after its good packets).
  */
-export async function runCapture(
-  pcap: Pick<Pcap, "live" | "dispatch" | "interrupt">,
-  onBatch: (b: Batch) => void,
+export async function runCapture<B extends { count: number } = Batch>(
+  pcap: { live: boolean; dispatch(): B | null; interrupt(): void },
+  onBatch: (b: B) => void,
   signal: AbortSignal,
 ): Promise<void> {
   if (signal.aborted) return;

@@ -64,6 +64,8 @@ export class PcapFile {
   readonly linktype: number;
   readonly live = false;
   readonly source: string;
+  /** The filter it was opened with (a decoding thread opens the file again with it). */
+  readonly filter: string;
 
   #file: Deno.FsFile;
   /** The file's byte order is this host's (little-endian): records need no rewriting for it. */
@@ -94,6 +96,7 @@ export class PcapFile {
   ) {
     this.#file = file;
     this.source = source;
+    this.filter = filter;
     this.#le = !swapped;
     this.#nano = nano;
     const link = header.getUint32(20, !swapped);

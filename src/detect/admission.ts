@@ -101,8 +101,8 @@ export class Admission {
   readonly #cursor: Uint8Array<ArrayBuffer>;
   readonly #horizonDs: number;
   readonly #pressureDs: number;
-  readonly #seedBucket = randomSeed();
-  readonly #seedPrint = randomSeed();
+  readonly #seedBucket: number;
+  readonly #seedPrint: number;
   #base = -1;
   /** First target and its time (epoch ms) after a Promote. */
   prevTarget = 0;
@@ -130,7 +130,8 @@ export class Admission {
    * counts as not admitted. `advise` may ask the kernel for huge pages for
    * the table (random reads of 48 MiB through 4 KiB pages miss the TLB).
    * `prefix6` is the IPv6 prefix length the pipeline counts (128: none), for
-   * `keyWords`.
+   * `keyWords`. `seeds` (another sketch's `seeds`) gives the same buckets
+   * and fingerprints as that sketch: a thread that keys packets for it.
    */
   constructor(
     slots: number,
@@ -138,7 +139,10 @@ export class Admission {
     pressureMs = horizonMs,
     advise?: (table: Int32Array<ArrayBuffer>) => void,
     prefix6 = 64,
+    seeds?: readonly [number, number],
   ) {
+    this.#seedBucket = seeds?.[0] ?? randomSeed();
+    this.#seedPrint = seeds?.[1] ?? randomSeed();
     this.#p6 = prefix6;
     this.#m0 = mask(prefix6);
     this.#m1 = mask(prefix6 - 32);
@@ -165,6 +169,11 @@ export class Admission {
   prefault(): void {
     const t = this.#t;
     for (let i = 0; i < t.length; i += 1024) t[i] = 0;
+  }
+
+  /** The keyed hashes' secret seeds (see the constructor), for a thread that keys packets for this sketch. */
+  get seeds(): readonly [number, number] {
+    return [this.#seedBucket, this.#seedPrint];
   }
 
   /** Age (ms) of the last entry pushed out: how long a first probe is remembered now. */

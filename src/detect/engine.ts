@@ -59,6 +59,8 @@ export function createEngine(
     onScan: (scan: ScanReport) => void;
     banFirst?: (scan: ScanReport) => void;
     onRepeatScanner: (ms: number, src: string) => void;
+    /** Another engine's admission seeds (Admission.seeds): this one decodes for it. */
+    admissionSeeds?: readonly [number, number];
   },
 ): Engine {
   const detector: ScanDetector = s.detector === "psd"
@@ -86,8 +88,9 @@ export function createEngine(
     admissionSlots(s.maxSources),
     horizonMs,
     mainMs,
-    adviseHugePages,
+    opts.admissionSeeds ? undefined : adviseHugePages,
     s.ipv6Prefix ?? 64,
+    opts.admissionSeeds,
   );
   const pipeline = new Pipeline({
     ...opts,

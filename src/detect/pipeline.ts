@@ -126,16 +126,28 @@ const K_NONE = 0, K_SYNACK = 1, K_PROBE = 2, K_RULES = 3, K_ALLOWED = 4;
 /** Packets decoded ahead per chunk of a batch (see Pipeline.processBatch). */
 const CHUNK = 64;
 
-/** CHUNK address buffers of 16 bytes over one ArrayBuffer. */
-function slots(): Uint8Array[] {
-  const buf = new ArrayBuffer(16 * CHUNK);
-  return Array.from({ length: CHUNK }, (_, i) => new Uint8Array(buf, 16 * i, 16));
+/**
+ * Where each of a chunk's arrays lies in its one buffer (Pipeline.chunkBytes):
+ * the address slots (16 bytes a packet, as bytes and as words), the times,
+ * the 32-bit and the 8-bit arrays, and a head of four counts.
+ */
+const L_SRCS = 0, L_DSTS = 16 * CHUNK, L_SRCW = 32 * CHUNK, L_DSTW = 48 * CHUNK;
+const L_MS = 64 * CHUNK, L_SPORT = 72 * CHUNK, L_DPORT = 76 * CHUNK, L_KEY = 80 * CHUNK;
+const L_PRINT = 84 * CHUNK, L_PFX = 88 * CHUNK, L_PFX_PRINT = 92 * CHUNK, L_BUCKETS = 96 * CHUNK;
+const L_FAM = 104 * CHUNK, L_TYPES = 105 * CHUNK, L_KINDS = 106 * CHUNK, L_HEAD = 107 * CHUNK;
+/** Bytes of a chunk: its arrays and head, rounded up to whole cache lines. */
+export const CHUNK_BYTES = 108 * CHUNK;
+/** The head's counts: packets with a slot, buckets to read ahead, frames walked, frames not decodable. */
+const H_COUNT = 0, H_BUCKETS = 1, H_FRAMES = 2, H_ERRORS = 3;
+
+/** CHUNK address buffers of 16 bytes in `buf` from `at`. */
+function slots(buf: ArrayBuffer, at: number): Uint8Array[] {
+  return Array.from({ length: CHUNK }, (_, i) => new Uint8Array(buf, at + 16 * i, 16));
 }
 
-/** CHUNK address buffers of 4 words over one ArrayBuffer. */
-function wordSlots(): Int32Array[] {
-  const buf = new ArrayBuffer(16 * CHUNK);
-  return Array.from({ length: CHUNK }, (_, i) => new Int32Array(buf, 16 * i, 4));
+/** CHUNK address buffers of 4 words in `buf` from `at`. */
+function wordSlots(buf: ArrayBuffer, at: number): Int32Array[] {
+  return Array.from({ length: CHUNK }, (_, i) => new Int32Array(buf, at + 16 * i, 4));
 }
 
 /** Bytes i to i + 3 of an address as a word, most significant first (signed, as ProbeEvent.srcW). */
@@ -189,6 +201,7 @@ export class Pipeline {
   readonly scans = new Map<string, ScanSummary>();
 
   constructor(opts: PipelineOptions) {
+    this.chunkBytes = new Uint8Array(this.#chunk);
     this.#o = opts;
     this.#adm = opts.admission ?? null;
     const p = this.#p6 = opts.ipv6Prefix ?? 64;
@@ -216,100 +229,160 @@ export class Pipeline {
   /**
    * Processes every record of a batch, in chunks of CHUNK packets: the
    * chunk is decoded first into its slots and the admission buckets of the
-   * probes bound for the rules are keyed, then read in one loop (touch),
-   * then the chunk's packets go through the rules in packet order. Under a
-   * spoofed-source flood every packet's bucket is a cache miss in a table of
-   * tens of MiB; taken one packet at a time they are paid one after another
-   * (~0.23 µs each here), read ahead for a chunk they overlap
-   * (bench/detector_bench.ts sketch). Everything else happens as before.
+   * probes bound for the rules are keyed (#decodeChunk), then read in one
+   * loop (touch), then the chunk's packets go through the rules in packet
+   * order (#runChunk). Under a spoofed-source flood every packet's bucket is
+   * a cache miss in a table of tens of MiB; taken one packet at a time they
+   * are paid one after another (~0.23 µs each here), read ahead for a chunk
+   * they overlap (bench/detector_bench.ts sketch).
    */
   processBatch(b: RecordBatch): void {
-    const view = b.view, end = b.end, o = this.#o, ev = this.#ev, adm = this.#adm;
+    const view = b.view, end = b.end;
+    let off = b.start;
+    do {
+      off = this.#decodeChunk(view, off, end);
+      this.#runChunk();
+    } while (off >= 0);
+  }
+
+  /**
+   * The first half of processBatch on its own, for a decoding thread
+   * (src/capture/decode_thread.ts): decodes the next chunk of the batch
+   * from `off` into `chunkBytes` and returns where the next chunk starts, or
+   * -1 when this was the batch's last.
+   */
+  decodeNext(view: DataView, off: number, end: number): number {
+    return this.#decodeChunk(view, off, end);
+  }
+
+  /** One decoded chunk's state (its slots and its counts), for a decoding thread to hand over. */
+  readonly chunkBytes: Uint8Array<ArrayBuffer>;
+
+  /**
+   * The second half of processBatch, for a chunk another pipeline decoded
+   * (`decodeNext`; same settings, and the same admission keys): its bytes
+   * at `at` in `from` are taken into this pipeline's chunk and run.
+   */
+  runDecoded(from: Uint8Array, at: number): void {
+    this.chunkBytes.set(from.subarray(at, at + CHUNK_BYTES));
+    const head = this.#head;
+    this.packets += head[H_FRAMES];
+    this.decodeErrors += head[H_ERRORS];
+    this.#runChunk();
+  }
+
+  /**
+   * Decodes records from `off` into the chunk's slots, up to CHUNK packets
+   * bound for somewhere (a frame that is not a probe or a SYN-ACK takes no
+   * slot), and keys the admission buckets of the probes bound for the rules.
+   * Returns where the next chunk starts, or -1 at the batch's end.
+   */
+  #decodeChunk(view: DataView, off: number, end: number): number {
+    const o = this.#o, ev = this.#ev, adm = this.#adm;
     const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, types = this.#types;
     const sport = this.#sport, dport = this.#dport, times = this.#ms, keyAt = this.#keyAt;
     const kinds = this.#kinds, pfxAt = this.#pfxAt, srcW = this.#srcW, dstW = this.#dstW;
-    let off = b.start;
-    let more = true;
-    while (more) {
-      let n = 0, nb = 0;
-      while (n < CHUNK) {
-        if (off + 16 > end) {
-          more = false;
-          break;
-        }
-        const tsSec = view.getUint32(off, true);
-        const tsUsec = view.getUint32(off + 4, true);
-        const caplen = view.getUint32(off + 8, true);
-        const data = off + 16;
-        if (data + caplen > end) { // never read past the batch
-          more = false;
-          break;
-        }
-        off = data + caplen;
-        this.packets++;
-        ev.src = srcs[n];
-        ev.dst = dsts[n];
-        ev.srcW = srcW[n];
-        ev.dstW = dstW[n];
-        const st = decodePacket(o.linktype, view, data, caplen, ev);
-        if (st !== DecodeStatus.Ok) {
-          if (st === DecodeStatus.Malformed) this.decodeErrors++;
-          continue;
-        }
-        times[n] = tsSec * 1000 + tsUsec / 1000;
-        fam[n] = ev.family;
-        sport[n] = ev.sport;
-        dport[n] = ev.dport;
-        keyAt[n] = -1;
-        pfxAt[n] = PFX_UNKNOWN;
-        const type = types[n] = probeType(ev.flags);
-        if (type === T_NONE) {
-          const synAck = (ev.flags & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK);
-          kinds[n] = synAck ? K_SYNACK : K_NONE;
-        } else if (!this.#toRules(ev)) kinds[n] = K_PROBE;
-        else if (o.allow.isAllowed(ev.family, ev.src)) kinds[n] = K_ALLOWED;
-        else {
-          kinds[n] = K_RULES;
-          if (adm !== null) nb = this.#keysOf(adm, n, nb);
-        }
-        n++;
+    let n = 0, nb = 0, frames = 0, errors = 0, more = true;
+    while (n < CHUNK) {
+      if (off + 16 > end) {
+        more = false;
+        break;
       }
-      if (nb > 0) this.#touched ^= adm!.touch(this.#buckets, nb);
-      for (let k = 0; k < n; k++) {
-        const ms = times[k], kind = kinds[k];
-        this.lastPacketMs = ms;
-        if (kind >= K_PROBE) this.#probe(k, kind);
-        else if (kind === K_SYNACK) this.#accepted(fam[k] as Family, srcs[k], sport[k], dsts[k]);
+      const tsSec = view.getUint32(off, true);
+      const tsUsec = view.getUint32(off + 4, true);
+      const caplen = view.getUint32(off + 8, true);
+      const data = off + 16;
+      if (data + caplen > end) { // never read past the batch
+        more = false;
+        break;
+      }
+      off = data + caplen;
+      frames++;
+      ev.src = srcs[n];
+      ev.dst = dsts[n];
+      ev.srcW = srcW[n];
+      ev.dstW = dstW[n];
+      const st = decodePacket(o.linktype, view, data, caplen, ev);
+      if (st !== DecodeStatus.Ok) {
+        if (st === DecodeStatus.Malformed) errors++;
+        continue;
+      }
+      times[n] = tsSec * 1000 + tsUsec / 1000;
+      fam[n] = ev.family;
+      sport[n] = ev.sport;
+      dport[n] = ev.dport;
+      keyAt[n] = -1;
+      pfxAt[n] = PFX_UNKNOWN;
+      const type = types[n] = probeType(ev.flags);
+      if (type === T_NONE) {
+        const synAck = (ev.flags & (TCP.SYN | TCP.ACK | TCP.RST)) === (TCP.SYN | TCP.ACK);
+        kinds[n] = synAck ? K_SYNACK : K_NONE;
+      } else if (!this.#toRules(ev)) kinds[n] = K_PROBE;
+      else if (o.allow.isAllowed(ev.family, ev.src)) kinds[n] = K_ALLOWED;
+      else {
+        kinds[n] = K_RULES;
+        if (adm !== null) nb = this.#keysOf(adm, n, nb);
+      }
+      n++;
+    }
+    this.packets += frames;
+    this.decodeErrors += errors;
+    const head = this.#head;
+    head[H_COUNT] = n;
+    head[H_BUCKETS] = nb;
+    head[H_FRAMES] = frames;
+    head[H_ERRORS] = errors;
+    return more ? off : -1;
+  }
+
+  /** Reads the decoded chunk's buckets ahead, then runs its packets in order. */
+  #runChunk(): void {
+    const head = this.#head, n = head[H_COUNT], nb = head[H_BUCKETS];
+    const times = this.#ms, kinds = this.#kinds, fam = this.#fam;
+    if (nb > 0) this.#touched ^= this.#adm!.touch(this.#buckets, nb);
+    for (let k = 0; k < n; k++) {
+      const ms = times[k], kind = kinds[k];
+      this.lastPacketMs = ms;
+      if (kind >= K_PROBE) this.#probe(k, kind);
+      else if (kind === K_SYNACK) {
+        this.#accepted(fam[k] as Family, this.#srcs[k], this.#sport[k], this.#dsts[k]);
       }
     }
   }
 
-  /** One chunk's decoded packets (see processBatch). */
-  readonly #srcs = slots();
-  readonly #dsts = slots();
-  readonly #srcW = wordSlots();
-  readonly #dstW = wordSlots();
-  readonly #fam = new Uint8Array(CHUNK);
+  /**
+   * One chunk's decoded packets (see processBatch), every array a view of
+   * one buffer (chunkBytes), so that a chunk decoded on another thread is
+   * taken over with one copy (runDecoded).
+   */
+  readonly #chunk = new ArrayBuffer(CHUNK_BYTES);
+  readonly #srcs = slots(this.#chunk, L_SRCS);
+  readonly #dsts = slots(this.#chunk, L_DSTS);
+  readonly #srcW = wordSlots(this.#chunk, L_SRCW);
+  readonly #dstW = wordSlots(this.#chunk, L_DSTW);
+  readonly #fam = new Uint8Array(this.#chunk, L_FAM, CHUNK);
   /** Per slot: the probe type (probeType) and what the read-ahead made of the packet (K_*). */
-  readonly #types = new Int8Array(CHUNK);
-  readonly #kinds = new Uint8Array(CHUNK);
-  readonly #sport = new Int32Array(CHUNK);
-  readonly #dport = new Int32Array(CHUNK);
-  readonly #ms = new Float64Array(CHUNK);
+  readonly #types = new Int8Array(this.#chunk, L_TYPES, CHUNK);
+  readonly #kinds = new Uint8Array(this.#chunk, L_KINDS, CHUNK);
+  readonly #sport = new Int32Array(this.#chunk, L_SPORT, CHUNK);
+  readonly #dport = new Int32Array(this.#chunk, L_DPORT, CHUNK);
+  readonly #ms = new Float64Array(this.#chunk, L_MS, CHUNK);
+  /** The chunk's packets with a slot, buckets to read ahead, frames walked and frames not decodable. */
+  readonly #head = new Int32Array(this.#chunk, L_HEAD, 4);
   /** What the read-ahead loads add up to (kept so that they are not optimised away). */
   #touched = 0;
 
   /** Admission buckets to read ahead: an IPv4 source's, an IPv6 source's and its prefix's. */
-  readonly #buckets = new Int32Array(2 * CHUNK);
+  readonly #buckets = new Int32Array(this.#chunk, L_BUCKETS, 2 * CHUNK);
   /** Per slot: the admission bucket and fingerprint of its source address (bucket -1: none). */
-  readonly #keyAt = new Int32Array(CHUNK);
-  readonly #printAt = new Int32Array(CHUNK);
+  readonly #keyAt = new Int32Array(this.#chunk, L_KEY, CHUNK);
+  readonly #printAt = new Int32Array(this.#chunk, L_PRINT, CHUNK);
   /**
    * Per slot: the admission bucket and fingerprint of its IPv6 source's
    * prefix, or PFX_PROTECTED / PFX_UNKNOWN (not read ahead, or IPv4).
    */
-  readonly #pfxAt = new Int32Array(CHUNK);
-  readonly #pfxPrintAt = new Int32Array(CHUNK);
+  readonly #pfxAt = new Int32Array(this.#chunk, L_PFX, CHUNK);
+  readonly #pfxPrintAt = new Int32Array(this.#chunk, L_PFX_PRINT, CHUNK);
 
   /**
    * Whether a just decoded probe goes on to the rules (not this host's own,

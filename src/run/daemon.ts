@@ -12,7 +12,7 @@ import { Bans } from "../bans/bans.ts";
 import { protectedAddresses } from "../bans/guard.ts";
 import { DEFAULT_FILTER } from "../capture/capture.ts";
 import type { LiveCapture } from "../capture/live.ts";
-import { analyseFile } from "../capture/offline.ts";
+import { analyseFile, decodingThread } from "../capture/offline.ts";
 import { type Config, DEFAULT_METRICS_ADDR, readEnv } from "../config.ts";
 import { Slot } from "../detect/counters.ts";
 import { type Engine, engineSettings, publishCounters } from "../detect/engine.ts";
@@ -44,6 +44,9 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   const pre = preflight(cfg, live, warn);
   if ("exit" in pre) return pre.exit;
   const device = pre.device;
+  // A large file's decoding thread loads its code while this one sets up.
+  const bytes = live ? null : fileBytes(cfg.read!);
+  const thread = decodingThread(bytes);
   const openPorts = await openPortsOf(cfg, live);
   const everyDestinationLocal = (!live && cfg.local === null) || cfg.hooks.includes("forward");
 
@@ -61,6 +64,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
     else pcap = openCaptureFile(cfg.read!, DEFAULT_FILTER);
   } catch (e) {
     warn(errorText(e));
+    thread?.close();
     return live ? 1 : 2;
   }
   if (!live && cfg.fleet) warn("fleet: --lapi-url is ignored with -r (nothing is shared offline)");
@@ -72,6 +76,7 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
   } catch (e) {
     warn(errorText(e));
     pcap?.close();
+    thread?.close();
     await s.capture?.stop();
     return 2; // the address given cannot be listened on: configuration
   }
@@ -125,7 +130,8 @@ export async function daemon(cfg: Config, argv: string[]): Promise<number> {
       everyDestinationLocal,
       bans: b,
       onEngine: (e) => (s.engine = e),
-      bytes: fileBytes(cfg.read!),
+      bytes,
+      thread,
     });
     s.engine = run.engine;
     if (run.error !== null) warn(run.error);
