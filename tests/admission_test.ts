@@ -16,6 +16,7 @@ import type { ScanReport } from "../src/detect/pipeline.ts";
 import { parseConfig } from "../src/config.ts";
 import { engineSettings } from "../src/detect/engine.ts";
 import { writeSynPcap } from "./pcap_files.ts";
+import { runMain } from "./daemon.ts";
 
 Deno.test("admission: first, repeat, promote with the first target, then admitted; take-back", () => {
   const a = new Admission(1024, 60_000);
@@ -232,24 +233,13 @@ Deno.test("admission: reading the sketch ahead never overflows into a deoptimisa
   const path = Deno.makeTempFileSync({ suffix: ".pcap" });
   try {
     writeSynPcap(path, 200_000);
-    const main = new URL("../main.ts", import.meta.url).pathname;
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-P",
-        "--quiet",
-        "--v8-flags=--trace-deopt",
-        main,
-        "-r",
-        path,
-        "--local",
-        "10.255.0.1",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    // On one thread (standard input), where processBatch runs whole.
+    const r = await runMain(["-r", "-", "--local", "10.255.0.1"], {}, {
+      v8Flags: "--trace-deopt",
+      stdinFile: path,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const text = r.stdout;
     const overflows = text.match(
       /bailout[^\n]*reason: overflow[^\n]*JSFunction (touch|processBatch) /g,
     );

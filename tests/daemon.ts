@@ -113,18 +113,33 @@ export function startDaemon(
   return spawnDaemon(full, { env: ns ? { NO_COLOR: "1" } : { NO_COLOR: "1", ...env } });
 }
 
-/** Runs `main.ts ARGS` to completion (no namespace) and returns code and output. */
+/**
+ * Runs `main.ts ARGS` to completion (no namespace) and returns code and
+ * output; `v8Flags` go to Deno's --v8-flags, `stdinFile` is written to its
+ * standard input (while its output is read: neither pipe may fill up and
+ * stop the other).
+ */
 export async function runMain(
   args: string[],
   env: Record<string, string> = {},
+  opts: { v8Flags?: string; stdinFile?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const o = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-P", "--quiet", `${root}main.ts`, ...args],
+  const flags = opts.v8Flags ? [`--v8-flags=${opts.v8Flags}`] : [];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-P", "--quiet", ...flags, `${root}main.ts`, ...args],
     cwd: root,
+    stdin: opts.stdinFile ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1", ...env },
-  }).output();
+  }).spawn();
+  const feed = async () => {
+    if (!opts.stdinFile) return;
+    const w = child.stdin.getWriter();
+    await w.write(await Deno.readFile(opts.stdinFile));
+    await w.close();
+  };
+  const [o] = await Promise.all([child.output(), feed()]);
   return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
 }
 

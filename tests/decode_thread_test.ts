@@ -6,6 +6,7 @@
  * for mixed traffic, a damaged file and a format the thread does not take.
  */
 import assert from "node:assert/strict";
+import { runMain } from "./daemon.ts";
 import {
   type Frame,
   pcapBytes,
@@ -16,32 +17,11 @@ import {
   synFrame6,
 } from "./pcap_files.ts";
 
-const root = new URL("../", import.meta.url).pathname;
-const dec = new TextDecoder();
-
 /** main.ts -r with `args`, the file given by path or on standard input (`-r -`). */
-async function replay(
-  file: string,
-  how: "path" | "stdin",
-  args: string[] = [],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-P", "--quiet", `${root}main.ts`, "-r", how === "path" ? file : "-", ...args],
-    cwd: root,
-    stdin: how === "stdin" ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  // Written while the output is read: neither pipe may fill up and stop the other.
-  const feed = async () => {
-    if (how !== "stdin") return;
-    const w = child.stdin.getWriter();
-    await w.write(Deno.readFileSync(file));
-    await w.close();
-  };
-  const [o] = await Promise.all([child.output(), feed()]);
-  return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+function replay(file: string, how: "path" | "stdin", args: string[] = []) {
+  return how === "path"
+    ? runMain(["-r", file, ...args])
+    : runMain(["-r", "-", ...args], {}, { stdinFile: file });
 }
 
 /** An Ethernet + IPv4 + TCP frame between any two addresses and ports. */
