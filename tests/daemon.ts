@@ -136,8 +136,13 @@ export async function runMain(
   const feed = async () => {
     if (!opts.stdinFile) return;
     const w = child.stdin.getWriter();
-    await w.write(await Deno.readFile(opts.stdinFile));
-    await w.close();
+    try {
+      await w.write(await Deno.readFile(opts.stdinFile));
+      await w.close();
+    } catch (e) {
+      // It stopped reading (an error, told on its stderr): its exit code and output say why.
+      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+    }
   };
   const [o] = await Promise.all([child.output(), feed()]);
   return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };

@@ -120,3 +120,19 @@ Deno.test("-r FILE: a large pcapng file (libpcap's, one thread) is read whole, a
     assert.match(r.stdout, /Port scan detected: 10\.0\.0\.5 /);
   });
 });
+
+Deno.test("-r FILE of 4 MiB or more runs its chunks from the decoding thread; from standard input it never does", async () => {
+  // Output alone cannot tell which path ran (that is the point of the tests
+  // above): V8's trace names the functions that only the two-thread path
+  // calls once they are hot.
+  await withFile(pcapBytes(mixedFrames()), async (path) => {
+    const trace = { v8Flags: "--trace-opt" };
+    const two = await runMain(["-r", path], {}, trace);
+    const one = await runMain(["-r", "-"], {}, { ...trace, stdinFile: path });
+    assert.equal(two.code, 0, two.stderr);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(two.stdout, /JSFunction runDecoded /);
+    assert.doesNotMatch(one.stdout, /JSFunction runDecoded /);
+    assert.match(one.stdout, /JSFunction processBatch /);
+  });
+});

@@ -63,6 +63,17 @@ export async function analyseFile(
   pcap: CaptureFile,
   o: OfflineRun,
 ): Promise<{ engine: Engine; error: string | null }> {
+  try {
+    return await analyse(pcap, o);
+  } finally {
+    o.thread?.close(); // whatever ended the run, the thread ends with it
+  }
+}
+
+async function analyse(
+  pcap: CaptureFile,
+  o: OfflineRun,
+): Promise<{ engine: Engine; error: string | null }> {
   const engine = createEngine(o.settings, {
     linktype: pcap.linktype,
     allow: o.allow,
@@ -76,7 +87,6 @@ export async function analyseFile(
   o.onEngine(engine);
   // A file libpcap reads (pcapng, ...) stays on this thread.
   const thread = pcap instanceof PcapFile ? o.thread : null;
-  if (thread === null) o.thread?.close();
   thread?.start({
     path: pcap.source,
     filter: (pcap as PcapFile).filter,
@@ -115,7 +125,6 @@ export async function analyseFile(
   } catch (e) {
     error = e instanceof Error ? e.message : String(e);
   }
-  thread?.close();
   o.progress?.clear();
   pcap.close();
   return { engine, error };
