@@ -162,7 +162,7 @@ Deno.test("-r: the compiled packet path is not thrown away when the event loop f
       assert.match(r.stdout, /Summary: 300000 packets, 300000 connection attempts, 0 scans/);
       // The packet path's functions (the teardown after the summary may change prototypes freely).
       const hit = r.stdout.match(
-        /SharedFunctionInfo (processBatch|#runChunk|runDecoded|#decodeChunk|#probe|#verdict|decode\w*|touch|seeKey|#put|newConnection|walkRecords)>\) \(opt id \d+\) for deoptimization, reason: dependent prototype chain changed/g,
+        /SharedFunctionInfo (processBatch|#runChunk|runDecoded|#probe|#verdict|decode\w*|touch|seeKey|#put|newConnection|walkRecords)>\) \(opt id \d+\) for deoptimization, reason: dependent prototype chain changed/g,
       ) ?? [];
       assert.deepEqual(hit, [], `compiled code thrown away (${stdin ? "stdin" : "path"})`);
     }

@@ -33,11 +33,11 @@ const POSITIONS = Math.ceil((STATE_WORDS * 4) / 8) * 8;
 const SLOTS_AT = Math.ceil((POSITIONS + SLOTS * 8) / 64) * 64;
 /** Room for the error's text (UTF-8), after the slots. */
 const ERROR_BYTES = 2048;
-export const RING_BYTES = SLOTS_AT + SLOTS * CHUNK_BYTES + ERROR_BYTES;
+const RING_BYTES = SLOTS_AT + SLOTS * CHUNK_BYTES + ERROR_BYTES;
 
 /** Slot states and end states. */
 export const EMPTY = 0, FULL = 1;
-export const RUNNING = 0, ENDED = 1, FAILED = 2;
+const RUNNING = 0, ENDED = 1, FAILED = 2;
 
 /** How long the main thread waits for a chunk before the event loop gets a turn. */
 const WAIT_MS = 20;

@@ -37,26 +37,23 @@ export interface OfflineRun {
  * input, which stay on one thread.
  */
 export function decodingThread(bytes: number | null): DecodeThread | null {
-  return bytes !== null && bytes >= THREAD_BYTES ? new DecodeThread() : null;
+  return bytes !== null && bytes >= LARGE_FILE_BYTES ? new DecodeThread() : null;
 }
 
 /**
- * From this file size on, the admission table's pages are mapped before the
- * first packet (Admission.prefault): a file this large (about 50,000
- * records) touches nearly every page anyway, and at random, page by page,
- * that cost more than mapping them in one pass (first 10,000 packets of the
- * 1,000,000-SYN file: 57-86 ms, against 31-36 ms after a 15-22 ms pass).
- * A small file starts without it.
+ * A large file (about 50,000 records and more), for which the run pays two
+ * costs up front:
+ * - The admission table's pages are mapped before the first packet
+ *   (Admission.prefault): such a file touches nearly every page anyway, and
+ *   at random, page by page, that cost more than mapping them in one pass
+ *   (first 10,000 packets of the 1,000,000-SYN file: 57-86 ms, against
+ *   31-36 ms after a 15-22 ms pass).
+ * - A file the JavaScript reader takes is read and decoded on a second
+ *   thread (decode_thread.ts): its start (~25 ms, while this thread sets up)
+ *   is paid back within the first 100,000 packets or so.
+ * A small file starts without either.
  */
-const PREFAULT_BYTES = 4 << 20;
-
-/**
- * From this file size on (about 50,000 records), a file the JavaScript
- * reader takes is read and decoded on a second thread (decode_thread.ts):
- * its start (~25 ms, while this thread sets up) is paid back within the
- * first 100,000 packets or so.
- */
-const THREAD_BYTES = 4 << 20;
+const LARGE_FILE_BYTES = 4 << 20;
 
 /** Reads `pcap` to its end; resolves with the engine and the damaged file's message, if any. */
 export async function analyseFile(
@@ -86,18 +83,21 @@ async function analyse(
   });
   o.onEngine(engine);
   // A file libpcap reads (pcapng, ...) stays on this thread.
-  const thread = pcap instanceof PcapFile ? o.thread : null;
-  thread?.start({
-    path: pcap.source,
-    filter: (pcap as PcapFile).filter,
-    settings: o.settings,
-    allowed: o.allow.allowed,
-    local: o.allow.local,
-    guard: o.allow.guard,
-    everyDestinationLocal: o.everyDestinationLocal,
-    seeds: engine.admission.seeds,
-  });
-  if (o.bytes !== null && o.bytes >= PREFAULT_BYTES) engine.admission.prefault();
+  let thread: DecodeThread | null = null;
+  if (o.thread && pcap instanceof PcapFile) {
+    thread = o.thread;
+    thread.start({
+      path: pcap.source,
+      filter: pcap.filter,
+      settings: o.settings,
+      allowed: o.allow.allowed,
+      local: o.allow.local,
+      guard: o.allow.guard,
+      everyDestinationLocal: o.everyDestinationLocal,
+      seeds: engine.admission.seeds,
+    });
+  }
+  if (o.bytes !== null && o.bytes >= LARGE_FILE_BYTES) engine.admission.prefault();
   o.bans.forgetSource = (src) => {
     const a = parseAddress(src);
     if (a) engine.forget(addressKey(a.family, a.bytes));

@@ -229,7 +229,7 @@ export class Pipeline {
   /**
    * Processes every record of a batch, in chunks of CHUNK packets: the
    * chunk is decoded first into its slots and the admission buckets of the
-   * probes bound for the rules are keyed (#decodeChunk), then read in one
+   * probes bound for the rules are keyed (decodeNext), then read in one
    * loop (touch), then the chunk's packets go through the rules in packet
    * order (#runChunk). Under a spoofed-source flood every packet's bucket is
    * a cache miss in a table of tens of MiB; taken one packet at a time they
@@ -240,19 +240,9 @@ export class Pipeline {
     const view = b.view, end = b.end;
     let off = b.start;
     do {
-      off = this.#decodeChunk(view, off, end);
+      off = this.decodeNext(view, off, end);
       this.#runChunk();
     } while (off >= 0);
-  }
-
-  /**
-   * The first half of processBatch on its own, for a decoding thread
-   * (src/capture/decode_thread.ts): decodes the next chunk of the batch
-   * from `off` into `chunkBytes` and returns where the next chunk starts, or
-   * -1 when this was the batch's last.
-   */
-  decodeNext(view: DataView, off: number, end: number): number {
-    return this.#decodeChunk(view, off, end);
   }
 
   /** One decoded chunk's state (its slots and its counts), for a decoding thread to hand over. */
@@ -275,9 +265,11 @@ export class Pipeline {
    * Decodes records from `off` into the chunk's slots, up to CHUNK packets
    * bound for somewhere (a frame that is not a probe or a SYN-ACK takes no
    * slot), and keys the admission buckets of the probes bound for the rules.
-   * Returns where the next chunk starts, or -1 at the batch's end.
+   * Returns where the next chunk starts, or -1 at the batch's end. The first
+   * half of processBatch; on its own for a decoding thread
+   * (src/capture/decode_thread.ts), which hands `chunkBytes` over.
    */
-  #decodeChunk(view: DataView, off: number, end: number): number {
+  decodeNext(view: DataView, off: number, end: number): number {
     const o = this.#o, ev = this.#ev, adm = this.#adm;
     const srcs = this.#srcs, dsts = this.#dsts, fam = this.#fam, types = this.#types;
     const sport = this.#sport, dport = this.#dport, times = this.#ms, keyAt = this.#keyAt;
