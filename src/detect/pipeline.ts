@@ -503,6 +503,7 @@ export class Pipeline {
   ): Verdict {
     const o = this.#o, adm = this.#adm;
     const slowRule = o.slow;
+    let replayed = Verdict.Counted, slowReplayed = Verdict.Counted;
     // A prefix comes as its address, masked (into #prefixBytes) only when its bytes are needed.
     const kb = len === 128 || family === 4 ? b : this.#prefixOf(b);
     let key: number | string;
@@ -524,17 +525,22 @@ export class Pipeline {
       }
       key = sourceKey(family, kb, len);
       if (a === Admit.Promote) {
+        // The held first target, replayed: when the source was admitted
+        // before (its marker pushed out since), it may be the one that
+        // crosses a threshold, and then its verdict is this packet's.
         this.admitted++;
-        o.detector.observe(key, adm.prevTarget, adm.prevMs);
-        slowRule?.observe(key, adm.prevTarget, adm.prevMs);
+        replayed = o.detector.observe(key, adm.prevTarget, adm.prevMs);
+        slowReplayed = slowRule?.observe(key, adm.prevTarget, adm.prevMs) ?? Verdict.Counted;
       }
     } else key = sourceKey(family, kb, len);
     let v = o.detector.observe(key, target, ms);
+    if (replayed === Verdict.Scan) v = Verdict.Scan;
     this.#det = o.detector;
     this.#slowHit = false;
     if (slowRule !== null) {
       // One report per scanner, whichever rule saw it first.
-      const sv = slowRule.observe(key, target, ms);
+      const observed = slowRule.observe(key, target, ms);
+      const sv = slowReplayed === Verdict.Scan ? Verdict.Scan : observed;
       if (sv === Verdict.AlreadyDetected) v = Verdict.AlreadyDetected;
       else if (sv === Verdict.Scan && (v === Verdict.Counted || v === Verdict.Repeat)) {
         v = sv;
